@@ -1,0 +1,30 @@
+# easy2hard: train on easy problems, evaluate on hard ones (Sun et al., NeurIPS 2024).
+# The offline default (config.yaml) runs in minutes on a laptop; presets in configs/ override it.
+
+from snakemake.utils import min_version
+
+min_version("8.20")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/model.smk"
+include: "rules/sft.smk"
+include: "rules/sample.smk"
+include: "rules/grade.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+report: "workflow/report/workflow.rst"
+
+
+rule all:
+    input:
+        expand("results/graded/{generator}/train.jsonl", generator=GENERATORS),
+        expand("results/eval/{generator}/valid.jsonl", generator=GENERATORS),
+        REPORT_FILES,
+    default_target: True

@@ -1,0 +1,18 @@
+rule prepare_data:
+    """Load problems and split by level; gold answers of valid/test go to results/gold/,
+    which only the evaluation rules read."""
+    output:
+        train_easy="results/data/train_easy.jsonl",
+        train_hard="results/data/train_hard.jsonl",
+        valid="results/data/valid.jsonl",
+        test="results/data/test.jsonl",
+        summary="results/data/summary.json",
+        valid_gold="results/gold/valid.jsonl",
+        test_gold="results/gold/test.jsonl",
+    params:
+        cfg=lambda wildcards: as_json(config["data"]),
+        script=script("prepare_data.py"),
+    log:
+        "results/logs/prepare_data.log",
+    shell:
+        "{params.script} --params {params.cfg:q} --data-dir results/data --gold-dir results/gold > {log} 2>&1"

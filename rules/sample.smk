@@ -1,0 +1,39 @@
+def sampling_params(wildcards):
+    cfg = {k: v for k, v in config["sampling"].items() if k != "num_samples"}
+    return as_json({**cfg, "num_samples": config["sampling"]["num_samples"][wildcards.split]})
+
+
+rule sample:
+    """N sampled solutions per question (top-k, temperature) from a policy."""
+    input:
+        model="results/models/{generator}",
+        questions=lambda wildcards: questions_for(wildcards.split),
+    output:
+        "results/samples/{generator}/{split}.jsonl",
+    params:
+        cfg=sampling_params,
+        script=script("sample.py"),
+    threads: config["threads"]
+    log:
+        "results/logs/sample/{generator}_{split}.log",
+    shell:
+        "{params.script} --params {params.cfg:q} --threads {threads} --model {input.model}"
+        " --questions {input.questions} --out {output} > {log} 2>&1"
+
+
+rule sample_greedy:
+    """One greedy solution per question (the paper's "Greedy" row)."""
+    input:
+        model="results/models/{generator}",
+        questions=lambda wildcards: questions_for(wildcards.split),
+    output:
+        "results/samples/{generator}/{split}.greedy.jsonl",
+    params:
+        cfg=sampling_params,
+        script=script("sample.py"),
+    threads: config["threads"]
+    log:
+        "results/logs/sample/{generator}_{split}_greedy.log",
+    shell:
+        "{params.script} --params {params.cfg:q} --greedy --threads {threads} --model {input.model}"
+        " --questions {input.questions} --out {output} > {log} 2>&1"

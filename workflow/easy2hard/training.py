@@ -1,0 +1,282 @@
+"""The one training loop: SFT now, reward models and RL reuse it with their own loss.
+
+Read it top to bottom: examples -> batches -> engine.backward/step -> log -> save.
+The engine is DeepSpeed (ZeRO, bf16) when CUDA is present and DeepSpeed is installed, and a
+plain-torch engine with the same three-call interface otherwise, so GPU and CPU share this code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from easy2hard import formats
+from easy2hard.io import atomic_output
+
+log = logging.getLogger(__name__)
+IGNORE_INDEX = -100
+DEEPSPEED_CONFIG = Path(__file__).parent / "deepspeed_zero.json"
+
+
+@dataclass
+class TrainConfig:
+    learning_rate: float = 2e-5
+    epochs: float = 3
+    global_batch_size: int = 128
+    micro_batch_size: int = 4
+    max_length: int = 768
+    warmup_ratio: float = 0.03
+    lr_scheduler: str = "cosine"  # cosine | linear | constant (after warm-up)
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    deepspeed: str = "auto"  # auto | always | never
+    zero_stage: int = 2
+    gradient_checkpointing: bool = False
+    log_every: int = 1
+
+    @classmethod
+    def from_dict(cls, config: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(config) - known
+        if unknown:
+            raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+        return cls(**config)
+
+
+# ---------------------------------------------------------------------------------------------
+# Examples
+
+
+def sft_example(problem: str, steps: list[str], answer: str, tokenizer, max_length: int) -> dict:
+    """Prompt and solution tokenized apart so the loss mask starts exactly at the solution."""
+    prompt_ids = tokenizer(formats.format_prompt(problem), add_special_tokens=False)["input_ids"]
+    solution_ids = tokenizer(formats.format_solution(steps, answer), add_special_tokens=False)["input_ids"]
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    input_ids = (bos + prompt_ids + solution_ids + [tokenizer.eos_token_id])[:max_length]
+    labels = ([IGNORE_INDEX] * (len(bos) + len(prompt_ids)) + solution_ids + [tokenizer.eos_token_id])[:max_length]
+    return {"input_ids": input_ids, "labels": labels}
+
+
+def collate(examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a micro-batch to its longest example."""
+    width = max(len(example["input_ids"]) for example in examples)
+    batch = {"input_ids": [], "labels": [], "attention_mask": []}
+    for example in examples:
+        pad = width - len(example["input_ids"])
+        batch["input_ids"].append(example["input_ids"] + [pad_token_id] * pad)
+        batch["labels"].append(example["labels"] + [IGNORE_INDEX] * pad)
+        batch["attention_mask"].append([1] * len(example["input_ids"]) + [0] * pad)
+    return {key: torch.tensor(value) for key, value in batch.items()}
+
+
+def causal_lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    # `model` is the engine (DeepSpeed or TorchEngine); both forward like the HF module.
+    """Mean cross-entropy over the solution tokens of the micro-batch."""
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+
+
+# ---------------------------------------------------------------------------------------------
+# Engines
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) from the launcher's environment; (0, 1) for a plain process."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def use_deepspeed(config: TrainConfig) -> bool:
+    if config.deepspeed == "never":
+        return False
+    if config.deepspeed == "always":
+        return True
+    return torch.cuda.is_available() and importlib_available("deepspeed")
+
+
+def importlib_available(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+class TorchEngine:
+    """Plain torch with DeepSpeed's engine interface: backward() every micro-step, step() applies
+    the update only at the gradient-accumulation boundary."""
+
+    def __init__(self, model, optimizer, scheduler, accumulation_steps: int, max_grad_norm: float):
+        self.module, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.accumulation_steps, self.max_grad_norm = accumulation_steps, max_grad_norm
+        self.micro_steps = 0
+
+    def __call__(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss / self.accumulation_steps).backward()
+
+    def step(self) -> None:
+        self.micro_steps += 1
+        if self.micro_steps % self.accumulation_steps:
+            return
+        if self.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+
+def deepspeed_config(config: TrainConfig, accumulation_steps: int) -> dict:
+    """The DeepSpeed JSON shipped with the package, its "auto" fields filled from the run."""
+    ds_config = json.loads(DEEPSPEED_CONFIG.read_text())
+    ds_config["train_micro_batch_size_per_gpu"] = config.micro_batch_size
+    ds_config["gradient_accumulation_steps"] = accumulation_steps
+    ds_config["train_batch_size"] = config.global_batch_size
+    ds_config["gradient_clipping"] = config.max_grad_norm
+    ds_config["zero_optimization"]["stage"] = config.zero_stage
+    ds_config["bf16"]["enabled"] = torch.cuda.is_available()
+    return ds_config
+
+
+def lr_lambda(config: TrainConfig, total_steps: int) -> Callable[[int], float]:
+    warmup = math.ceil(config.warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        if config.lr_scheduler == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        if config.lr_scheduler == "linear":
+            return max(0.0, 1 - progress)
+        return 1.0
+
+    return factor
+
+
+def make_engine(model, config: TrainConfig, total_steps: int, accumulation_steps: int):
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, betas=(0.9, 0.95)
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config, total_steps))
+    if not use_deepspeed(config):
+        device, _ = _device()
+        model.to(device)
+        return TorchEngine(model, optimizer, scheduler, accumulation_steps, config.max_grad_norm)
+    import deepspeed
+
+    engine, *_ = deepspeed.initialize(
+        model=model,
+        optimizer=optimizer,
+        lr_scheduler=scheduler,
+        config=deepspeed_config(config, accumulation_steps),
+    )
+    return engine
+
+
+def _device() -> tuple[torch.device, torch.dtype]:
+    from easy2hard.modeling import device_and_dtype
+
+    return device_and_dtype()
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+def global_batches(num_examples: int, global_batch_size: int, epochs: float, seed: int) -> list[list[int]]:
+    """Example indices per optimizer step: reshuffled each epoch, the last batch of an epoch
+    topped up from the epoch's start so every step sees a full global batch."""
+    rng = random.Random(seed)
+    steps_per_epoch = math.ceil(num_examples / global_batch_size)
+    total_steps = max(1, round(steps_per_epoch * epochs))
+    batches: list[list[int]] = []
+    while len(batches) < total_steps:
+        order = list(range(num_examples))
+        rng.shuffle(order)
+        wrapped = order * math.ceil(steps_per_epoch * global_batch_size / num_examples)
+        for step in range(steps_per_epoch):
+            batches.append(wrapped[step * global_batch_size : (step + 1) * global_batch_size])
+    return batches[:total_steps]
+
+
+def train(
+    model,
+    examples: list[dict],
+    config: TrainConfig,
+    pad_token_id: int,
+    loss_fn: Callable = causal_lm_loss,
+    collate_fn: Callable = collate,
+) -> tuple[object, list[dict]]:
+    """Optimise `loss_fn` over `examples`; returns (trained module, per-step log)."""
+    if not examples:
+        raise ValueError("no training examples")
+    rank, world_size = world()
+    per_step = config.micro_batch_size * world_size
+    if config.global_batch_size % per_step:
+        raise ValueError(
+            f"global_batch_size {config.global_batch_size} is not a multiple of "
+            f"micro_batch_size {config.micro_batch_size} x {world_size} processes"
+        )
+    accumulation_steps = config.global_batch_size // per_step
+    torch.manual_seed(config.seed)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    model.train()
+    batches = global_batches(len(examples), config.global_batch_size, config.epochs, config.seed)
+    engine = make_engine(model, config, len(batches), accumulation_steps)
+    device = engine.device
+    history = []
+    start = time.perf_counter()
+    progress = tqdm(batches, desc="train", disable=rank != 0, mininterval=2)
+    for step, indices in enumerate(progress, start=1):
+        local = indices[rank::world_size]  # this process's share of the global batch
+        losses, tokens = [], 0
+        for offset in range(0, len(local), config.micro_batch_size):
+            micro = [examples[i] for i in local[offset : offset + config.micro_batch_size]]
+            batch = {key: value.to(device) for key, value in collate_fn(micro, pad_token_id).items()}
+            loss = loss_fn(engine, batch)
+            engine.backward(loss)
+            engine.step()
+            losses.append(loss.item())
+            tokens += int(batch["attention_mask"].sum())
+        record = {
+            "step": step,
+            "loss": sum(losses) / len(losses),
+            "lr": engine.optimizer.param_groups[0]["lr"],
+            "tokens": tokens * world_size,
+            "elapsed_s": round(time.perf_counter() - start, 3),
+        }
+        history.append(record)
+        if step % config.log_every == 0:
+            progress.set_postfix(loss=f"{record['loss']:.4f}")
+    module = engine.module
+    module.eval()
+    return module, history
+
+
+def save_model(module, tokenizer, output_dir: str, history: list[dict], config: TrainConfig, extra: dict | None = None):
+    """Save an HF folder atomically (rank 0 only), with the training log and config beside it."""
+    rank, _ = world()
+    if rank != 0:
+        return
+    with atomic_output(output_dir, directory=True) as tmp:
+        module.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        with open(Path(tmp) / "train_log.jsonl", "w") as handle:
+            for record in history:
+                handle.write(json.dumps(record) + "\n")
+        (Path(tmp) / "train_config.json").write_text(json.dumps({**asdict(config), **(extra or {})}, indent=2))

@@ -1,0 +1,20 @@
+"""Stage 6 (train): grade train samples against the gold answers of EASY train problems only.
+Hard train questions have no gold answer in any file this stage can read; they stay null."""
+
+from easy2hard import cli
+from easy2hard.io import read_jsonl, write_jsonl
+from easy2hard.judge import judge_samples
+
+if __name__ == "__main__":
+    p = cli.parser(__doc__)
+    p.add_argument("--samples", required=True)
+    p.add_argument("--train-easy", required=True)
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    cli.setup(args)
+    easy_gold = {row["unique_id"]: row["answer"] for row in read_jsonl(args.train_easy, required=("unique_id", "answer"))}
+    samples = read_jsonl(args.samples, required=("unique_id", "completion"))
+    judged = judge_samples(samples, easy_gold, args.params["timeout"], args.params["workers"], cluster=False)
+    write_jsonl(args.out, judged)
+    graded = [row["correct"] for row in judged if row["correct"] is not None]
+    print(f"graded {len(graded)} easy samples ({sum(graded)} correct); {len(judged) - len(graded)} hard samples ungraded")

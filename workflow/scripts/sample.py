@@ -1,0 +1,20 @@
+"""Stage 5: sample N solutions per question (or one greedy solution) from a policy."""
+
+from easy2hard import cli, modeling, sampling
+from easy2hard.io import read_jsonl, write_jsonl
+
+if __name__ == "__main__":
+    p = cli.parser(__doc__)
+    p.add_argument("--model", required=True)
+    p.add_argument("--questions", required=True, nargs="+")
+    p.add_argument("--out", required=True)
+    p.add_argument("--greedy", action="store_true")
+    args = p.parse_args()
+    cli.setup(args)
+    config = sampling.SamplingConfig(**args.params, greedy=args.greedy)
+    device, dtype = modeling.device_and_dtype()
+    model, tokenizer = modeling.load_model(args.model, dtype=dtype)
+    model.to(device).eval()
+    questions = [q for path in args.questions for q in read_jsonl(path, required=("unique_id", "problem", "level"))]
+    count = write_jsonl(args.out, sampling.sample_solutions(model, tokenizer, questions, config))
+    print(f"wrote {count} samples for {len(questions)} questions")

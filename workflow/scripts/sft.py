@@ -1,0 +1,21 @@
+"""Stage 4: supervised fine-tuning of the base model on easy-level solutions (loss on solution
+tokens only), with the shared training loop (DeepSpeed on GPU, plain torch on CPU)."""
+
+from easy2hard import cli, modeling, training
+from easy2hard.io import read_jsonl
+
+if __name__ == "__main__":
+    p = cli.parser(__doc__)
+    p.add_argument("--base", required=True)
+    p.add_argument("--train-easy", required=True)
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    cli.setup(args)
+    config = training.TrainConfig.from_dict(args.params)
+    _, dtype = modeling.device_and_dtype()
+    model, tokenizer = modeling.load_model(args.base, dtype=dtype)
+    rows = read_jsonl(args.train_easy, required=("problem", "steps", "answer"))
+    examples = [training.sft_example(r["problem"], r["steps"], r["answer"], tokenizer, config.max_length) for r in rows]
+    module, history = training.train(model, examples, config, tokenizer.pad_token_id)
+    training.save_model(module, tokenizer, args.out, history, config, {"num_examples": len(examples)})
+    print(f"{len(history)} steps on {len(examples)} examples; final loss {history[-1]['loss']:.4f}")
