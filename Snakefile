@@ -1,12 +1,16 @@
 # easy2hard: train on easy problems, evaluate on hard ones (Sun et al., NeurIPS 2024).
 # The offline default (config.yaml) runs in minutes on a laptop; presets in configs/ override it.
 
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("8.20")
 
 
-configfile: "config.yaml"
+# Defaults sit beside this file, so `--directory elsewhere` still finds them; --configfile
+# presets and --config key=value are merged on top.
+configfile: Path(workflow.basedir) / "config.yaml"
 
 
 include: "rules/common.smk"

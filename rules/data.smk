@@ -1,6 +1,8 @@
 rule prepare_data:
     """Load problems and split by level; gold answers of valid/test go to results/gold/,
     which only the evaluation rules read."""
+    input:
+        source_files,
     output:
         train_easy="results/data/train_easy.jsonl",
         train_hard="results/data/train_hard.jsonl",
@@ -12,6 +14,8 @@ rule prepare_data:
     params:
         cfg=lambda wildcards: as_json(config["data"]),
         script=script("prepare_data.py"),
+    conda:
+        "../envs/easy2hard.yaml"
     log:
         "results/logs/prepare_data.log",
     shell:

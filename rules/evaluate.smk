@@ -12,6 +12,8 @@ rule evaluate:
         cfg=lambda wildcards: as_json(config["grading"]),
         script=script("evaluate.py"),
     threads: config["grading"]["workers"]
+    conda:
+        "../envs/easy2hard.yaml"
     log:
         "results/logs/evaluate/{generator}_{split}.log",
     shell:

@@ -9,6 +9,8 @@ rule grade_train:
         cfg=lambda wildcards: as_json(config["grading"]),
         script=script("grade_train.py"),
     threads: config["grading"]["workers"]
+    conda:
+        "../envs/easy2hard.yaml"
     log:
         "results/logs/grade_train/{generator}.log",
     shell:

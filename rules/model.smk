@@ -9,6 +9,8 @@ rule base_model:
         cfg=lambda wildcards: as_json(config["model"]),
         script=script("build_base_model.py"),
     threads: config["threads"]
+    conda:
+        "../envs/easy2hard.yaml"
     log:
         "results/logs/base_model.log",
     shell:

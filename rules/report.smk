@@ -5,10 +5,13 @@ rule provenance:
     params:
         cfg=lambda wildcards: as_json(config),
         script=script("provenance.py"),
+        repo=workflow.basedir,
+    conda:
+        "../envs/easy2hard.yaml"
     log:
         "results/logs/provenance.log",
     shell:
-        "{params.script} --params {params.cfg:q} --repo {workflow.basedir} --out {output} > {log} 2>&1"
+        "{params.script} --params {params.cfg:q} --repo {params.repo} --out {output} > {log} 2>&1"
 
 
 rule report:
@@ -28,6 +31,8 @@ rule report:
         num_draws=config["report"]["num_draws"],
         seed=config["report"]["seed"],
         script=script("report.py"),
+    conda:
+        "../envs/easy2hard.yaml"
     log:
         "results/logs/report.log",
     shell:

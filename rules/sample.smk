@@ -1,8 +1,3 @@
-def sampling_params(wildcards):
-    cfg = {k: v for k, v in config["sampling"].items() if k != "num_samples"}
-    return as_json({**cfg, "num_samples": config["sampling"]["num_samples"][wildcards.split]})
-
-
 rule sample:
     """N sampled solutions per question (top-k, temperature) from a policy."""
     input:
@@ -14,6 +9,8 @@ rule sample:
         cfg=sampling_params,
         script=script("sample.py"),
     threads: config["threads"]
+    conda:
+        "../envs/easy2hard.yaml"
     log:
         "results/logs/sample/{generator}_{split}.log",
     shell:
@@ -32,6 +29,8 @@ rule sample_greedy:
         cfg=sampling_params,
         script=script("sample.py"),
     threads: config["threads"]
+    conda:
+        "../envs/easy2hard.yaml"
     log:
         "results/logs/sample/{generator}_{split}_greedy.log",
     shell:

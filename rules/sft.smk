@@ -9,6 +9,8 @@ rule sft:
         cfg=lambda wildcards: as_json(config["sft"]),
         script=script("sft.py"),
     threads: config["threads"]
+    conda:
+        "../envs/easy2hard.yaml"
     log:
         "results/logs/sft.log",
     shell:

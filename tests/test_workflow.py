@@ -1,0 +1,184 @@
+"""The Snakemake DAG: hard-level gold answers reach no training/selection stage, and the whole
+default DAG runs end to end (tiny config) with a report that agrees with the graded samples."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+from conftest import MATH_DIR, REPO_ROOT
+
+GOLD_DIR = "results/gold/"
+# Rules allowed to read gold answers of valid/test (every level), and what may consume their output.
+EVALUATION_RULES = {"evaluate", "evaluate_greedy"}
+REPORTING_RULES = EVALUATION_RULES | {"report", "all"}
+PRESETS = sorted((REPO_ROOT / "configs").glob("*.yaml"))
+
+
+def snakemake(*args: str, cwd: Path = REPO_ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO_ROOT / "Snakefile"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def planned_jobs(*config_args: str) -> dict[str, tuple[str, list[str]]]:
+    """output file -> (rule, input files) for every job of the DAG, from --detailed-summary."""
+    result = snakemake("--detailed-summary", "--forceall", "--cores", "1", *config_args)
+    assert result.returncode == 0, result.stderr
+    table = result.stdout[result.stdout.index("output_file\t") :]
+    jobs = {}
+    for row in csv.DictReader(io.StringIO(table), delimiter="\t"):
+        inputs = [path for path in (row["input-file(s)"] or "").split(",") if path and path != "-"]
+        jobs[row["output_file"]] = (row["rule"], inputs)
+    return jobs
+
+
+def downstream_of_gold(jobs: dict[str, tuple[str, list[str]]]) -> dict[str, str]:
+    """Every output that depends, directly or transitively, on a gold file: output -> rule."""
+    tainted: dict[str, str] = {}
+    changed = True
+    while changed:
+        changed = False
+        for output, (rule, inputs) in jobs.items():
+            if output in tainted:
+                continue
+            if any(path.startswith(GOLD_DIR) or path in tainted for path in inputs):
+                tainted[output] = rule
+                changed = True
+    return tainted
+
+
+def config_cases():
+    cases = [pytest.param((), id="default")]
+    for preset in PRESETS:
+        marks = []
+        if "math" in preset.read_text() and not (MATH_DIR / "train.jsonl").exists():
+            marks.append(pytest.mark.skip(reason="real MATH files absent"))
+        cases.append(pytest.param(("--configfile", str(preset)), id=preset.stem, marks=marks))
+    return cases
+
+
+@pytest.mark.parametrize("config_args", config_cases())
+def test_gold_answers_reach_only_evaluation(config_args):
+    jobs = planned_jobs(*config_args)
+    rules = {rule for rule, _ in jobs.values()}
+    assert {"sft", "sample", "grade_train", "evaluate", "report"} <= rules  # the DAG is really there
+    readers = {rule for rule, inputs in jobs.values() if any(p.startswith(GOLD_DIR) for p in inputs)}
+    assert readers and readers <= EVALUATION_RULES
+    tainted = downstream_of_gold(jobs)
+    assert set(tainted.values()) <= REPORTING_RULES, tainted
+    # Training and sampling of every policy depend on no gold file at all.
+    for output, (rule, _) in jobs.items():
+        if rule in {"base_model", "sft", "sample", "sample_greedy", "grade_train"}:
+            assert output not in tainted
+
+
+def test_gold_files_are_written_only_by_the_data_stage():
+    jobs = planned_jobs()
+    writers = {rule for output, (rule, _) in jobs.items() if output.startswith(GOLD_DIR)}
+    assert writers == {"prepare_data"}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("run")
+    result = snakemake(
+        "--directory", str(workdir), "--configfile", str(REPO_ROOT / "tests" / "configs" / "tiny.yaml"), "--cores", "2"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_every_stage_wrote_its_output(tiny_run):
+    results = tiny_run / "results"
+    for path in [
+        "data/train_easy.jsonl",
+        "models/base/config.json",
+        "models/sft/model.safetensors",
+        "models/sft/train_log.jsonl",
+        "samples/sft/train.jsonl",
+        "samples/sft/test.greedy.jsonl",
+        "graded/sft/train.jsonl",
+        "eval/sft/valid.jsonl",
+        "report/metrics.csv",
+        "report/report.md",
+        "report/accuracy_vs_n.png",
+        "report/provenance.json",
+    ]:
+        assert (results / path).exists(), path
+    assert not list(results.rglob(".*.*")), "temporary files left behind"
+
+
+def test_samples_and_grading_follow_the_split(tiny_run):
+    results = tiny_run / "results"
+    easy_ids = {row["unique_id"] for row in read_jsonl(results / "data/train_easy.jsonl")}
+    hard_ids = {row["unique_id"] for row in read_jsonl(results / "data/train_hard.jsonl")}
+    graded = read_jsonl(results / "graded/sft/train.jsonl")
+    per_question = Counter(row["unique_id"] for row in graded)
+    assert set(per_question) == easy_ids | hard_ids and set(per_question.values()) == {2}
+    for row in graded:
+        assert (row["correct"] is None) == (row["unique_id"] in hard_ids)
+    for name in ("train_hard", "valid", "test"):
+        for row in read_jsonl(results / f"data/{name}.jsonl"):
+            assert set(row) == {"unique_id", "problem", "level", "subject"}
+
+
+def test_report_agrees_with_graded_samples(tiny_run):
+    results = tiny_run / "results"
+    metrics = list(csv.DictReader(open(results / "report/metrics.csv")))
+    assert {"generator", "method", "n", "levels", "accuracy", "num_problems"} <= set(metrics[0])
+    lookup = {(r["generator"], r["method"], int(r["n"]), r["levels"]): r for r in metrics}
+    groups = {"easy": {1, 2, 3}, "hard": {4, 5}, "all": {1, 2, 3, 4, 5}}
+
+    greedy = read_jsonl(results / "eval/sft/test.greedy.jsonl")
+    sampled = read_jsonl(results / "eval/sft/test.jsonl")
+    by_question = defaultdict(list)
+    for row in sampled:
+        by_question[row["unique_id"]].append(row)
+    for name, levels in groups.items():
+        rows = [r for r in greedy if r["level"] in levels]
+        row = lookup[("sft", "greedy", 1, name)]
+        assert int(row["num_problems"]) == len(rows)
+        assert float(row["accuracy"]) == pytest.approx(sum(r["correct"] for r in rows) / len(rows))
+        # maj@N with all 4 samples, computed here independently (ties: fraction of tied correct).
+        scores = []
+        for samples in by_question.values():
+            if samples[0]["level"] not in levels:
+                continue
+            votes = Counter(s["answer_cluster"] for s in samples if s["answer_cluster"] >= 0)
+            if not votes:
+                scores.append(0.0)
+                continue
+            top = max(votes.values())
+            winners = [c for c, v in votes.items() if v == top]
+            correct = {s["answer_cluster"] for s in samples if s["correct"]}
+            scores.append(sum(c in correct for c in winners) / len(winners))
+        assert float(lookup[("sft", "majority", 4, name)]["accuracy"]) == pytest.approx(sum(scores) / len(scores))
+
+
+def test_changing_sampling_reruns_sampling_and_below_only(tiny_run, tmp_path):
+    """Snakemake's params trigger: a sampling change must not retrain the policy."""
+    override = tmp_path / "hotter.yaml"
+    override.write_text("sampling:\n  temperature: 0.9\n")
+    tiny = str(REPO_ROOT / "tests" / "configs" / "tiny.yaml")
+    result = snakemake("-n", "--directory", str(tiny_run), "--configfile", tiny, str(override), "--cores", "1")
+    assert result.returncode == 0, result.stderr
+    stats = result.stdout.split("Job stats:")[1].split("Reasons:")[0]
+    planned = {line.split()[0] for line in stats.splitlines()[3:] if line.strip() and line.split()[0] != "total"}
+    assert {"sample", "sample_greedy", "evaluate", "report"} <= planned
+    assert not planned & {"prepare_data", "base_model", "sft"}
