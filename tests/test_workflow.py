@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from collections import Counter, defaultdict
@@ -33,14 +34,19 @@ def snakemake(*args: str, cwd: Path = REPO_ROOT, timeout: int = 600) -> subproce
 
 
 def planned_jobs(*config_args: str) -> dict[str, tuple[str, list[str]]]:
-    """output file -> (rule, input files) for every job of the DAG, from --detailed-summary."""
-    result = snakemake("--detailed-summary", "--forceall", "--cores", "1", *config_args)
+    """output file -> (rule, input files) for every job of the planned DAG (a forced dry run)."""
+    result = snakemake("-n", "--forceall", "--cores", "1", *config_args)
     assert result.returncode == 0, result.stderr
-    table = result.stdout[result.stdout.index("output_file\t") :]
     jobs = {}
-    for row in csv.DictReader(io.StringIO(table), delimiter="\t"):
-        inputs = [path for path in (row["input-file(s)"] or "").split(",") if path and path != "-"]
-        jobs[row["output_file"]] = (row["rule"], inputs)
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", result.stdout):
+        header = re.match(r"(?:local)?rule (\w+):", block)
+        if not header:
+            continue
+        fields = dict(re.findall(r"^\s+(input|output): (.*)$", block, flags=re.M))
+        for output in fields.get("output", "").split(", "):
+            if output:
+                jobs[output] = (header.group(1), [p for p in fields.get("input", "").split(", ") if p])
+    assert jobs, result.stdout[-2000:]
     return jobs
 
 
