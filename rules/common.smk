@@ -21,6 +21,11 @@ REPORT_FILES = [
     "results/report/report.md",
     "results/report/accuracy_vs_n.png",
 ]
+DATASET_NAME = {
+    "synthetic": "synthetic arithmetic",
+    "math_jsonl": "MATH",
+    "huggingface": config["data"]["huggingface"]["test_name"] if "huggingface" in config["data"] else "",
+}[config["data"]["source"]]
 
 
 wildcard_constraints:

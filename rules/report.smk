@@ -30,6 +30,7 @@ rule report:
         easy_levels=" ".join(map(str, config["data"]["easy_levels"])),
         num_draws=config["report"]["num_draws"],
         seed=config["report"]["seed"],
+        dataset=DATASET_NAME,
         script=script("report.py"),
     conda:
         "../envs/easy2hard.yaml"
@@ -37,5 +38,5 @@ rule report:
         "results/logs/report.log",
     shell:
         "{params.script} --sampled {params.sampled} --greedy {params.greedy} --easy-levels {params.easy_levels}"
-        " --num-draws {params.num_draws} --seed {params.seed} --provenance {input.provenance}"
+        " --num-draws {params.num_draws} --seed {params.seed} --dataset {params.dataset:q} --provenance {input.provenance}"
         " --out-dir results/report > {log} 2>&1"

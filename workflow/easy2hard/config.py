@@ -20,8 +20,14 @@ def validate_config(config: dict, source: str = "config", schema_path: Path = SC
     validator = jsonschema.Draft202012Validator(schema)
     problems = []
     for error in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
-        field = ".".join(str(part) for part in error.absolute_path) or "(top level)"
-        problems.append(f"{source}: field '{field}': {error.message}")
+        path = [str(part) for part in error.absolute_path]
+        if error.validator == "additionalProperties":
+            # Name each unknown key by its full dotted path, like every other error.
+            known = set(error.schema.get("properties", {}))
+            for key in sorted(set(error.instance) - known):
+                problems.append(f"{source}: field '{'.'.join(path + [key])}': unknown key")
+            continue
+        problems.append(f"{source}: field '{'.'.join(path) or '(top level)'}': {error.message}")
     problems += _semantic_problems(config, source)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
@@ -41,6 +47,6 @@ def _semantic_problems(config: dict, source: str) -> list[str]:
         problems.append(f"{source}: field 'data.{data['source']}': required when data.source is '{data['source']}'")
     sft = config.get("sft", {})
     if isinstance(sft, dict) and all(isinstance(sft.get(k), int) for k in ("global_batch_size", "micro_batch_size")):
-        if sft["global_batch_size"] % sft["micro_batch_size"]:
+        if sft["micro_batch_size"] > 0 and sft["global_batch_size"] % sft["micro_batch_size"]:
             problems.append(f"{source}: field 'sft.global_batch_size': must be a multiple of sft.micro_batch_size")
     return problems

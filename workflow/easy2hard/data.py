@@ -111,6 +111,8 @@ def stratified_sample(pool: list[dict], reference: list[dict], size: int, seed: 
     """`size` rows of `pool` whose subject x level counts follow `reference` (largest remainder)."""
     target = Counter((row["subject"], row["level"]) for row in reference)
     total = sum(target.values())
+    if total == 0:
+        raise DataError("cannot stratify a validation set on an empty test set")
     if size > len(pool):
         raise DataError(f"validation size {size} exceeds the {len(pool)} usable train problems")
     quotas = {cell: size * count / total for cell, count in target.items()}
@@ -150,7 +152,8 @@ def split_problems(
     """The paper's split: test as given, a stratified validation set, easy/hard train.
 
     Dropped with a counted warning (they cannot be placed or supervised): train problems whose
-    level is null, and easy train problems with no gold answer or no reference solution.
+    level is null, train problems whose text is also a test or validation problem, and easy
+    train problems with no gold answer or no reference solution.
     Test problems must all have a level and an answer.
     """
     easy_levels = set(easy_levels)
@@ -170,13 +173,18 @@ def split_problems(
     valid_candidates = [row for row in usable if row.get("answer") is not None]
     valid = stratified_sample(valid_candidates, test, valid_size, seed) if valid_size else []
     valid_ids = {row["unique_id"] for row in valid}
+    # By text too: a pool may repeat a problem (small synthetic levels do), and a copy left in
+    # train would hand the model a validation answer.
+    valid_problems = {row["problem"].strip() for row in valid}
     train_easy, train_hard = [], []
     for row in usable:
         if row["unique_id"] in valid_ids:
             continue
-        if row["level"] not in easy_levels:
+        if row["problem"].strip() in valid_problems:
+            dropped["also in valid"] += 1
+        elif row["level"] not in easy_levels:
             train_hard.append(question(row))
-        elif row.get("answer") is None or not row.get("solution"):
+        elif row.get("answer") is None or not (row.get("solution") or "").strip():
             dropped["easy without answer or solution"] += 1
         else:
             steps = formats.split_reference_solution(row["solution"], min_step_chars)

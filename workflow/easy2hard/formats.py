@@ -111,8 +111,8 @@ def _math_spans(text: str) -> list[tuple[int, int]]:
             spans.append((index, end))
             index = end
             continue
-        if text.startswith("\\$", index):
-            index += 2
+        if text.startswith("\\\\", index) or text.startswith("\\$", index):
+            index += 2  # a line break "\\" or an escaped dollar "\$": neither opens math
             continue
         for opener, closer in _MATH_OPENERS:
             if text.startswith(opener, index):

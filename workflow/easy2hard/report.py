@@ -180,7 +180,7 @@ def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, provenance: dict)
     with atomic_output(out_dir / "report.md") as tmp:
         tmp.write_text(render_markdown(df, provenance), encoding="utf-8")
     with atomic_output(out_dir / "accuracy_vs_n.png") as tmp:
-        plot_accuracy_vs_n(df, provenance["easy_levels"], tmp)
+        plot_accuracy_vs_n(df, provenance["easy_levels"], tmp, provenance.get("dataset", "MATH"))
 
 
 def _percent(row, with_std: bool) -> str:
@@ -236,7 +236,7 @@ def render_markdown(df: pd.DataFrame, provenance: dict) -> str:
     max_ns = df[df["method"] == "majority"].groupby("generator")["n"].max()
     sample_counts = "/".join(str(n) for n in sorted(set(max_ns)))
     intro = (
-        f"Accuracy (%) on the MATH {provenance.get('split', 'test')} split of each generator's greedy "
+        f"Accuracy (%) on the {provenance.get('dataset', 'MATH')} {provenance.get('split', 'test')} split of each generator's greedy "
         f"solution and of majority voting over n of its N = {sample_counts} sampled solutions (maj@n). "
         f"Easy = levels {', '.join(map(str, easy))}; hard = levels {', '.join(map(str, hard))}. "
         f"maj@n is the mean over {provenance['num_draws']} random size-n subsets of each problem's "
@@ -244,7 +244,7 @@ def render_markdown(df: pd.DataFrame, provenance: dict) -> str:
         "across those draws; maj@N uses all samples (one draw). Ties between equally frequent answers "
         "count as the fraction of tied answers that are correct."
     )
-    lines = ["# Easy-to-hard generalization on MATH", "", intro, ""]
+    lines = [f"# Easy-to-hard generalization on {provenance.get('dataset', 'MATH')}", "", intro, ""]
     for generator, rows in df.groupby("generator", sort=False):
         lines += _generator_section(generator, rows)
     lines += ["## Provenance", "", "```json", json.dumps(provenance, indent=2, ensure_ascii=False, default=str),
@@ -272,7 +272,7 @@ def _count_label(rows: pd.DataFrame) -> str:
     return f"{low:,} problems" if low == high else f"{low:,}–{high:,} problems"
 
 
-def plot_accuracy_vs_n(df: pd.DataFrame, easy_levels, path: str | os.PathLike) -> None:
+def plot_accuracy_vs_n(df: pd.DataFrame, easy_levels, path: str | os.PathLike, dataset: str = "MATH") -> None:
     """One panel per group (easy / hard / all): maj@n with a ±std band, greedy dashed."""
     fig = Figure(figsize=(13, 4.6), dpi=150, layout="constrained")
     FigureCanvasAgg(fig)  # explicit Agg canvas: no pyplot state, no display needed
@@ -299,7 +299,7 @@ def plot_accuracy_vs_n(df: pd.DataFrame, easy_levels, path: str | os.PathLike) -
     handles, labels = next((ax.get_legend_handles_labels() for ax in axes if ax.lines), ([], []))
     # Entries come in (maj@N, greedy) pairs; filled column by column, each column is one generator.
     fig.legend(handles, labels, loc="outside lower center", ncols=min(len(generators), 6), frameon=False)
-    fig.suptitle("MATH accuracy vs. number of samples (majority voting, band = ±1 std over draws)")
+    fig.suptitle(f"{dataset} accuracy vs. number of samples (majority voting, band = ±1 std over draws)")
     fig.savefig(path, format="png")
 
 

@@ -50,6 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--easy-levels", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--num-draws", type=int, default=100, help="random subsets per maj@n")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dataset", default="MATH", help="dataset name for titles")
     parser.add_argument("--provenance", help="optional JSON file embedded in report.md")
     parser.add_argument("--out-dir", required=True)
     return parser.parse_args(argv)
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         "easy_levels": args.easy_levels,
         "num_draws": args.num_draws,
         "seed": args.seed,
+        "dataset": args.dataset,
         "sampled": sampled,
         "greedy": greedy,
     }
