@@ -448,3 +448,31 @@ def test_real_math_hard_rows_carry_no_answer(real):
         assert set(r) == QUESTION_KEYS
     assert all(r["level"] in (4, 5) for r in split.train_hard)
     assert all(r["level"] in EASY and r["steps"] and r["answer"] for r in split.train_easy)
+
+
+def test_hf_loader_normalises_the_hendrycks_schema(monkeypatch):
+    """The hub loader's column handling, with datasets.load_dataset answered locally."""
+    import datasets
+
+    records = [
+        {"problem": "What is $1+1$?", "solution": "It is $\\boxed{2}$.", "level": "Level 2", "type": "Algebra"},
+        {"problem": "Find $x$.", "solution": "So $x=\\boxed{\\frac{1}{2}}$.", "level": "Level ?", "type": "Geometry"},
+    ]
+    calls = []
+
+    def fake_load_dataset(name, config=None, split=None):
+        calls.append((name, config, split))
+        return datasets.Dataset.from_list(records)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    rows = data.load_hf_math("someone/hendrycks_math", "train", "algebra")
+    assert calls == [("someone/hendrycks_math", "algebra", "train")]
+    assert rows[0] == {
+        "problem": "What is $1+1$?",
+        "solution": "It is $\\boxed{2}$.",
+        "answer": "2",
+        "subject": "Algebra",
+        "level": 2,
+        "unique_id": "someone/hendrycks_math/train/0",
+    }
+    assert rows[1]["level"] is None and rows[1]["answer"] == "\\frac{1}{2}"

