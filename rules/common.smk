@@ -13,9 +13,18 @@ from easy2hard.config import validate_config
 
 validate_config(config, source="config (config.yaml + --configfile/--config overrides)")
 
+# Policies this workflow can build; the report may name any of them.
+KNOWN_GENERATORS = {"sft"}
+_unknown = sorted(set(config["report"]["generators"]) - KNOWN_GENERATORS)
+if _unknown:
+    raise ValueError(
+        f"config: field 'report.generators': unknown policy {', '.join(_unknown)} (known: {', '.join(sorted(KNOWN_GENERATORS))})"
+    )
+
 SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
 GENERATORS = config["report"]["generators"]
 SPLITS = ["train", "valid", "test"]
+EVALUATORS = config["evaluators"]["kinds"]
 REPORT_FILES = [
     "results/report/metrics.csv",
     "results/report/report.md",
@@ -30,12 +39,19 @@ DATASET_NAME = {
 
 wildcard_constraints:
     generator="[A-Za-z0-9_]+",
+    evaluator="prm|orm|oprm",
     split="train|valid|test",
+
+
+def _interpreter():
+    """This Python (the one running Snakemake), or the env's `python` under --sdm conda."""
+    methods = {str(method).lower() for method in getattr(workflow.deployment_settings, "deployment_method", ())}
+    return "python" if any("conda" in method for method in methods) else sys.executable
 
 
 def script(name):
     """The command that runs one of the stage scripts, with the package on PYTHONPATH."""
-    return f"PYTHONPATH={PACKAGE_ROOT}${{PYTHONPATH:+:$PYTHONPATH}} python {SCRIPTS / name}"
+    return f"PYTHONPATH={PACKAGE_ROOT}${{PYTHONPATH:+:$PYTHONPATH}} {_interpreter()} {SCRIPTS / name}"
 
 
 def as_json(obj):
@@ -60,3 +76,47 @@ def sampling_params(wildcards):
     """The sampling config with the number of samples of this split."""
     cfg = {k: v for k, v in config["sampling"].items() if k != "num_samples"}
     return as_json({**cfg, "num_samples": config["sampling"]["num_samples"][wildcards.split]})
+
+
+def greedy_params(wildcards):
+    """Greedy decoding depends only on these: changing temperature or N does not re-run it."""
+    return as_json({k: config["sampling"][k] for k in ("max_new_tokens", "batch_size")})
+
+
+def tokenizer_text_inputs(wildcards):
+    """The tiny model's tokenizer is trained on the train text; a pretrained model needs no input."""
+    if config["model"]["source"] == "tiny":
+        return {"train_easy": "results/data/train_easy.jsonl", "train_hard": "results/data/train_hard.jsonl"}
+    return {}
+
+
+def prm_data_inputs(wildcards):
+    """Rollouts need the policy and easy samples; PRM800K needs its files, MATH levels and test questions."""
+    prm = config["evaluators"]["prm"]
+    if prm["source"] == "prm800k":
+        return {
+            "prm800k": prm["prm800k"]["files"],
+            "math_files": prm["prm800k"]["math_files"],
+            "test_questions": "results/data/test.jsonl",
+        }
+    return {
+        "graded": "results/graded/sft/train.jsonl",
+        "train_easy": "results/data/train_easy.jsonl",
+        "policy": "results/models/sft",
+    }
+
+
+def prm_data_params(wildcards):
+    cfg = {
+        **config["evaluators"]["prm"],
+        "easy_levels": config["data"]["easy_levels"],
+        "grading": config["grading"],
+        "sampling": {k: v for k, v in config["sampling"].items() if k != "num_samples"},
+    }
+    return as_json(cfg)
+
+
+def prm_data_args(wildcards, input):
+    if config["evaluators"]["prm"]["source"] == "prm800k":
+        return f"--math-files {' '.join(input.math_files)} --test-questions {input.test_questions}"
+    return f"--graded {input.graded} --train-easy {input.train_easy} --policy {input.policy}"

@@ -3,7 +3,7 @@ rule provenance:
     output:
         "results/report/provenance.json",
     params:
-        cfg=lambda wildcards: as_json(config),
+        cfg=lambda wildcards: as_json({k: v for k, v in config.items() if k != "threads"}),
         script=script("provenance.py"),
         repo=workflow.basedir,
     conda:

@@ -18,21 +18,11 @@ rule sample:
         " --questions {input.questions} --out {output} > {log} 2>&1"
 
 
-rule sample_greedy:
-    """One greedy solution per question (the paper's "Greedy" row)."""
-    input:
-        model="results/models/{generator}",
-        questions=lambda wildcards: questions_for(wildcards.split),
+use rule sample as sample_greedy with:
     output:
         "results/samples/{generator}/{split}.greedy.jsonl",
     params:
-        cfg=sampling_params,
-        script=script("sample.py"),
-    threads: config["threads"]
-    conda:
-        "../envs/easy2hard.yaml"
+        cfg=greedy_params,
+        script=script("sample.py") + " --greedy",
     log:
         "results/logs/sample/{generator}_{split}_greedy.log",
-    shell:
-        "{params.script} --params {params.cfg:q} --greedy --threads {threads} --model {input.model}"
-        " --questions {input.questions} --out {output} > {log} 2>&1"

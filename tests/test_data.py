@@ -473,6 +473,23 @@ def test_hf_loader_normalises_the_hendrycks_schema(monkeypatch):
         "answer": "2",
         "subject": "Algebra",
         "level": 2,
-        "unique_id": "someone/hendrycks_math/train/0",
+        "unique_id": "someone/hendrycks_math/algebra/train/0",
     }
     assert rows[1]["level"] is None and rows[1]["answer"] == "\\frac{1}{2}"
+
+
+def test_hf_source_concatenates_train_configs(monkeypatch):
+    import datasets
+
+    def fake_load_dataset(name, config=None, split=None):
+        subject = config or "Test"
+        level = 1 if split == "test" else 2
+        return datasets.Dataset.from_list(
+            [{"problem": f"{subject} problem {i}", "solution": f"$\\boxed{{{i}}}$", "level": f"Level {level}", "type": subject} for i in range(3)]
+        )
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    cfg = {"source": "huggingface", "huggingface": {"train_name": "t", "train_config": ["a", "b"], "train_split": "train", "test_name": "m", "test_split": "test"}}
+    train, test = data.load_source(cfg)
+    assert [row["subject"] for row in train] == ["a"] * 3 + ["b"] * 3
+    assert len({row["unique_id"] for row in train}) == 6 and len(test) == 3

@@ -104,16 +104,15 @@ def test_sft_example_masks_exactly_the_prompt(rows, tokenizer):
         assert tokenizer.decode(ids) == tokenizer.bos_token + formats.format_prompt(row["problem"]) + solution + tokenizer.eos_token
 
 
-def test_sft_example_truncation_keeps_lengths_equal(rows, tokenizer):
+def test_sft_example_too_long_is_skipped_not_truncated(rows, tokenizer):
+    """A truncated solution would teach stopping without an answer: it is dropped instead."""
     row = max(rows, key=lambda r: len(r["solution"]))
     full = training.sft_example(row["problem"], row["steps"], row["answer"], tokenizer, 10_000)
-    assert len(full["input_ids"]) > 40
-    for max_length in (1, 5, 20, 40, len(full["input_ids"]) - 1, len(full["input_ids"]), 10_000):
-        cut = training.sft_example(row["problem"], row["steps"], row["answer"], tokenizer, max_length)
-        expected = min(max_length, len(full["input_ids"]))
-        assert len(cut["input_ids"]) == len(cut["labels"]) == expected
-        assert cut["input_ids"] == full["input_ids"][:expected]
-        assert cut["labels"] == full["labels"][:expected]
+    length = len(full["input_ids"])
+    assert length > 40
+    for max_length in (1, 5, 20, 40, length - 1):
+        assert training.sft_example(row["problem"], row["steps"], row["answer"], tokenizer, max_length) is None
+    assert training.sft_example(row["problem"], row["steps"], row["answer"], tokenizer, length) == full
 
 
 def test_collate_right_pads():

@@ -18,8 +18,12 @@ from conftest import MATH_DIR, REPO_ROOT
 
 GOLD_DIR = "results/gold/"
 # Rules allowed to read gold answers of valid/test (every level), and what may consume their output.
-EVALUATION_RULES = {"evaluate", "evaluate_greedy"}
+EVALUATION_RULES = {"evaluate", "evaluate_greedy", "evaluator_report"}
 REPORTING_RULES = EVALUATION_RULES | {"report", "all"}
+TRAINING_AND_SELECTION_RULES = {
+    "base_model", "sft", "sample", "sample_greedy", "grade_train",
+    "orm_data", "prm_data", "oprm_data", "train_evaluator", "score",
+}
 PRESETS = sorted((REPO_ROOT / "configs").glob("*.yaml"))
 
 
@@ -79,14 +83,14 @@ def config_cases():
 def test_gold_answers_reach_only_evaluation(config_args):
     jobs = planned_jobs(*config_args)
     rules = {rule for rule, _ in jobs.values()}
-    assert {"sft", "sample", "grade_train", "evaluate", "report"} <= rules  # the DAG is really there
+    assert TRAINING_AND_SELECTION_RULES | {"evaluate", "report"} <= rules  # the DAG is really there
     readers = {rule for rule, inputs in jobs.values() if any(p.startswith(GOLD_DIR) for p in inputs)}
-    assert readers and readers <= EVALUATION_RULES
+    assert readers and readers <= EVALUATION_RULES - {"evaluator_report"}
     tainted = downstream_of_gold(jobs)
     assert set(tainted.values()) <= REPORTING_RULES, tainted
     # Training and sampling of every policy depend on no gold file at all.
     for output, (rule, _) in jobs.items():
-        if rule in {"base_model", "sft", "sample", "sample_greedy", "grade_train"}:
+        if rule in TRAINING_AND_SELECTION_RULES:
             assert output not in tainted
 
 
@@ -125,6 +129,11 @@ def test_every_stage_wrote_its_output(tiny_run):
         "report/report.md",
         "report/accuracy_vs_n.png",
         "report/provenance.json",
+        "evaluators/prm/train.jsonl",
+        "evaluators/orm/stats.json",
+        "evaluators/oprm/model/model.safetensors",
+        "scores/prm/sft/test.jsonl",
+        "report/evaluators.md",
     ]:
         assert (results / path).exists(), path
     assert not list(results.rglob(".*.*")), "temporary files left behind"
@@ -178,7 +187,7 @@ def test_report_agrees_with_graded_samples(tiny_run):
 
 
 def test_changing_sampling_reruns_sampling_and_below_only(tiny_run, tmp_path):
-    """Snakemake's params trigger: a sampling change must not retrain the policy."""
+    """Snakemake's params trigger: a temperature change re-runs sampling and what reads it only."""
     override = tmp_path / "hotter.yaml"
     override.write_text("sampling:\n  temperature: 0.9\n")
     tiny = str(REPO_ROOT / "tests" / "configs" / "tiny.yaml")
@@ -186,5 +195,29 @@ def test_changing_sampling_reruns_sampling_and_below_only(tiny_run, tmp_path):
     assert result.returncode == 0, result.stderr
     stats = result.stdout.split("Job stats:")[1].split("Reasons:")[0]
     planned = {line.split()[0] for line in stats.splitlines()[3:] if line.strip() and line.split()[0] != "total"}
-    assert {"sample", "sample_greedy", "evaluate", "report"} <= planned
-    assert not planned & {"prepare_data", "base_model", "sft"}
+    assert {"sample", "evaluate", "score", "report"} <= planned
+    # Greedy decoding does not depend on the temperature, nor does anything upstream of sampling.
+    assert not planned & {"prepare_data", "base_model", "sft", "sample_greedy", "evaluate_greedy"}
+
+
+def test_every_solution_has_one_score_per_unit(tiny_run):
+    """Score positions line up with steps (+ answer) for every scored sample."""
+    from easy2hard.formats import parse_solution
+
+    results = tiny_run / "results"
+    samples = {(r["unique_id"], r["sample_index"]): r for r in read_jsonl(results / "samples/sft/valid.jsonl")}
+    for evaluator in ("prm", "orm", "oprm"):
+        scores = read_jsonl(results / f"scores/{evaluator}/sft/valid.jsonl")
+        assert len(scores) == len(samples)
+        for row in scores:
+            steps, answer = parse_solution(samples[(row["unique_id"], row["sample_index"])]["completion"])
+            assert len(row["step_scores"]) == len(steps) + (answer is not None)
+            assert all(0.0 < score < 1.0 for score in row["step_scores"])
+
+
+def test_evaluator_data_uses_easy_questions_only(tiny_run):
+    results = tiny_run / "results"
+    easy_ids = {row["unique_id"] for row in read_jsonl(results / "data/train_easy.jsonl")}
+    for evaluator in ("prm", "orm", "oprm"):
+        rows = read_jsonl(results / f"evaluators/{evaluator}/train.jsonl")
+        assert rows and {row["unique_id"] for row in rows} <= easy_ids

@@ -55,7 +55,7 @@ def load_hf_math(name: str, split: str, config: str | None = None) -> list[dict]
             "answer": record.get("answer") or (formats.last_boxed(solution) if solution else None),
             "subject": record.get("subject") or record.get("type") or "unknown",
             "level": level,
-            "unique_id": record.get("unique_id") or f"{name}/{split}/{index}",
+            "unique_id": record.get("unique_id") or "/".join(filter(None, (name, config, split, str(index)))),
         }
         _check_types(row, f"{name}[{split}] row {index}")
         rows.append(row)
@@ -86,7 +86,11 @@ def load_source(data_config: dict) -> tuple[list[dict], list[dict]]:
         return load_math_jsonl(cfg["train"]), load_math_jsonl(cfg["test"])
     if source == "huggingface":
         cfg = data_config["huggingface"]
-        train = load_hf_math(cfg["train_name"], cfg["train_split"], cfg.get("train_config"))
+        # A list of configs is concatenated (e.g. the seven subject configs of hendrycks_math).
+        train_configs = cfg.get("train_config")
+        if not isinstance(train_configs, list):
+            train_configs = [train_configs]
+        train = [row for name in train_configs for row in load_hf_math(cfg["train_name"], cfg["train_split"], name)]
         test = load_hf_math(cfg["test_name"], cfg["test_split"], cfg.get("test_config"))
         return train, test
     raise DataError(f"config: field 'data.source': unknown source {source!r}")

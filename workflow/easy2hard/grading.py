@@ -22,7 +22,6 @@ scripts that call the pool must guard their entry point with ``if __name__ == "_
 from __future__ import annotations
 
 import atexit
-import contextlib
 import importlib.metadata
 import logging
 import multiprocessing
@@ -31,7 +30,7 @@ import os
 import re
 import string
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from fractions import Fraction
 
 import pebble
@@ -276,13 +275,13 @@ def grade_many(
 ) -> list[bool]:
     """``is_equivalent`` over (pred, gold) pairs, slow checks in parallel; order preserved.
 
-    ``workers=None`` uses the shared pool; a number gets a dedicated pool for this call.
+    ``workers`` sets the size of the shared pool (None: as before, at first one per CPU).
     """
     normalized = [(normalize_answer(pred), normalize_answer(gold)) for pred, gold in pairs]
     return _grade_normalized(normalized, timeout, workers, progress)
 
 
-def cluster_answers(answers: Sequence[str | None], timeout: float = 5.0) -> list[int]:
+def cluster_answers(answers: Sequence[str | None], timeout: float = 5.0, workers: int | None = None) -> list[int]:
     """Cluster id per answer for majority voting (first-appearance order; -1 for no answer).
 
     Each distinct normal form joins the earliest cluster whose representative (first member)
@@ -292,7 +291,7 @@ def cluster_answers(answers: Sequence[str | None], timeout: float = 5.0) -> list
     representatives: list[str] = []
     cluster_of: dict[str, int] = {}
     for form in dict.fromkeys(form for form in normalized if form is not None):
-        verdicts = _grade_normalized([(form, rep) for rep in representatives], timeout)
+        verdicts = _grade_normalized([(form, rep) for rep in representatives], timeout, workers)
         cluster_of[form] = verdicts.index(True) if True in verdicts else len(representatives)
         if cluster_of[form] == len(representatives):
             representatives.append(form)
@@ -310,14 +309,11 @@ def _grade_normalized(
     slow = [index for index, verdict in enumerate(verdicts) if verdict is None]
     bar = tqdm(total=len(pairs), initial=len(pairs) - len(slow), disable=not progress, unit="pair")
     if slow:
-        with _pool_for(workers) as pool:
-            futures = {
-                index: pool.schedule(_symbolic_equivalent, args=pairs[index], timeout=timeout)
-                for index in slow
-            }
-            for index, future in futures.items():
-                verdicts[index] = _result_or_false(future)
-                bar.update(1)
+        pool = _shared_pool(workers)
+        futures = {index: pool.schedule(_symbolic_equivalent, args=pairs[index], timeout=timeout) for index in slow}
+        for index, future in futures.items():
+            verdicts[index] = _result_or_false(future)
+            bar.update(1)
     bar.close()
     return verdicts
 
@@ -473,14 +469,22 @@ def _to_sympy(latex: str):
 _pool_lock = threading.Lock()
 _pool: pebble.ProcessPool | None = None
 _pool_pid: int | None = None
+_pool_workers: int | None = None  # the size last asked for; None: one per CPU
 
 
-def _shared_pool() -> pebble.ProcessPool:
-    """The module's pool, created on first use (again after a fork: the parent owns the old)."""
-    global _pool, _pool_pid
+def _shared_pool(workers: int | None = None) -> pebble.ProcessPool:
+    """The module's pool, created on first use (again after a fork: the parent owns the old),
+    and resized when a caller asks for another number of workers."""
+    global _pool, _pool_pid, _pool_workers
     with _pool_lock:
+        if workers is not None and workers != _pool_workers:
+            _pool_workers = workers
+            if _pool is not None and _pool_pid == os.getpid():
+                _pool.stop()
+                _pool.join()
+            _pool = None
         if _pool is None or _pool_pid != os.getpid() or not _pool.active:
-            _pool = _new_pool(_cpu_count())
+            _pool = _new_pool(_pool_workers or _cpu_count())
             _pool_pid = os.getpid()
         return _pool
 
@@ -490,19 +494,6 @@ def _new_pool(workers: int) -> pebble.ProcessPool:
     # Workers fork from a server that already imported the heavy modules: restarts are cheap.
     context.set_forkserver_preload(["easy2hard.grading", "sympy", "math_verify"])
     return pebble.ProcessPool(max_workers=max(1, workers), context=context)
-
-
-@contextlib.contextmanager
-def _pool_for(workers: int | None) -> Iterator[pebble.ProcessPool]:
-    if workers is None:
-        yield _shared_pool()
-        return
-    pool = _new_pool(workers)
-    try:
-        yield pool
-    finally:
-        pool.stop()
-        pool.join()
 
 
 def _cpu_count() -> int:
@@ -519,10 +510,13 @@ def _after_fork_in_child() -> None:
     # The parent's forkserver is not this process's child (waitpid on it fails), so forget it
     # and let the next pool start one of its own. ForkServer has no public reset.
     server = multiprocessing.forkserver._forkserver
-    if server._forkserver_alive_fd is not None:
-        os.close(server._forkserver_alive_fd)
-    server._forkserver_address = server._forkserver_alive_fd = server._forkserver_pid = None
-    server._lock = threading.Lock()
+    try:
+        if server._forkserver_alive_fd is not None:
+            os.close(server._forkserver_alive_fd)
+        server._forkserver_address = server._forkserver_alive_fd = server._forkserver_pid = None
+        server._lock = threading.Lock()
+    except AttributeError:  # another Python's private layout: leave it (children rarely grade)
+        pass
 
 
 @atexit.register

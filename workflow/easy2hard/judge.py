@@ -16,21 +16,33 @@ def judge_samples(
     cluster: bool = True,
 ) -> list[dict]:
     """Samples with `answer`, `correct` (None where the question has no gold answer here) and,
-    with `cluster`, `answer_cluster` (per-question id of the equivalence class; -1: no answer)."""
+    with `cluster`, `answer_cluster` (per-question id of the equivalence class; -1: no answer).
+
+    With clusters, a cluster's representative (its first answer) is graded and every member
+    shares that verdict: equivalence is not transitive, and a vote must never be split between
+    a "correct" and an "incorrect" half of the same cluster.
+    """
     answers = [extract_answer(sample["completion"]) for sample in samples]
+    if cluster:
+        clusters = _cluster_per_question(samples, answers, timeout, workers)
+        representative = {}
+        for sample, answer, cluster_id in zip(samples, answers, clusters):
+            representative.setdefault((sample["unique_id"], cluster_id), answer)
+        graded_answers = [representative[(s["unique_id"], c)] for s, c in zip(samples, clusters)]
+    else:
+        clusters, graded_answers = None, answers
     # Each distinct (answer, gold) pair is graded once: samples repeat answers a lot.
     pairs = sorted(
-        {(answer, gold_answers[s["unique_id"]]) for s, answer in zip(samples, answers) if s["unique_id"] in gold_answers},
+        {(a, gold_answers[s["unique_id"]]) for s, a in zip(samples, graded_answers) if s["unique_id"] in gold_answers},
         key=repr,
     )
     verdicts = dict(zip(pairs, grade_many(pairs, timeout=timeout, workers=workers, progress=True)))
-    clusters = _cluster_per_question(samples, answers, timeout) if cluster else None
     judged = []
     for index, (sample, answer) in enumerate(zip(samples, answers)):
         gold = gold_answers.get(sample["unique_id"])
         row = {key: value for key, value in sample.items() if key != "completion"}
         row["answer"] = answer
-        row["correct"] = None if gold is None else verdicts[(answer, gold)]
+        row["correct"] = None if gold is None else verdicts[(graded_answers[index], gold)]
         if clusters is not None:
             row["answer_cluster"] = clusters[index]
         row["completion"] = sample["completion"]
@@ -38,12 +50,13 @@ def judge_samples(
     return judged
 
 
-def _cluster_per_question(samples: list[dict], answers: list[str | None], timeout: float) -> list[int]:
+def _cluster_per_question(samples: list[dict], answers: list[str | None], timeout: float, workers: int | None) -> list[int]:
     by_question = defaultdict(list)
     for index, sample in enumerate(samples):
         by_question[sample["unique_id"]].append(index)
     clusters = [-1] * len(samples)
     for indices in by_question.values():
-        for index, cluster in zip(indices, cluster_answers([answers[i] for i in indices], timeout=timeout)):
+        found = cluster_answers([answers[i] for i in indices], timeout=timeout, workers=workers)
+        for index, cluster in zip(indices, found):
             clusters[index] = cluster
     return clusters

@@ -132,3 +132,64 @@ def _vote_scores(clusters: np.ndarray, correct: np.ndarray) -> np.ndarray:
     num_winners = winners.sum(axis=1)
     scores = (winners * cluster_correct).sum(axis=1)
     return np.divide(scores, num_winners, out=np.zeros(num_rows), where=num_winners > 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluator scores: step aggregation, best-of-N, AUC
+
+AGGREGATIONS = ("min", "prod", "last", "mean")
+
+
+def aggregate_steps(step_scores, how: str) -> float:
+    """One solution score from its per-unit scores (steps, then answer); 0.0 for no units."""
+    if how not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {how!r} (one of {', '.join(AGGREGATIONS)})")
+    scores = np.asarray(step_scores, dtype=float)
+    if scores.size == 0:
+        return 0.0
+    if how == "min":
+        return float(scores.min())
+    if how == "prod":
+        return float(scores.prod())
+    if how == "last":
+        return float(scores[-1])
+    return float(scores.mean())
+
+
+def _best_scores(scores: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    """Best-of-k score of every row of (draws, k): the top-scored sample's correctness, ties
+    broken by expectation (fraction of the tied top samples that are correct)."""
+    top = scores == scores.max(axis=1, keepdims=True)
+    return (top * correct).sum(axis=1) / top.sum(axis=1)
+
+
+def best_of_n(scores, correct) -> float:
+    """Best-of-N over one question's samples."""
+    return float(_best_scores(np.asarray(scores, float)[None, :], np.asarray(correct, float)[None, :])[0])
+
+
+def best_of_n_matrix(scores, correct, k: int, num_draws: int, seed: int) -> np.ndarray:
+    """best-of-k of a dataset, (num_questions, num_draws) or (num_questions, 1) for k = N; the
+    subsets are those of `maj_at_k_matrix` for the same seed, so the curves are comparable."""
+    scores = np.asarray(scores, dtype=float)
+    correct = np.asarray(correct, dtype=float)
+    rows = []
+    for index in range(len(scores)):
+        draws = subset_indices(scores.shape[1], k, num_draws, np.random.default_rng([seed, index]))
+        rows.append(_best_scores(scores[index][draws], correct[index][draws]))
+    return np.array(rows, dtype=float).reshape(len(rows), -1)
+
+
+def roc_auc(scores, labels) -> float | None:
+    """Area under the ROC curve (Mann-Whitney U, ties count one half); None without both classes."""
+    scores = np.asarray(scores, dtype=float)
+    labels = np.asarray(labels, dtype=bool)
+    positives, negatives = scores[labels], scores[~labels]
+    if len(positives) == 0 or len(negatives) == 0:
+        return None
+    # Average ranks (ties share the mean of their ranks), then U from the positives' rank sum.
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    average_rank = np.cumsum(counts) - (counts - 1) / 2
+    rank_sum = average_rank[inverse][labels].sum()
+    u = rank_sum - len(positives) * (len(positives) + 1) / 2
+    return float(u / (len(positives) * len(negatives)))

@@ -27,7 +27,7 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
-def load_pretrained(name_or_path: str, gguf_file: str | None = None, dtype: torch.dtype = torch.float32):
+def load_pretrained(name_or_path: str, gguf_file: str | None = None, dtype: torch.dtype | str = torch.float32):
     """(model, tokenizer) from the hub, a local folder, or a GGUF file inside a folder."""
     path = resolve_model_path(name_or_path)
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}

@@ -7,6 +7,7 @@ plain-torch engine with the same three-call interface otherwise, so GPU and CPU 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -22,6 +23,8 @@ from tqdm.auto import tqdm
 
 from easy2hard import formats
 from easy2hard.io import atomic_output
+from easy2hard.modeling import device_and_dtype
+from easy2hard.sampling import encode_prompt
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
@@ -58,13 +61,18 @@ class TrainConfig:
 # Examples
 
 
-def sft_example(problem: str, steps: list[str], answer: str, tokenizer, max_length: int) -> dict:
-    """Prompt and solution tokenized apart so the loss mask starts exactly at the solution."""
-    prompt_ids = tokenizer(formats.format_prompt(problem), add_special_tokens=False)["input_ids"]
+def sft_example(problem: str, steps: list[str], answer: str, tokenizer, max_length: int) -> dict | None:
+    """BOS + prompt (exactly as the sampler encodes it) + solution + EOS, loss on the solution.
+
+    Returns None when the example does not fit in `max_length`: a truncated solution would
+    teach the model to stop without an answer (and a prompt-only one gives a NaN loss).
+    """
+    prompt_ids = encode_prompt(tokenizer, problem)
     solution_ids = tokenizer(formats.format_solution(steps, answer), add_special_tokens=False)["input_ids"]
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    input_ids = (bos + prompt_ids + solution_ids + [tokenizer.eos_token_id])[:max_length]
-    labels = ([IGNORE_INDEX] * (len(bos) + len(prompt_ids)) + solution_ids + [tokenizer.eos_token_id])[:max_length]
+    input_ids = prompt_ids + solution_ids + [tokenizer.eos_token_id]
+    if len(input_ids) > max_length:
+        return None
+    labels = [IGNORE_INDEX] * len(prompt_ids) + solution_ids + [tokenizer.eos_token_id]
     return {"input_ids": input_ids, "labels": labels}
 
 
@@ -100,13 +108,7 @@ def use_deepspeed(config: TrainConfig) -> bool:
         return False
     if config.deepspeed == "always":
         return True
-    return torch.cuda.is_available() and importlib_available("deepspeed")
-
-
-def importlib_available(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
+    return torch.cuda.is_available() and importlib.util.find_spec("deepspeed") is not None
 
 
 class TorchEngine:
@@ -119,7 +121,10 @@ class TorchEngine:
         self.micro_steps = 0
 
     def __call__(self, *args, **kwargs):
-        return self.module(*args, **kwargs)
+        # fp32 weights and optimizer state, bf16 matmuls on CUDA (DeepSpeed's bf16 mode does the
+        # same with its own fp32 master copy).
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            return self.module(*args, **kwargs)
 
     def backward(self, loss: torch.Tensor) -> None:
         (loss / self.accumulation_steps).backward()
@@ -151,6 +156,20 @@ def deepspeed_config(config: TrainConfig, accumulation_steps: int) -> dict:
     return ds_config
 
 
+def single_process_defaults() -> None:
+    """DeepSpeed needs a process group; a plain `python` run (no launcher) is rank 0 of 1."""
+    os.environ.setdefault("RANK", "0")
+    os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", "1")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    if "MASTER_PORT" not in os.environ:
+        import socket
+
+        with socket.socket() as probe:  # a free port, so parallel jobs do not collide
+            probe.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(probe.getsockname()[1])
+
+
 def lr_lambda(config: TrainConfig, total_steps: int) -> Callable[[int], float]:
     warmup = math.ceil(config.warmup_ratio * total_steps)
 
@@ -173,11 +192,11 @@ def make_engine(model, config: TrainConfig, total_steps: int, accumulation_steps
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config, total_steps))
     if not use_deepspeed(config):
-        device, _ = _device()
-        model.to(device)
+        model.to(device_and_dtype()[0])
         return TorchEngine(model, optimizer, scheduler, accumulation_steps, config.max_grad_norm)
     import deepspeed
 
+    single_process_defaults()
     engine, *_ = deepspeed.initialize(
         model=model,
         optimizer=optimizer,
@@ -186,11 +205,6 @@ def make_engine(model, config: TrainConfig, total_steps: int, accumulation_steps
     )
     return engine
 
-
-def _device() -> tuple[torch.device, torch.dtype]:
-    from easy2hard.modeling import device_and_dtype
-
-    return device_and_dtype()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ from easy2hard.io import atomic_output, read_jsonl
 
 if __name__ == "__main__":
     p = cli.parser(__doc__)
-    p.add_argument("--train-easy", required=True)
-    p.add_argument("--train-hard", required=True)
+    p.add_argument("--train-easy", help="tiny model: tokenizer training text")
+    p.add_argument("--train-hard", help="tiny model: tokenizer training text")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     cli.setup(args)
@@ -21,7 +21,7 @@ if __name__ == "__main__":
         tokenizer = modeling.train_tokenizer(texts, cfg["tiny"]["vocab_size"])
         model = modeling.build_tiny_llama(tokenizer, cfg["tiny"], cfg["seed"])
     else:
-        model, tokenizer = modeling.load_pretrained(cfg["name_or_path"], cfg.get("gguf_file"))
+        model, tokenizer = modeling.load_pretrained(cfg["name_or_path"], cfg.get("gguf_file"), dtype="auto")
     with atomic_output(args.out, directory=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

@@ -1,6 +1,10 @@
 """Stage 4: supervised fine-tuning of the base model on easy-level solutions (loss on solution
 tokens only), with the shared training loop (DeepSpeed on GPU, plain torch on CPU)."""
 
+import logging
+
+import torch
+
 from easy2hard import cli, modeling, training
 from easy2hard.io import read_jsonl
 
@@ -12,10 +16,13 @@ if __name__ == "__main__":
     args = p.parse_args()
     cli.setup(args)
     config = training.TrainConfig.from_dict(args.params)
-    _, dtype = modeling.device_and_dtype()
-    model, tokenizer = modeling.load_model(args.base, dtype=dtype)
+    # fp32 weights: the optimizer must not update bf16 weights directly (bf16 is for compute).
+    model, tokenizer = modeling.load_model(args.base, dtype=torch.float32)
     rows = read_jsonl(args.train_easy, required=("problem", "steps", "answer"))
     examples = [training.sft_example(r["problem"], r["steps"], r["answer"], tokenizer, config.max_length) for r in rows]
+    if None in examples:
+        logging.warning("skipped %d of %d examples longer than max_length %d", examples.count(None), len(rows), config.max_length)
+        examples = [example for example in examples if example is not None]
     module, history = training.train(model, examples, config, tokenizer.pad_token_id)
     training.save_model(module, tokenizer, args.out, history, config, {"num_examples": len(examples)})
     print(f"{len(history)} steps on {len(examples)} examples; final loss {history[-1]['loss']:.4f}")

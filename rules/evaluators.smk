@@ -1,0 +1,126 @@
+# Evaluators trained with easy supervision only: ORM (outcome labels), PRM (step labels from
+# PRM800K or from policy rollouts), OPRM (both). `snakemake results/evaluators/oprm/model`
+# builds and trains just one; `results/scores/{evaluator}/{generator}/{split}.jsonl` scores samples.
+
+
+rule orm_data:
+    """Outcome labels of graded EASY train samples, balanced per question (1:3 to 3:1)."""
+    input:
+        graded="results/graded/sft/train.jsonl",
+        train_easy="results/data/train_easy.jsonl",
+    output:
+        data="results/evaluators/orm/train.jsonl",
+        stats="results/evaluators/orm/stats.json",
+    params:
+        cfg=lambda wildcards: as_json(config["evaluators"]["orm"]),
+        script=script("orm_data.py"),
+    conda:
+        "../envs/easy2hard.yaml"
+    log:
+        "results/logs/evaluators/orm_data.log",
+    shell:
+        "{params.script} --params {params.cfg:q} --graded {input.graded} --train-easy {input.train_easy}"
+        " --out {output.data} --stats {output.stats} > {log} 2>&1"
+
+
+rule prm_data:
+    """Step labels: Monte-Carlo rollouts of the SFT policy on EASY train samples (auto), or PRM800K."""
+    input:
+        unpack(prm_data_inputs),
+    output:
+        data="results/evaluators/prm/train.jsonl",
+        stats="results/evaluators/prm/stats.json",
+    params:
+        cfg=prm_data_params,
+        script=script("prm_data.py"),
+        args=prm_data_args,
+    threads: config["threads"]
+    conda:
+        "../envs/easy2hard.yaml"
+    log:
+        "results/logs/evaluators/prm_data.log",
+    shell:
+        "{params.script} --params {params.cfg:q} --threads {threads} {params.args}"
+        " --out {output.data} --stats {output.stats} > {log} 2>&1"
+
+
+rule oprm_data:
+    """A mixture of the PRM and ORM examples."""
+    input:
+        prm="results/evaluators/prm/train.jsonl",
+        orm="results/evaluators/orm/train.jsonl",
+    output:
+        data="results/evaluators/oprm/train.jsonl",
+        stats="results/evaluators/oprm/stats.json",
+    params:
+        cfg=lambda wildcards: as_json(config["evaluators"]["oprm"]),
+        script=script("oprm_data.py"),
+    conda:
+        "../envs/easy2hard.yaml"
+    log:
+        "results/logs/evaluators/oprm_data.log",
+    shell:
+        "{params.script} --params {params.cfg:q} --prm {input.prm} --orm {input.orm}"
+        " --out {output.data} --stats {output.stats} > {log} 2>&1"
+
+
+rule train_evaluator:
+    """Scalar head on the policy backbone, BCE on the labelled tokens, the shared training loop."""
+    input:
+        init=f"results/models/{config['evaluators']['init']}",
+        data="results/evaluators/{evaluator}/train.jsonl",
+    output:
+        directory("results/evaluators/{evaluator}/model"),
+    params:
+        cfg=lambda wildcards: as_json({**config["evaluators"]["train"], "label_tokens": config["evaluators"]["label_tokens"]}),
+        script=script("train_evaluator.py"),
+    threads: config["threads"]
+    conda:
+        "../envs/easy2hard.yaml"
+    log:
+        "results/logs/evaluators/train_{evaluator}.log",
+    shell:
+        "{params.script} --params {params.cfg:q} --threads {threads} --init {input.init} --data {input.data}"
+        " --out {output} > {log} 2>&1"
+
+
+rule score:
+    """Per-step (and answer) scores of every sampled solution of a split."""
+    input:
+        evaluator="results/evaluators/{evaluator}/model",
+        samples="results/samples/{generator}/{split}.jsonl",
+        questions="results/data/{split}.jsonl",
+    output:
+        "results/scores/{evaluator}/{generator}/{split}.jsonl",
+    params:
+        cfg=lambda wildcards: as_json(config["evaluators"]["score"]),
+        script=script("score.py"),
+    threads: config["threads"]
+    conda:
+        "../envs/easy2hard.yaml"
+    log:
+        "results/logs/score/{evaluator}_{generator}_{split}.log",
+    shell:
+        "{params.script} --params {params.cfg:q} --threads {threads} --evaluator {input.evaluator}"
+        " --samples {input.samples} --questions {input.questions} --out {output} > {log} 2>&1"
+
+
+rule evaluator_report:
+    """Evaluator quality on validation samples by level (reads gold-graded samples: evaluation)."""
+    input:
+        eval="results/eval/sft/valid.jsonl",
+        scores=expand("results/scores/{evaluator}/sft/valid.jsonl", evaluator=EVALUATORS),
+    output:
+        csv=report("results/report/evaluators.csv", category="Evaluators", caption="../workflow/report/evaluators.rst"),
+        md=report("results/report/evaluators.md", category="Evaluators", caption="../workflow/report/evaluators.rst"),
+    params:
+        cfg=lambda wildcards: as_json({"easy_levels": config["data"]["easy_levels"], "aggregation": config["evaluators"]["aggregation"]}),
+        scores=lambda wildcards, input: [f"{e}={p}" for e, p in zip(EVALUATORS, input.scores)],
+        script=script("evaluator_report.py"),
+    conda:
+        "../envs/easy2hard.yaml"
+    log:
+        "results/logs/evaluator_report.log",
+    shell:
+        "{params.script} --params {params.cfg:q} --eval {input.eval} --scores {params.scores}"
+        " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"

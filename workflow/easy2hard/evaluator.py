@@ -1,0 +1,156 @@
+"""Evaluators (reward models): a causal-LM backbone with a scalar head on every token
+(``AutoModelForTokenClassification``, one label), read at the end of each scoring unit.
+
+A solution's scoring units are its steps and then its answer section. The score of a step is
+read at the newline that ends it; the score of the answer at the EOS token that ends the
+solution. Every example is checked to have exactly one score position per unit -- the classic
+silent failure of PRM trainers is a tokenizer that never produces the tag, leaving no labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+from easy2hard import formats
+from easy2hard.sampling import encode_prompt
+
+IGNORE_LABEL = -100.0
+
+
+class AlignmentError(ValueError):
+    """Score positions do not line up one-to-one with the scoring units of a solution."""
+
+
+@dataclass
+class Rendered:
+    input_ids: list[int]
+    positions: list[int]  # score position of each unit (steps, then the answer)
+    solution_start: int  # index of the first solution token
+
+
+def solution_text(steps: list[str], answer: str | None) -> str:
+    """Steps joined by blank lines, then the answer section, or a closing separator when the
+    solution has no answer (so the last step too ends with the newline its score is read at)."""
+    body = formats.STEP_SEPARATOR.join(formats.normalize_step(step) for step in steps)
+    if answer is None:
+        return body + formats.STEP_SEPARATOR
+    return body + formats.ANSWER_MARKER + answer.strip()
+
+
+def render(tokenizer, problem: str, steps: list[str], answer: str | None) -> Rendered:
+    """Token ids of prompt + solution (+ EOS after an answer) and the score position of each unit."""
+    prompt_ids = encode_prompt(tokenizer, problem)
+    text = solution_text(steps, answer)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
+    newline_chars, cursor = [], 0
+    for step in steps:
+        cursor += len(formats.normalize_step(step))
+        newline_chars.append(cursor)  # the "\n" right after the step
+        cursor += len(formats.STEP_SEPARATOR)
+    positions = [_token_at(offsets, char) for char in newline_chars]
+    input_ids = prompt_ids + ids
+    if answer is not None:
+        input_ids = input_ids + [tokenizer.eos_token_id]
+        positions.append(len(ids))  # the EOS that ends the answer, in solution coordinates
+    units = len(steps) + (answer is not None)
+    if len(positions) != units or None in positions or any(b <= a for a, b in zip(positions, positions[1:])):
+        raise AlignmentError(f"{units} scoring units but score positions {positions} in {text[:80]!r}...")
+    start = len(prompt_ids)
+    return Rendered(input_ids=input_ids, positions=[start + p for p in positions], solution_start=start)
+
+
+def _token_at(offsets: list[tuple[int, int]], char: int) -> int | None:
+    """Index of the token whose character span covers `char`."""
+    for index, (start, end) in enumerate(offsets):
+        if start <= char < end:
+            return index
+    return None
+
+
+def training_example(example: dict, tokenizer, max_length: int, label_tokens: str) -> dict | None:
+    """input_ids and per-token float labels (IGNORE_LABEL where unlabelled); None if too long.
+
+    label_tokens "all": every token of a labelled unit carries its label (the paper's choice);
+    "step_end": only the score position does. ORM examples in "step_end" mode are labelled at
+    the final position only.
+    """
+    rendered = render(tokenizer, example["problem"], example["steps"], example["answer"])
+    if len(example["labels"]) != len(rendered.positions):
+        raise AlignmentError(
+            f"{example['unique_id']}: {len(example['labels'])} labels for {len(rendered.positions)} scoring units"
+        )
+    if len(rendered.input_ids) > max_length:
+        return None
+    labels = [IGNORE_LABEL] * len(rendered.input_ids)
+    unit_starts = [rendered.solution_start] + [p + 1 for p in rendered.positions[:-1]]
+    last = len(rendered.positions) - 1
+    for unit, (start, position, label) in enumerate(zip(unit_starts, rendered.positions, example["labels"])):
+        if label is None:
+            continue
+        if label_tokens == "all":
+            labels[start : position + 1] = [float(label)] * (position + 1 - start)
+        elif label_tokens == "step_end":
+            if example["kind"] != "orm" or unit == last:
+                labels[position] = float(label)
+        else:
+            raise ValueError(f"unknown label_tokens {label_tokens!r} (all | step_end)")
+    return {"input_ids": rendered.input_ids, "labels": labels}
+
+
+def collate(examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a micro-batch; labels (when the examples have them) padded with IGNORE_LABEL."""
+    width = max(len(example["input_ids"]) for example in examples)
+    batch = {"input_ids": [], "attention_mask": []}
+    for example in examples:
+        pad = width - len(example["input_ids"])
+        batch["input_ids"].append(example["input_ids"] + [pad_token_id] * pad)
+        batch["attention_mask"].append([1] * len(example["input_ids"]) + [0] * pad)
+    tensors = {key: torch.tensor(value) for key, value in batch.items()}
+    if "labels" in examples[0]:
+        labels = [example["labels"] + [IGNORE_LABEL] * (width - len(example["labels"])) for example in examples]
+        tensors["labels"] = torch.tensor(labels, dtype=torch.float32)
+    return tensors
+
+
+def bce_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Binary cross-entropy (soft labels allowed) over the labelled tokens of the micro-batch."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1)
+    mask = batch["labels"] != IGNORE_LABEL
+    if not mask.any():  # nothing labelled here: a zero loss that keeps the graph, not NaN
+        return logits.sum() * 0.0
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits[mask].float(), batch["labels"][mask])
+
+
+def load_backbone(path: str, dtype: torch.dtype = torch.float32):
+    """An evaluator initialised from a policy folder (the scalar head is new) or a saved evaluator."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForTokenClassification.from_pretrained(path, num_labels=1, dtype=dtype)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+@torch.inference_mode()
+def score_solutions(model, tokenizer, solutions: list[dict], batch_size: int) -> list[list[float]]:
+    """Per-unit scores (sigmoid) of each {problem, completion}: its steps, then its answer."""
+    device = next(model.parameters()).device
+    rendered = []
+    for solution in solutions:
+        steps, answer = formats.parse_solution(solution["completion"])
+        rendered.append(render(tokenizer, solution["problem"], steps, answer))
+    # Longest first, so each batch pads little; results are put back in input order.
+    order = sorted(range(len(rendered)), key=lambda i: -len(rendered[i].input_ids))
+    scores: list[list[float]] = [[] for _ in rendered]
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        batch = collate([{"input_ids": rendered[i].input_ids} for i in chunk], tokenizer.pad_token_id)
+        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.squeeze(-1).float().cpu()
+        probabilities = torch.sigmoid(logits)
+        for row, index in enumerate(chunk):
+            scores[index] = probabilities[row, rendered[index].positions].tolist()
+    return scores

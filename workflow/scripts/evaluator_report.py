@@ -1,0 +1,16 @@
+"""Evaluator quality report (validation, evaluation only): AUC and best-of-N by level."""
+
+from easy2hard import cli, evaluator_report
+
+if __name__ == "__main__":
+    p = cli.parser(__doc__)
+    p.add_argument("--eval", required=True, help="gold-graded validation samples")
+    p.add_argument("--scores", nargs="+", required=True, metavar="EVALUATOR=PATH")
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    args = p.parse_args()
+    cli.setup(args)
+    pairs = {name: (args.eval, path) for name, _, path in (item.partition("=") for item in args.scores)}
+    frame = evaluator_report.evaluator_quality(evaluator_report.scored_frames(pairs), args.params["easy_levels"])
+    evaluator_report.write(frame, args.out_csv, args.out_md, args.params["aggregation"])
+    print(frame.to_string())

@@ -1,0 +1,87 @@
+"""PRM data: step labels from PRM800K (human) or from Monte-Carlo rollouts of the policy on
+EASY train questions (automatic, Math-Shepherd style). Neither reads a hard-level gold answer."""
+
+import random
+from collections import Counter, defaultdict
+
+from easy2hard import cli, evaluator_data, modeling, sampling
+from easy2hard.grading import extract_answer, grade_many
+from easy2hard.io import read_jsonl, write_json, write_jsonl
+
+
+def human_labels(args, cfg):
+    levels = {}
+    for path in args.math_files:
+        for row in read_jsonl(path, required=("problem", "level")):
+            levels[row["problem"].strip()] = row["level"]
+    test_problems = {row["problem"].strip() for row in read_jsonl(args.test_questions, required=("problem",))}
+    records = [r for path in cfg["prm800k"]["files"] for r in evaluator_data.read_prm800k(path)]
+    examples, counts = evaluator_data.prm800k_examples(
+        records, levels, cfg["easy_levels"], test_problems, ", ".join(cfg["prm800k"]["files"])
+    )
+    return examples, dict(counts)
+
+
+def automatic_labels(args, cfg):
+    auto = cfg["auto"]
+    easy = {row["unique_id"]: row for row in read_jsonl(args.train_easy, required=("unique_id", "problem", "answer"))}
+    graded = [row for row in read_jsonl(args.graded, required=("unique_id", "completion", "correct")) if row["correct"] is not None]
+    by_question = defaultdict(dict)
+    for row in graded:  # distinct solutions per question
+        by_question[row["unique_id"]].setdefault(row["completion"].strip(), row)
+    rng = random.Random(auto["seed"])
+    questions = sorted(by_question)
+    questions = rng.sample(questions, min(auto["num_questions"], len(questions)))
+    solutions = [s for q in sorted(questions) for s in by_question[q].values()]
+
+    # A correct solution is its own successful rollout from each of its prefixes, so under the
+    # hard estimate its steps are positive without rolling out; every other prefix is rolled out.
+    needs_rollouts = [s for s in solutions if auto["estimate"] == "soft" or not s["correct"]]
+    _, dtype = modeling.device_and_dtype()
+    model, tokenizer = modeling.load_model(args.policy, dtype=dtype)
+    model.to(modeling.device_and_dtype()[0]).eval()
+    prompts, owners = [], []
+    for index, solution in enumerate(needs_rollouts):
+        for prefix in evaluator_data.rollout_prefixes(solution):
+            prompts.append(sampling.encode_prompt(tokenizer, easy[solution["unique_id"]]["problem"], prefix))
+            owners.append((index, prefix))
+    config = sampling.SamplingConfig(**{**cfg["sampling"], "num_samples": auto["rollouts"], "seed": auto["seed"]})
+    continuations = list(sampling.generate(model, tokenizer, prompts, config, desc="rollouts"))
+    pairs = []
+    for (index, prefix), group in zip(owners, continuations):
+        gold = easy[needs_rollouts[index]["unique_id"]]["answer"]
+        pairs += [(extract_answer(prefix + c["text"]), gold) for c in group]
+    verdicts = iter(grade_many(pairs, timeout=cfg["grading"]["timeout"], workers=cfg["grading"]["workers"]))
+    outcomes = defaultdict(list)
+    for (index, _), group in zip(owners, continuations):
+        outcomes[index].append([next(verdicts) for _ in group])
+    rolled_out = {id(solution): index for index, solution in enumerate(needs_rollouts)}
+    examples, counts = [], Counter()
+    for solution in solutions:
+        problem = easy[solution["unique_id"]]["problem"]
+        steps = evaluator_data.rollout_prefixes(solution)
+        groups = outcomes[rolled_out[id(solution)]] if id(solution) in rolled_out else [[True]] * len(steps)
+        if not steps:
+            counts["solutions without steps"] += 1
+            continue
+        examples.append(evaluator_data.auto_prm_example(solution, problem, groups, auto["estimate"]))
+    counts.update(questions=len(questions), solutions=len(solutions), rolled_out=len(needs_rollouts), rollouts=len(pairs))
+    return examples, dict(counts)
+
+
+if __name__ == "__main__":
+    p = cli.parser(__doc__)
+    p.add_argument("--graded")
+    p.add_argument("--train-easy")
+    p.add_argument("--policy")
+    p.add_argument("--math-files", nargs="*", default=[])
+    p.add_argument("--test-questions")
+    p.add_argument("--out", required=True)
+    p.add_argument("--stats", required=True)
+    args = p.parse_args()
+    cli.setup(args)
+    cfg = args.params
+    examples, counts = human_labels(args, cfg) if cfg["source"] == "prm800k" else automatic_labels(args, cfg)
+    write_jsonl(args.out, examples)
+    write_json(args.stats, {"source": cfg["source"], "counts": counts, **evaluator_data.summarize(examples)})
+    print(counts)

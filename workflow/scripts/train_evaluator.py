@@ -1,0 +1,33 @@
+"""Train an evaluator (PRM / ORM / OPRM): scalar head on a policy backbone, binary
+cross-entropy on the labelled tokens, with the shared training loop."""
+
+import logging
+
+import torch
+
+from easy2hard import cli, evaluator, training
+from easy2hard.io import read_jsonl
+
+if __name__ == "__main__":
+    p = cli.parser(__doc__)
+    p.add_argument("--init", required=True, help="policy (or evaluator) folder to start from")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    cli.setup(args)
+    params = dict(args.params)
+    label_tokens = params.pop("label_tokens")
+    config = training.TrainConfig.from_dict(params)
+    model, tokenizer = evaluator.load_backbone(args.init, dtype=torch.float32)  # fp32 master weights
+    rows = read_jsonl(args.data, required=("unique_id", "problem", "steps", "answer", "labels", "kind"))
+    examples = [evaluator.training_example(row, tokenizer, config.max_length, label_tokens) for row in rows]
+    kept = [example for example in examples if example is not None]
+    if not kept:
+        raise SystemExit(f"{args.data}: no training examples (see the stats.json beside it)")
+    if len(kept) < len(examples):
+        logging.warning("skipped %d examples longer than max_length %d", len(examples) - len(kept), config.max_length)
+    module, history = training.train(
+        model, kept, config, tokenizer.pad_token_id, loss_fn=evaluator.bce_loss, collate_fn=evaluator.collate
+    )
+    training.save_model(module, tokenizer, args.out, history, config, {"label_tokens": label_tokens, "num_examples": len(kept)})
+    print(f"{len(history)} steps on {len(kept)} examples; final loss {history[-1]['loss']:.4f}")
