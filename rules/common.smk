@@ -10,6 +10,7 @@ PACKAGE_ROOT = Path(workflow.basedir) / "workflow"
 sys.path.insert(0, str(PACKAGE_ROOT))
 
 from easy2hard.config import validate_config
+from easy2hard.launch import launch_command
 
 validate_config(config, source="config (config.yaml + --configfile/--config overrides)")
 
@@ -49,9 +50,14 @@ def _interpreter():
     return "python" if any("conda" in method for method in methods) else sys.executable
 
 
-def script(name):
-    """The command that runs one of the stage scripts, with the package on PYTHONPATH."""
-    return f"PYTHONPATH={PACKAGE_ROOT}${{PYTHONPATH:+:$PYTHONPATH}} {_interpreter()} {SCRIPTS / name}"
+def script(name, gpus=0):
+    """The command that runs one of the stage scripts, with the package on PYTHONPATH; training
+    scripts on several GPUs start one process per GPU."""
+    return f"PYTHONPATH={PACKAGE_ROOT}${{PYTHONPATH:+:$PYTHONPATH}} {launch_command(_interpreter(), gpus)} {SCRIPTS / name}"
+
+
+TRAIN_GPUS = config["compute"]["train_gpus"]
+INFERENCE_GPUS = config["compute"]["inference_gpus"]
 
 
 def as_json(obj):

@@ -34,6 +34,8 @@ rule prm_data:
         cfg=prm_data_params,
         script=script("prm_data.py"),
         args=prm_data_args,
+    resources:
+        gpu=INFERENCE_GPUS,
     threads: config["threads"]
     conda:
         "../envs/easy2hard.yaml"
@@ -73,7 +75,9 @@ rule train_evaluator:
         directory("results/evaluators/{evaluator}/model"),
     params:
         cfg=lambda wildcards: as_json({**config["evaluators"]["train"], "label_tokens": config["evaluators"]["label_tokens"]}),
-        script=script("train_evaluator.py"),
+        script=lambda wildcards, resources: script("train_evaluator.py", gpus=resources.gpu),
+    resources:
+        gpu=TRAIN_GPUS,
     threads: config["threads"]
     conda:
         "../envs/easy2hard.yaml"
@@ -95,6 +99,8 @@ rule score:
     params:
         cfg=lambda wildcards: as_json(config["evaluators"]["score"]),
         script=script("score.py"),
+    resources:
+        gpu=INFERENCE_GPUS,
     threads: config["threads"]
     conda:
         "../envs/easy2hard.yaml"

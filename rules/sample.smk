@@ -8,6 +8,8 @@ rule sample:
     params:
         cfg=sampling_params,
         script=script("sample.py"),
+    resources:
+        gpu=INFERENCE_GPUS,
     threads: config["threads"]
     conda:
         "../envs/easy2hard.yaml"

@@ -7,7 +7,9 @@ rule sft:
         directory("results/models/sft"),
     params:
         cfg=lambda wildcards: as_json(config["sft"]),
-        script=script("sft.py"),
+        script=lambda wildcards, resources: script("sft.py", gpus=resources.gpu),
+    resources:
+        gpu=TRAIN_GPUS,
     threads: config["threads"]
     conda:
         "../envs/easy2hard.yaml"

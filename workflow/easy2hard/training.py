@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from easy2hard import formats
 from easy2hard.io import atomic_output
+from easy2hard.launch import prepare_environment
 from easy2hard.modeling import device_and_dtype
 from easy2hard.sampling import encode_prompt
 
@@ -194,6 +195,7 @@ def make_engine(model, config: TrainConfig, total_steps: int, accumulation_steps
     if not use_deepspeed(config):
         model.to(device_and_dtype()[0])
         return TorchEngine(model, optimizer, scheduler, accumulation_steps, config.max_grad_norm)
+    prepare_environment()
     import deepspeed
 
     single_process_defaults()
@@ -246,6 +248,8 @@ def train(
             f"micro_batch_size {config.micro_batch_size} x {world_size} processes"
         )
     accumulation_steps = config.global_batch_size // per_step
+    if world_size > 1 and not use_deepspeed(config):
+        raise ValueError("several processes need DeepSpeed (set deepspeed: auto or always, and install it)")
     torch.manual_seed(config.seed)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
