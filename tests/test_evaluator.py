@@ -247,7 +247,7 @@ class FixedLogits:
         self.logits = torch.tensor(logits)[..., None]
         self.calls = []
 
-    def __call__(self, input_ids, attention_mask):
+    def __call__(self, input_ids, attention_mask, use_cache=None):
         self.calls.append((input_ids, attention_mask))
         return type("Output", (), {"logits": self.logits})()
 
@@ -346,7 +346,7 @@ def test_score_solutions_in_input_order(backbone, rows):
 
 def test_bce_loss_without_labelled_tokens_is_zero_not_nan():
     class Constant(torch.nn.Module):
-        def forward(self, input_ids, attention_mask):
+        def forward(self, input_ids, attention_mask, use_cache=None):
             class Out:
                 logits = torch.ones(input_ids.shape + (1,), requires_grad=True)
 

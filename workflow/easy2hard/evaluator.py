@@ -16,6 +16,7 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from easy2hard import formats
 from easy2hard.sampling import encode_prompt
+from easy2hard.training import model_inputs
 
 IGNORE_LABEL = -100.0
 
@@ -118,7 +119,7 @@ def collate(examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
 
 def bce_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Binary cross-entropy (soft labels allowed) over the labelled tokens of the micro-batch."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1)
+    logits = model(**model_inputs(batch)).logits.squeeze(-1)
     mask = batch["labels"] != IGNORE_LABEL
     if not mask.any():  # nothing labelled here: a zero loss that keeps the graph, not NaN
         return logits.sum() * 0.0

@@ -7,6 +7,7 @@ plain-torch engine with the same three-call interface otherwise, so GPU and CPU 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import logging
@@ -47,6 +48,7 @@ class TrainConfig:
     deepspeed: str = "auto"  # auto | always | never
     zero_stage: int = 2
     gradient_checkpointing: bool = False
+    packing: bool = True  # pack each micro-batch into max_length rows instead of padding it
     log_every: int = 1
 
     @classmethod
@@ -89,10 +91,56 @@ def collate(examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
     return {key: torch.tensor(value) for key, value in batch.items()}
 
 
+def pack(examples: list[dict], pad_token_id: int, max_length: int) -> dict[str, torch.Tensor]:
+    """Pack a micro-batch into as few rows of at most `max_length` tokens as fit (first-fit
+    decreasing), with position ids restarting at each example and no attention mask:
+    transformers then keeps attention inside each example (block-diagonal causal mask with SDPA,
+    varlen kernels with flash attention), so no compute is spent on padding.
+
+    Labels keep their dtype (token ids for SFT, floats for evaluators); each example's first
+    token is never a target, so no loss crosses from one packed example into the next.
+    """
+    rows: list[list[dict]] = []
+    for example in sorted(examples, key=lambda e: -len(e["input_ids"])):
+        for row in rows:
+            if sum(len(e["input_ids"]) for e in row) + len(example["input_ids"]) <= max_length:
+                row.append(example)
+                break
+        else:
+            rows.append([example])
+    width = max(sum(len(e["input_ids"]) for e in row) for row in rows)
+    label_pad = IGNORE_INDEX if isinstance(examples[0]["labels"][0], int) else float(IGNORE_INDEX)
+    batch = {"input_ids": [], "labels": [], "position_ids": []}
+    for row in rows:
+        input_ids, labels, positions = [], [], []
+        for example in row:
+            input_ids += example["input_ids"]
+            labels += [label_pad] + list(example["labels"][1:])
+            positions += list(range(len(example["input_ids"])))
+        pad = width - len(input_ids)
+        batch["input_ids"].append(input_ids + [pad_token_id] * pad)
+        batch["labels"].append(labels + [label_pad] * pad)
+        batch["position_ids"].append(positions + list(range(len(positions), len(positions) + pad)))
+    tensors = {key: torch.tensor(value) for key, value in batch.items()}
+    if tensors["labels"].is_floating_point():
+        tensors["labels"] = tensors["labels"].float()
+    return tensors
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict:
+    """What the model sees: ids plus an attention mask (padded batches) or position ids (packed).
+
+    No KV cache: training needs none, and transformers only honours packed position ids when
+    no cache is passed (otherwise packed examples would attend to each other)."""
+    inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids") if key in batch}
+    return {**inputs, "use_cache": False}
+
+
 def causal_lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    # `model` is the engine (DeepSpeed or TorchEngine); both forward like the HF module.
-    """Mean cross-entropy over the solution tokens of the micro-batch."""
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    """Mean cross-entropy over the solution tokens of the micro-batch.
+
+    `model` is the engine (DeepSpeed or TorchEngine); both forward like the HF module."""
+    return model(**model_inputs(batch), labels=batch["labels"]).loss
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,6 +302,8 @@ def train(
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     model.train()
+    if config.packing:
+        collate_fn = functools.partial(pack, max_length=config.max_length)
     batches = global_batches(len(examples), config.global_batch_size, config.epochs, config.seed)
     engine = make_engine(model, config, len(batches), accumulation_steps)
     device = engine.device
@@ -270,7 +320,7 @@ def train(
             engine.backward(loss)
             engine.step()
             losses.append(loss.item())
-            tokens += int(batch["attention_mask"].sum())
+            tokens += sum(len(example["input_ids"]) for example in micro)
         record = {
             "step": step,
             "loss": sum(losses) / len(losses),
