@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -49,6 +50,7 @@ class TrainConfig:
     zero_stage: int = 2
     gradient_checkpointing: bool = False
     packing: bool = True  # pack each micro-batch into max_length rows instead of padding it
+    checkpoint_every: int = 0  # optimizer steps between resumable checkpoints (0: none)
     log_every: int = 1
 
     @classmethod
@@ -192,6 +194,31 @@ class TorchEngine:
     def device(self) -> torch.device:
         return next(self.module.parameters()).device
 
+    # DeepSpeed's checkpoint interface, so the loop resumes either engine the same way.
+    def save_checkpoint(self, directory: str, tag: str, client_state: dict) -> None:
+        state = {
+            "module": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "micro_steps": self.micro_steps,
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "client_state": client_state,
+        }
+        Path(directory, tag).mkdir(parents=True, exist_ok=True)
+        torch.save(state, Path(directory, tag, "state.pt"))
+
+    def load_checkpoint(self, directory: str, tag: str) -> tuple[str, dict]:
+        state = torch.load(Path(directory, tag, "state.pt"), map_location=self.device, weights_only=False)
+        self.module.load_state_dict(state["module"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.micro_steps = state["micro_steps"]
+        torch.set_rng_state(state["rng"])
+        if state["cuda_rng"] is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        return str(Path(directory, tag)), state["client_state"]
+
 
 def deepspeed_config(config: TrainConfig, accumulation_steps: int) -> dict:
     """The DeepSpeed JSON shipped with the package, its "auto" fields filled from the run."""
@@ -277,6 +304,30 @@ def global_batches(num_examples: int, global_batch_size: int, epochs: float, see
     return batches[:total_steps]
 
 
+def latest_checkpoint(directory: str | None) -> str | None:
+    """The tag of the newest complete checkpoint (its name is written last, after the data)."""
+    if directory is None:
+        return None
+    marker = Path(directory, "complete")
+    return marker.read_text().strip() if marker.exists() else None
+
+
+def save_checkpoint(engine, directory: str, step: int, history: list[dict]) -> None:
+    """Checkpoint every process's engine state; then mark it complete and drop the older one."""
+    tag = f"step-{step}"
+    previous = latest_checkpoint(directory)
+    engine.save_checkpoint(directory, tag=tag, client_state={"step": step, "history": history})
+    rank, world_size = world()
+    if world_size > 1:
+        torch.distributed.barrier()
+    if rank == 0:
+        # Our own marker ("latest" is DeepSpeed's): written only once the state is on disk.
+        Path(directory, "complete.tmp").write_text(tag)
+        os.replace(Path(directory, "complete.tmp"), Path(directory, "complete"))
+        if previous and previous != tag:
+            shutil.rmtree(Path(directory, previous), ignore_errors=True)
+
+
 def train(
     model,
     examples: list[dict],
@@ -284,8 +335,14 @@ def train(
     pad_token_id: int,
     loss_fn: Callable = causal_lm_loss,
     collate_fn: Callable = collate,
+    checkpoint_dir: str | None = None,
 ) -> tuple[object, list[dict]]:
-    """Optimise `loss_fn` over `examples`; returns (trained module, per-step log)."""
+    """Optimise `loss_fn` over `examples`; returns (trained module, per-step log).
+
+    With `checkpoint_dir` and `config.checkpoint_every`, the engine state is saved every that many
+    steps, and a run that finds a checkpoint there resumes from it: the batch order is a pure
+    function of the seed, so the resumed run sees exactly the batches the killed one had left.
+    """
     if not examples:
         raise ValueError("no training examples")
     rank, world_size = world()
@@ -307,10 +364,15 @@ def train(
     batches = global_batches(len(examples), config.global_batch_size, config.epochs, config.seed)
     engine = make_engine(model, config, len(batches), accumulation_steps)
     device = engine.device
-    history = []
+    history, done = [], 0
+    tag = latest_checkpoint(checkpoint_dir)
+    if tag is not None:
+        _, client_state = engine.load_checkpoint(checkpoint_dir, tag=tag)
+        history, done = client_state["history"], client_state["step"]
+        log.info("resumed from %s/%s at step %d of %d", checkpoint_dir, tag, done, len(batches))
     start = time.perf_counter()
-    progress = tqdm(batches, desc="train", disable=rank != 0, mininterval=2)
-    for step, indices in enumerate(progress, start=1):
+    progress = tqdm(batches[done:], desc="train", disable=rank != 0, mininterval=2, initial=done, total=len(batches))
+    for step, indices in enumerate(progress, start=done + 1):
         local = indices[rank::world_size]  # this process's share of the global batch
         losses, tokens = [], 0
         for offset in range(0, len(local), config.micro_batch_size):
@@ -331,13 +393,21 @@ def train(
         history.append(record)
         if step % config.log_every == 0:
             progress.set_postfix(loss=f"{record['loss']:.4f}")
+        if checkpoint_dir and config.checkpoint_every and step % config.checkpoint_every == 0 and step < len(batches):
+            save_checkpoint(engine, checkpoint_dir, step, history)
     module = engine.module
     module.eval()
     return module, history
 
 
+def checkpoint_dir_for(output_dir: str) -> str:
+    """Resumable checkpoints live beside the output, which only appears when training is done."""
+    return f"{output_dir.rstrip('/')}.checkpoints"
+
+
 def save_model(module, tokenizer, output_dir: str, history: list[dict], config: TrainConfig, extra: dict | None = None):
-    """Save an HF folder atomically (rank 0 only), with the training log and config beside it."""
+    """Save an HF folder atomically (rank 0 only), with the training log and config beside it;
+    the run's checkpoints are removed once the model is safely in place."""
     rank, _ = world()
     if rank != 0:
         return
@@ -348,3 +418,4 @@ def save_model(module, tokenizer, output_dir: str, history: list[dict], config: 
             for record in history:
                 handle.write(json.dumps(record) + "\n")
         (Path(tmp) / "train_config.json").write_text(json.dumps({**asdict(config), **(extra or {})}, indent=2))
+    shutil.rmtree(checkpoint_dir_for(output_dir), ignore_errors=True)

@@ -23,6 +23,8 @@ if __name__ == "__main__":
     if None in examples:
         logging.warning("skipped %d of %d examples longer than max_length %d", examples.count(None), len(rows), config.max_length)
         examples = [example for example in examples if example is not None]
-    module, history = training.train(model, examples, config, tokenizer.pad_token_id)
+    module, history = training.train(
+        model, examples, config, tokenizer.pad_token_id, checkpoint_dir=training.checkpoint_dir_for(args.out)
+    )
     training.save_model(module, tokenizer, args.out, history, config, {"num_examples": len(examples)})
     print(f"{len(history)} steps on {len(examples)} examples; final loss {history[-1]['loss']:.4f}")
