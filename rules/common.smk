@@ -30,6 +30,8 @@ REPORT_FILES = [
     "results/report/metrics.csv",
     "results/report/report.md",
     "results/report/accuracy_vs_n.png",
+    "results/report/best_of_n_aggregations.png",
+    "results/report/report_settings.json",
 ]
 DATASET_NAME = {
     "synthetic": "synthetic arithmetic",

@@ -14,22 +14,37 @@ rule provenance:
         "{params.script} --params {params.cfg:q} --repo {params.repo} --out {output} > {log} 2>&1"
 
 
+# Evaluator scores of each policy's test samples, one file per (evaluator, generator).
+TEST_SCORES = "results/scores/{evaluator}/{generator}/test.jsonl"
+
+
 rule report:
-    """Greedy and maj@N accuracy by level group (easy / hard / all / each level) on the test split."""
+    """Greedy, majority, weighted and best-of-N accuracy vs N by level group and subject (test split)."""
     input:
         sampled=expand("results/eval/{generator}/test.jsonl", generator=GENERATORS),
         greedy=expand("results/eval/{generator}/test.greedy.jsonl", generator=GENERATORS),
+        scores=expand(TEST_SCORES, evaluator=EVALUATORS, generator=GENERATORS),
         provenance="results/report/provenance.json",
     output:
         metrics=report("results/report/metrics.csv", category="Report", caption="../workflow/report/metrics.rst"),
         markdown=report("results/report/report.md", category="Report", caption="../workflow/report/tables.rst"),
         plot=report("results/report/accuracy_vs_n.png", category="Report", caption="../workflow/report/plot.rst"),
+        aggregations=report(
+            "results/report/best_of_n_aggregations.png", category="Report", caption="../workflow/report/aggregations.rst"
+        ),
+        settings=report("results/report/report_settings.json", category="Report", caption="../workflow/report/settings.rst"),
     params:
         sampled=lambda wildcards, input: [f"{g}={p}" for g, p in zip(GENERATORS, input.sampled)],
         greedy=lambda wildcards, input: [f"{g}={p}" for g, p in zip(GENERATORS, input.greedy)],
+        # GEN:EVALUATOR=PATH, built from the same pattern as the input, so pairs cannot get out of order.
+        scores=lambda wildcards: [
+            f"{g}:{e}={TEST_SCORES.format(evaluator=e, generator=g)}" for e in EVALUATORS for g in GENERATORS
+        ],
         easy_levels=" ".join(map(str, config["data"]["easy_levels"])),
         num_draws=config["report"]["num_draws"],
         seed=config["report"]["seed"],
+        aggregations=" ".join(config["report"]["aggregations"]),
+        default_aggregation=config["evaluators"]["aggregation"],
         dataset=DATASET_NAME,
         script=script("report.py"),
     conda:
@@ -37,6 +52,7 @@ rule report:
     log:
         "results/logs/report.log",
     shell:
-        "{params.script} --sampled {params.sampled} --greedy {params.greedy} --easy-levels {params.easy_levels}"
-        " --num-draws {params.num_draws} --seed {params.seed} --dataset {params.dataset:q} --provenance {input.provenance}"
-        " --out-dir results/report > {log} 2>&1"
+        "{params.script} --sampled {params.sampled} --greedy {params.greedy} --scores {params.scores}"
+        " --easy-levels {params.easy_levels} --num-draws {params.num_draws} --seed {params.seed}"
+        " --aggregations {params.aggregations} --default-aggregation {params.default_aggregation}"
+        " --dataset {params.dataset:q} --provenance {input.provenance} --out-dir results/report > {log} 2>&1"

@@ -3,12 +3,18 @@ import pytest
 
 from easy2hard.metrics import (
     accuracy_with_std,
+    best_of_n,
+    best_of_n_matrix,
     level_groups,
     maj_at_k_draws,
     maj_at_k_matrix,
     majority_vote,
     ns_for,
+    subset_draw_scores,
     subset_indices,
+    subset_score_matrix,
+    weighted_vote,
+    weighted_vote_matrix,
 )
 
 
@@ -104,6 +110,136 @@ def test_maj_at_k_matrix_stacks_questions():
     assert matrix.shape == (6, 25)
     np.testing.assert_array_equal(matrix[4], maj_at_k_draws(clusters[4], correct[4], 3, 25, 5, question_index=4))
     assert maj_at_k_matrix(clusters, correct, 8, 25, seed=5).shape == (6, 1)
+
+
+# --- weighted voting -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "clusters, correct, weights, expected",
+    [
+        # Majority picks cluster 0, the weights pick cluster 1 (0.9 > 0.1 + 0.1).
+        ([0, 0, 1], [False, False, True], [0.1, 0.1, 0.9], 1.0),
+        ([0, 0, 1], [True, True, False], [0.1, 0.1, 0.9], 0.0),
+        # Many weak votes can still beat one strong one: 0.4 * 3 > 0.9.
+        ([0, 0, 0, 1], [True, True, True, False], [0.4, 0.4, 0.4, 0.9], 1.0),
+        ([0, 1], [True, False], [0.5, 0.5], 0.5),  # tie: expectation
+        ([0, 0, 1, 2], [False, False, True, False], [0.3, 0.2, 0.5, 0.5], pytest.approx(1 / 3)),  # three-way tie
+        # 0.1 + 0.2 is 0.30000000000000004 in floats: still a tie with 0.3.
+        ([0, 0, 1], [True, True, False], [0.1, 0.2, 0.3], 0.5),
+        ([-1, -1, -1], [False, False, False], [0.9, 0.9, 0.9], 0.0),  # no answer at all
+        ([-1, 1], [False, True], [0.99, 0.01], 1.0),  # a missing answer never votes, however confident
+        ([4], [True], [0.2], 1.0),  # one sample
+        ([4], [False], [0.2], 0.0),
+        ([0, 1, 1], [False, True, True], [0.0, 0.0, 0.0], 0.5),  # all weights zero: every answer ties
+        ([0, 1, 1], [False, True, True], [0.3, 0.0, 0.0], 0.0),  # zero-weight votes add nothing
+        ([0, 0, 1, 1], [False, False, False, False], [0.9, 0.1, 0.2, 0.3], 0.0),  # all wrong
+    ],
+)
+def test_weighted_vote_hand_cases(clusters, correct, weights, expected):
+    assert weighted_vote(clusters, correct, weights) == expected
+
+
+def test_weighted_vote_with_uniform_weights_is_majority():
+    rng = np.random.default_rng(4)
+    for _ in range(200):
+        clusters = rng.integers(-1, 4, size=7)
+        correct = clusters == rng.integers(0, 4)
+        assert weighted_vote(clusters, correct, np.full(7, 0.37)) == majority_vote(clusters, correct)
+
+
+# --- best-of-N -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "scores, correct, expected",
+    [
+        ([0.2, 0.8, 0.8, 0.1], [True, True, False, True], 0.5),  # tie on top: expectation
+        ([0.0, 0.0], [False, True], 0.5),  # all scores zero: every sample ties
+        ([0.9, 0.1], [False, False], 0.0),  # all wrong
+        ([0.4], [True], 1.0),
+    ],
+)
+def test_best_of_n_ties_and_edges(scores, correct, expected):
+    assert best_of_n(scores, correct) == expected
+
+
+# --- the shared subsets ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dataset():
+    rng = np.random.default_rng(2)
+    clusters = rng.integers(-1, 4, size=(12, 8))
+    correct = clusters == 1
+    return clusters, correct
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 8])
+def test_majority_and_uniform_weighted_vote_are_identical(dataset, k):
+    clusters, correct = dataset
+    majority = maj_at_k_matrix(clusters, correct, k, num_draws=30, seed=9)
+    weighted = weighted_vote_matrix(clusters, correct, np.ones(clusters.shape), k, num_draws=30, seed=9)
+    np.testing.assert_array_equal(majority, weighted)
+
+
+def test_best_of_n_with_a_one_hot_score_picks_that_sample(dataset):
+    clusters, correct = dataset
+    chosen = 3
+    one_hot = np.zeros(clusters.shape)
+    one_hot[:, chosen] = 1.0
+    matrix = best_of_n_matrix(one_hot, correct, 8, num_draws=30, seed=9)
+    np.testing.assert_array_equal(matrix[:, 0], correct[:, chosen])
+    # With subsets: whenever a subset holds the chosen sample, its correctness is the score.
+    subsets = [subset_indices(8, 4, 30, np.random.default_rng([9, i])) for i in range(len(correct))]
+    matrix = best_of_n_matrix(one_hot, correct, 4, num_draws=30, seed=9)
+    for i, draws in enumerate(subsets):
+        for j, subset in enumerate(draws):
+            if chosen in subset:
+                assert matrix[i, j] == correct[i, chosen]
+
+
+def test_every_method_sees_the_same_subsets(dataset):
+    """The generic helper hands each method the same (question, draw) subsets: recording them
+    through a scoring function reproduces subset_indices with default_rng([seed, question])."""
+    clusters, _ = dataset
+    seen = []
+
+    def record(indices):
+        seen.append(indices.copy())
+        return np.zeros(len(indices))
+
+    positions = np.tile(np.arange(8), (len(clusters), 1))
+    subset_score_matrix(record, [positions], 3, num_draws=7, seed=5)
+    for i, indices in enumerate(seen):
+        np.testing.assert_array_equal(indices, subset_indices(8, 3, 7, np.random.default_rng([5, i])))
+
+
+def test_weighted_vote_matrix_per_draw(dataset):
+    clusters, correct = dataset
+    weights = np.random.default_rng(1).random(clusters.shape)
+    matrix = weighted_vote_matrix(clusters, correct, weights, 3, num_draws=10, seed=2)
+    assert matrix.shape == (12, 10)
+    for i in range(len(clusters)):
+        for j, subset in enumerate(subset_indices(8, 3, 10, np.random.default_rng([2, i]))):
+            assert matrix[i, j] == pytest.approx(weighted_vote(clusters[i][subset], correct[i][subset], weights[i][subset]))
+    assert weighted_vote_matrix(clusters, correct, weights, 8, num_draws=10, seed=2).shape == (12, 1)
+
+
+def test_all_methods_agree_at_one_sample(dataset):
+    """With one sample every method scores that sample's correctness (no answer: 0)."""
+    clusters, correct = dataset
+    scores = np.random.default_rng(3).random(clusters.shape)
+    majority = maj_at_k_matrix(clusters, correct, 1, num_draws=25, seed=0)
+    np.testing.assert_array_equal(majority, weighted_vote_matrix(clusters, correct, scores, 1, 25, seed=0))
+    np.testing.assert_array_equal(majority, best_of_n_matrix(scores, correct, 1, 25, seed=0))
+
+
+def test_subset_helpers_reject_mismatched_arrays():
+    with pytest.raises(ValueError):
+        subset_draw_scores(lambda a, b: a[:, 0], [np.zeros(4), np.zeros(5)], 2, 3, seed=0)
+    with pytest.raises(ValueError):
+        subset_score_matrix(lambda a, b: a[:, 0], [np.zeros((2, 4)), np.zeros((3, 4))], 2, 3, seed=0)
 
 
 # --- accuracy, groups, ns ----------------------------------------------------------------------

@@ -7,44 +7,65 @@ import pandas as pd
 import pytest
 
 from easy2hard.io import DataError, read_jsonl, write_jsonl
-from easy2hard.report import COLUMNS, compute_metrics, write_report
+from easy2hard.report import COLUMNS, OUTPUT_FILES, compute_metrics, report_aggregations, write_report
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLI = REPO_ROOT / "workflow" / "scripts" / "report.py"
 
-# Hand-made generator "sft": (unique_id, level, sample clusters, correct cluster, greedy correct).
+# Hand-made generator "sft": (unique_id, level, subject, sample clusters, correct cluster, greedy correct).
 # maj@4 by hand: q1 1.0, q2 0.0, q3 tie 0.5, q4 1.0, q5 no answer 0.0, q6 four-way tie 0.25.
 SFT = [
-    ("q1", 1, [0, 0, 1, -1], 0, True),
-    ("q2", 2, [0, 1, 1, 1], 0, True),
-    ("q3", 3, [0, 1, 0, 1], 1, False),
-    ("q4", 4, [2, 2, 2, 2], 2, False),
-    ("q5", 5, [-1, -1, -1, -1], 0, False),
-    ("q6", 4, [0, 1, 2, 3], 3, True),
+    ("q1", 1, "Algebra", [0, 0, 1, -1], 0, True),
+    ("q2", 2, "Algebra", [0, 1, 1, 1], 0, True),
+    ("q3", 3, "Geometry", [0, 1, 0, 1], 1, False),
+    ("q4", 4, "Algebra", [2, 2, 2, 2], 2, False),
+    ("q5", 5, "Geometry", [-1, -1, -1, -1], 0, False),
+    ("q6", 4, "Geometry", [0, 1, 2, 3], 3, True),
 ]
-# Generator "base" has easy questions only, so its hard-level groups are left out.
+# Generator "base" has easy questions only (and no evaluator scores), so its hard groups are left out.
 BASE = [
-    ("q1", 1, [0, 0, 0, 1], 0, False),
-    ("q2", 2, [1, 0, 1, 1], 0, True),
+    ("q1", 1, "Algebra", [0, 0, 0, 1], 0, False),
+    ("q2", 2, "Algebra", [1, 0, 1, 1], 0, True),
 ]
+# PRM step scores of sft's samples (min | last of each list in the comments), chosen so that
+# majority, weighted voting and best-of-N disagree:
+PRM = {
+    # min [.6 .6 .7 .1]: weighted 0: 1.2 > 1: 0.7 (right); best picks sample 2 (wrong).
+    # last [.8 .6 .7 .95]: weighted right; best picks sample 3, which has no answer (wrong).
+    "q1": [[0.6, 0.8], [0.6], [0.9, 0.7], [0.1, 0.95]],
+    # weighted 0.9 beats three weak votes 0.85 (right, where majority is wrong); best sample 0 (right).
+    "q2": [[0.9], [0.2], [0.3], [0.35]],
+    "q3": [[0.5], [0.5], [0.5], [0.5]],  # everything ties: weighted 0.5, best 2/4
+    "q4": [[0.1], [0.2], [0.3], [0.4]],  # all right: 1
+    "q5": [[0.9], [0.8], [0.7], [0.6]],  # no answers: weighted 0, best picks a wrong sample
+    "q6": [[0.1], [0.6], [0.2], [0.6]],  # weighted tie 1 (wrong) / 3 (right): 0.5; best tie: 0.5
+}
+# Weighted@4 and best-of-4 with min, by question (hand-computed above).
+WEIGHTED_MIN = {"q1": 1.0, "q2": 1.0, "q3": 0.5, "q4": 1.0, "q5": 0.0, "q6": 0.5}
+BEST_MIN = {"q1": 0.0, "q2": 1.0, "q3": 0.5, "q4": 1.0, "q5": 0.0, "q6": 0.5}
 
 
 def sample_rows(spec):
     return [
-        dict(unique_id=uid, level=level, subject="Algebra", sample_index=index,
+        dict(unique_id=uid, level=level, subject=subject, sample_index=index,
              answer=None if cluster == -1 else f"a{cluster}", answer_cluster=cluster,
              correct=cluster == right)
-        for uid, level, clusters, right, _ in spec
+        for uid, level, subject, clusters, right, _ in spec
         for index, cluster in enumerate(clusters)
     ]
 
 
 def greedy_rows(spec):
     return [
-        dict(unique_id=uid, level=level, subject="Algebra", sample_index=0,
+        dict(unique_id=uid, level=level, subject=subject, sample_index=0,
              answer="g", answer_cluster=0, correct=greedy_correct)
-        for uid, level, _, _, greedy_correct in spec
+        for uid, level, subject, _, _, greedy_correct in spec
     ]
+
+
+def score_rows(step_scores):
+    return [dict(unique_id=uid, sample_index=index, step_scores=steps)
+            for uid, samples in step_scores.items() for index, steps in enumerate(samples)]
 
 
 @pytest.fixture
@@ -60,26 +81,55 @@ def eval_files(tmp_path):
 
 
 @pytest.fixture
-def metrics(eval_files):
+def score_files(tmp_path):
+    """sft's scores: the hand-made PRM, and a flat "orm" that scores every step 0.5."""
+    prm, orm = tmp_path / "scores" / "prm.jsonl", tmp_path / "scores" / "orm.jsonl"
+    write_jsonl(prm, score_rows(PRM)[::-1])  # the join is by (unique_id, sample_index), not order
+    write_jsonl(orm, score_rows({uid: [[0.5, 0.5]] * 4 for uid in PRM}))
+    return {"sft": {"prm": prm, "orm": orm}}
+
+
+@pytest.fixture
+def metrics(eval_files, score_files):
     sampled, greedy = eval_files
-    return compute_metrics(sampled, greedy, easy_levels=[1, 2, 3], num_draws=200, seed=0)
+    return compute_metrics(sampled, greedy, easy_levels=[1, 2, 3], num_draws=200, seed=0, scores=score_files)
 
 
-def pick(df, generator, method, n, levels):
-    row = df[(df.generator == generator) & (df.method == method) & (df.n == n) & (df.levels == levels)]
-    assert len(row) == 1, (generator, method, n, levels)
+def pick(df, generator, method, n, levels, evaluator="-", aggregation="-"):
+    row = df[(df.generator == generator) & (df.method == method) & (df.n == n) & (df.levels == levels)
+             & (df.evaluator == evaluator) & (df.aggregation == aggregation)]
+    assert len(row) == 1, (generator, method, n, levels, evaluator, aggregation)
     return row.iloc[0]
 
 
+def mean_of(by_question, uids):
+    return sum(by_question[uid] for uid in uids) / len(uids)
+
+
+EASY, HARD = ["q1", "q2", "q3"], ["q4", "q5", "q6"]
+SFT_GROUPS = {"easy", "hard", "all", "level_1", "level_2", "level_3", "level_4", "level_5",
+              "subject:Algebra", "subject:Geometry"}
+
+
 def test_columns_and_rows(metrics):
+    assert COLUMNS == ["generator", "evaluator", "method", "aggregation", "n", "levels", "accuracy", "std",
+                       "num_problems"]
     assert list(metrics.columns) == COLUMNS
     sft = metrics[metrics.generator == "sft"]
+    assert set(sft.levels) == SFT_GROUPS
     assert sorted(sft[sft.method == "majority"].n.unique()) == [1, 2, 4]
     assert (sft[sft.method == "greedy"].n == 1).all()
     assert (metrics[metrics.method == "greedy"]["std"] == 0).all()
-    # 8 groups x (greedy + 3 sizes) for sft; base has 4 groups (easy, all, level_1, level_2).
-    assert len(sft) == 32
-    assert set(metrics[metrics.generator == "base"].levels) == {"easy", "all", "level_1", "level_2"}
+    no_evaluator = metrics[metrics.method.isin(["greedy", "majority"])]
+    assert (no_evaluator.evaluator == "-").all() and (no_evaluator.aggregation == "-").all()
+    scored = sft[sft.method.isin(["weighted", "best_of_n"])]
+    assert set(scored.evaluator) == {"prm", "orm"} and set(scored.aggregation) == {"min", "prod", "last", "mean"}
+    # 10 groups x (greedy + 3 n of majority + 2 evaluators x 4 aggregations x 2 methods x 3 n).
+    assert len(sft) == 10 * (1 + 3 + 2 * 4 * 2 * 3)
+    # base has no scores and easy questions only: 5 groups x (greedy + 3 n).
+    base = metrics[metrics.generator == "base"]
+    assert set(base.levels) == {"easy", "all", "level_1", "level_2", "subject:Algebra"}
+    assert set(base.method) == {"greedy", "majority"} and len(base) == 5 * 4
 
 
 def test_greedy_accuracy_by_hand(metrics):
@@ -97,6 +147,50 @@ def test_maj_at_n_by_hand(metrics):
     assert pick(metrics, "sft", "majority", 4, "level_4").accuracy == pytest.approx(1.25 / 2)
 
 
+def test_weighted_and_best_of_n_at_n_by_hand(metrics):
+    for method, by_question in [("weighted", WEIGHTED_MIN), ("best_of_n", BEST_MIN)]:
+        for group, uids in [("easy", EASY), ("hard", HARD), ("all", EASY + HARD)]:
+            row = pick(metrics, "sft", method, 4, group, "prm", "min")
+            assert (row.accuracy, row["std"], row.num_problems) == (pytest.approx(mean_of(by_question, uids)), 0.0, 3 if group != "all" else 6)
+    # Level 2 (q2): weighted voting overturns the wrong majority; q1 by the last step score.
+    assert pick(metrics, "sft", "majority", 4, "level_2").accuracy == 0.0
+    assert pick(metrics, "sft", "weighted", 4, "level_2", "prm", "min").accuracy == 1.0
+    assert pick(metrics, "sft", "weighted", 4, "level_1", "prm", "last").accuracy == 1.0
+    assert pick(metrics, "sft", "best_of_n", 4, "level_1", "prm", "last").accuracy == 0.0
+
+
+def test_flat_scores_reduce_to_majority_and_the_average_sample(metrics):
+    """Equal weights make weighted voting majority voting (same subsets, so equal at every n);
+    equal scores tie every sample, so best-of-N is the fraction of correct samples."""
+    fraction_correct = {"q1": 0.5, "q2": 0.25, "q3": 0.5, "q4": 1.0, "q5": 0.0, "q6": 0.25}
+    for n in (1, 2, 4):
+        for group in SFT_GROUPS:
+            assert pick(metrics, "sft", "weighted", n, group, "orm", "min").accuracy == pick(metrics, "sft", "majority", n, group).accuracy
+    assert pick(metrics, "sft", "best_of_n", 4, "all", "orm", "prod").accuracy == pytest.approx(mean_of(fraction_correct, EASY + HARD))
+
+
+def test_every_method_agrees_at_n_1(metrics):
+    """One sample: every method scores it, and all use the same random subsets."""
+    for group in SFT_GROUPS:
+        majority = pick(metrics, "sft", "majority", 1, group)
+        for method in ("weighted", "best_of_n"):
+            for aggregation in ("min", "mean"):
+                row = pick(metrics, "sft", method, 1, group, "prm", aggregation)
+                assert (row.accuracy, row["std"]) == (majority.accuracy, majority["std"])
+    # ... and the expectation of one sample is the fraction of correct samples (10 of 24).
+    assert pick(metrics, "sft", "best_of_n", 1, "all", "prm", "min").accuracy == pytest.approx(10 / 24, abs=0.03)
+
+
+def test_subject_rows(metrics):
+    algebra, geometry = ["q1", "q2", "q4"], ["q3", "q5", "q6"]
+    assert pick(metrics, "sft", "greedy", 1, "subject:Algebra").accuracy == pytest.approx(2 / 3)
+    assert pick(metrics, "sft", "greedy", 1, "subject:Geometry").accuracy == pytest.approx(1 / 3)
+    assert pick(metrics, "sft", "majority", 4, "subject:Geometry").accuracy == pytest.approx(0.75 / 3)
+    row = pick(metrics, "sft", "weighted", 4, "subject:Algebra", "prm", "min")
+    assert (row.accuracy, row.num_problems) == (pytest.approx(mean_of(WEIGHTED_MIN, algebra)), 3)
+    assert pick(metrics, "sft", "best_of_n", 4, "subject:Geometry", "prm", "min").accuracy == pytest.approx(mean_of(BEST_MIN, geometry))
+
+
 def test_maj_at_1_close_to_fraction_correct(metrics):
     # Fractions of correct samples: q1 2/4, q2 1/4, q3 2/4, q4 4/4, q5 0, q6 1/4.
     row = pick(metrics, "sft", "majority", 1, "all")
@@ -106,14 +200,54 @@ def test_maj_at_1_close_to_fraction_correct(metrics):
 
 def test_num_problems(metrics):
     counts = metrics[(metrics.generator == "sft") & (metrics.method == "greedy")].set_index("levels").num_problems
-    assert counts.to_dict() == {"easy": 3, "hard": 3, "all": 6,
-                                "level_1": 1, "level_2": 1, "level_3": 1, "level_4": 2, "level_5": 1}
+    assert counts.to_dict() == {"easy": 3, "hard": 3, "all": 6, "level_1": 1, "level_2": 1, "level_3": 1,
+                                "level_4": 2, "level_5": 1, "subject:Algebra": 3, "subject:Geometry": 3}
 
 
-def test_deterministic_given_seed(eval_files, metrics):
+def test_deterministic_given_seed(eval_files, score_files, metrics):
     sampled, greedy = eval_files
-    again = compute_metrics(sampled, greedy, easy_levels=[1, 2, 3], num_draws=200, seed=0)
+    again = compute_metrics(sampled, greedy, easy_levels=[1, 2, 3], num_draws=200, seed=0, scores=score_files)
     pd.testing.assert_frame_equal(metrics, again)
+
+
+def test_aggregations_subset(eval_files, score_files):
+    sampled, greedy = eval_files
+    df = compute_metrics(sampled, greedy, [1, 2, 3], 10, 0, score_files, aggregations=["last"])
+    assert set(df.aggregation) == {"-", "last"}
+    assert report_aggregations(["prod", "last"], "min") == ["prod", "last", "min"]
+    assert report_aggregations(["min", "last", "min"], "min") == ["min", "last"]
+    with pytest.raises(ValueError, match="unknown aggregation 'max'"):
+        report_aggregations(["max"], "min")
+
+
+def test_missing_score_row_raises(eval_files, score_files):
+    sampled, greedy = eval_files
+    prm = score_files["sft"]["prm"]
+    write_jsonl(prm, [row for row in read_jsonl(prm) if (row["unique_id"], row["sample_index"]) != ("q3", 2)])
+    with pytest.raises(DataError, match=rf"{prm.name}: no scores for q3 sample 2 of .*test\.jsonl"):
+        compute_metrics(sampled, greedy, [1, 2, 3], 10, 0, score_files)
+
+
+def test_extra_or_bad_score_rows_raise(eval_files, score_files):
+    sampled, greedy = eval_files
+    prm = score_files["sft"]["prm"]
+    rows = read_jsonl(prm)
+    write_jsonl(prm, rows + [dict(unique_id="q9", sample_index=0, step_scores=[0.5])])
+    with pytest.raises(DataError, match="q9 sample 0, which is not a sample"):
+        compute_metrics(sampled, greedy, [1, 2, 3], 10, 0, score_files)
+    write_jsonl(prm, rows + [rows[0]])
+    with pytest.raises(DataError, match="scored twice"):
+        compute_metrics(sampled, greedy, [1, 2, 3], 10, 0, score_files)
+    rows[0]["step_scores"] = [0.5, float("nan")]
+    write_jsonl(prm, rows)
+    with pytest.raises(DataError, match="finite numbers"):
+        compute_metrics(sampled, greedy, [1, 2, 3], 10, 0, score_files)
+
+
+def test_scores_for_an_unknown_generator_raise(eval_files, score_files):
+    sampled, greedy = eval_files
+    with pytest.raises(ValueError, match="without samples"):
+        compute_metrics(sampled, greedy, [1, 2, 3], 10, 0, {"other": score_files["sft"]})
 
 
 def test_different_sample_counts_raise(eval_files):
@@ -142,56 +276,90 @@ def test_inconsistent_cluster_correctness_raises(eval_files):
         compute_metrics(sampled, greedy, [1, 2, 3], 10, 0)
 
 
-PROVENANCE = {"easy_levels": [1, 2, 3], "num_draws": 200, "seed": 0, "upstream": {"model": "tiny"}}
+SETTINGS = {"easy_levels": [1, 2, 3], "num_draws": 200, "seed": 0, "aggregations": ["min", "prod", "last", "mean"],
+            "default_aggregation": "min", "provenance_file": "provenance.json",
+            "upstream": {"code_version": "abc123", "grader_version": "g1"}}
 
 
 def test_write_report(metrics, tmp_path):
     out = tmp_path / "report"
-    write_report(metrics, out, PROVENANCE)
-    assert sorted(path.name for path in out.iterdir()) == ["accuracy_vs_n.png", "metrics.csv", "report.md"]
+    write_report(metrics, out, SETTINGS)
+    assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUT_FILES)
 
-    pd.testing.assert_frame_equal(pd.read_csv(out / "metrics.csv"), metrics, check_dtype=False)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "metrics.csv", keep_default_na=False), metrics, check_dtype=False)
+    assert json.loads((out / "report_settings.json").read_text()) == SETTINGS
 
     text = (out / "report.md").read_text(encoding="utf-8")
     assert text.startswith("# ")
-    assert "| Greedy | 66.7 | 33.3 | 50.0 |" in text
+    # The main table: every method at N = 4 with the default aggregation, easy / hard / all.
+    main = text.split("## Main result")[1].split("\n## ")[0]
+    assert "| Policy | Method | easy | hard | all |" in main
+    assert "| sft | Greedy | 66.7 | 33.3 | 50.0 |" in main
+    assert "| sft | Majority@4 | 50.0 | 41.7 | 45.8 |" in main
+    assert "| sft | Weighted@4 (prm) | 83.3 | 50.0 | 66.7 |" in main
+    assert "| sft | Best-of-4 (prm) | 50.0 | 50.0 | 50.0 |" in main
+    assert "| sft | Weighted@4 (orm) | 50.0 | 41.7 | 45.8 |" in main
+    assert "| sft | Problems | 3 | 3 | 6 |" in main
+    assert "| base | Majority@4 |" in main and "| base | Problems | 2 | 0 | 2 |" in main
+    # The maj@n curve table, with ± std, for every n.
     assert "| maj@4 | 50.0 ± 0.0 | 41.7 ± 0.0 | 45.8 ± 0.0 |" in text
-    assert "| Problems | 3 | 3 | 6 |" in text
-    assert "level_5" in text and '"model": "tiny"' in text
-    # Majority rows in the report: every n for easy/hard/all, the largest n per level.
-    majority = metrics[metrics.method == "majority"]
-    shown = majority[majority.levels.isin(["easy", "hard", "all"]) | (majority.n == 4)]
-    for row in shown.itertuples():
+    majority = metrics[(metrics.method == "majority") & metrics.levels.isin(["easy", "hard", "all"])]
+    for row in majority.itertuples():
         assert f"{100 * row.accuracy:.1f} ± {100 * row.std:.1f}" in text
+    # Per level and per subject at N.
+    assert "| Weighted@4 (prm) | 100.0 | 100.0 | 50.0 | 75.0 | 0.0 |" in text
+    assert "|  | Algebra | Geometry |" in text and "| Weighted@4 (prm) | 100.0 | 33.3 |" in text
+    # Provenance: a pointer, not the config.
+    provenance = text.split("## Provenance")[1]
+    assert "provenance.json" in provenance and "report_settings.json" in provenance and "`abc123`" in provenance
+    assert "```" not in text
 
-    png = (out / "accuracy_vs_n.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(png) > 10_000
+    for name in ("accuracy_vs_n.png", "best_of_n_aggregations.png"):
+        png = (out / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000, name
+
+
+def test_write_report_without_evaluators(eval_files, tmp_path):
+    sampled, greedy = eval_files
+    df = compute_metrics(sampled, greedy, [1, 2, 3], 10, 0)
+    write_report(df, tmp_path / "report", SETTINGS)
+    text = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    assert "| sft | Majority@4 |" in text and "Weighted" not in text.split("## sft")[1]
+    assert (tmp_path / "report" / "best_of_n_aggregations.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_write_report_needs_settings(metrics, tmp_path):
     with pytest.raises(ValueError, match="num_draws"):
-        write_report(metrics, tmp_path / "report", {"easy_levels": [1, 2, 3], "seed": 0})
+        write_report(metrics, tmp_path / "report", {"easy_levels": [1, 2, 3], "seed": 0, "default_aggregation": "min"})
     assert not (tmp_path / "report" / "report.md").exists()
 
 
-def run_cli(eval_files, out, *extra):
+def run_cli(eval_files, out, *extra, scores=None):
     sampled, greedy = eval_files
+    score_args = [f"{g}:{e}={p}" for g, by_e in (scores or {}).items() for e, p in by_e.items()]
     command = [sys.executable, str(CLI), "--sampled", *(f"{g}={p}" for g, p in sampled.items()),
-               "--greedy", *(f"{g}={p}" for g, p in greedy.items()),
-               "--easy-levels", "1", "2", "3", "--num-draws", "20", "--seed", "1", "--out-dir", str(out), *extra]
+               "--greedy", *(f"{g}={p}" for g, p in greedy.items()), "--scores", *score_args,
+               "--easy-levels", "1", "2", "3", "--num-draws", "20", "--seed", "1", "--aggregations", "prod", "last",
+               "--default-aggregation", "min", "--out-dir", str(out), *extra]
     return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
 
-def test_cli_end_to_end(eval_files, tmp_path):
+def test_cli_end_to_end(eval_files, score_files, tmp_path):
     provenance = tmp_path / "provenance.json"
-    provenance.write_text(json.dumps({"commit": "abc123"}))
-    result = run_cli(eval_files, tmp_path / "report", "--provenance", str(provenance))
+    provenance.write_text(json.dumps({"code_version": "abc123", "config": {"huge": "config"}}))
+    result = run_cli(eval_files, tmp_path / "report", "--provenance", str(provenance), scores=score_files)
     assert result.returncode == 0, result.stderr
-    csv = pd.read_csv(tmp_path / "report" / "metrics.csv")
+    csv = pd.read_csv(tmp_path / "report" / "metrics.csv", keep_default_na=False)
     assert list(csv.columns) == COLUMNS and set(csv.generator) == {"sft", "base"}
+    assert set(csv.aggregation) == {"-", "prod", "last", "min"}  # the default is always computed
     text = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
-    assert '"commit": "abc123"' in text and "## sft" in text and "## base" in text
+    assert "`abc123`" in text and "huge" not in text and "## sft" in text and "## base" in text
+    settings = json.loads((tmp_path / "report" / "report_settings.json").read_text())
+    assert (settings["num_draws"], settings["seed"], settings["default_aggregation"]) == (20, 1, "min")
+    assert settings["aggregations"] == ["prod", "last", "min"]
+    prm = settings["inputs"]["scores"]["sft"]["prm"]
+    assert prm["path"] == str(score_files["sft"]["prm"]) and len(prm["sha256"]) == 64
+    assert set(settings["inputs"]["sampled"]) == {"sft", "base"}
     assert (tmp_path / "report" / "accuracy_vs_n.png").stat().st_size > 10_000
 
 
@@ -202,3 +370,11 @@ def test_cli_reports_bad_data(eval_files, tmp_path):
     assert result.returncode == 1
     assert str(sampled["base"]) in result.stderr
     assert not (tmp_path / "report").exists()
+
+
+def test_cli_reports_missing_scores(eval_files, score_files, tmp_path):
+    prm = score_files["sft"]["prm"]
+    write_jsonl(prm, read_jsonl(prm)[1:])
+    result = run_cli(eval_files, tmp_path / "report", scores=score_files)
+    assert result.returncode == 1
+    assert str(prm) in result.stderr and "no scores for" in result.stderr

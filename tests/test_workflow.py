@@ -153,37 +153,96 @@ def test_samples_and_grading_follow_the_split(tiny_run):
             assert set(row) == {"unique_id", "problem", "level", "subject"}
 
 
-def test_report_agrees_with_graded_samples(tiny_run):
-    results = tiny_run / "results"
-    metrics = list(csv.DictReader(open(results / "report/metrics.csv")))
-    assert {"generator", "method", "n", "levels", "accuracy", "num_problems"} <= set(metrics[0])
-    lookup = {(r["generator"], r["method"], int(r["n"]), r["levels"]): r for r in metrics}
-    groups = {"easy": {1, 2, 3}, "hard": {4, 5}, "all": {1, 2, 3, 4, 5}}
+def test_report_agrees_with_graded_samples(tiny_run, tmp_path):
+    """greedy, maj@N, weighted@N and best-of-N@N (prm, min) recomputed here, independently of
+    easy2hard.metrics, from the graded test samples and the PRM scores of the tiny run; then again
+    on a relabelled copy (the tiny policy is rarely right, so all-zero accuracies would agree trivially)."""
+    import hashlib
+    import math
+    import os
 
-    greedy = read_jsonl(results / "eval/sft/test.greedy.jsonl")
+    results = tiny_run / "results"
+    columns = ["generator", "evaluator", "method", "aggregation", "n", "levels", "accuracy", "std", "num_problems"]
+    groups = {"easy": {1, 2, 3}, "hard": {4, 5}, "all": {1, 2, 3, 4, 5}}
+    prm_path = results / "scores/prm/sft/test.jsonl"
+    prm = {(r["unique_id"], r["sample_index"]): min(r["step_scores"], default=0.0) for r in read_jsonl(prm_path)}
+
+    def vote(samples, weight):
+        """Score of the answer cluster with the largest total weight (ties: fraction correct)."""
+        totals = defaultdict(float)
+        for s in samples:
+            if s["answer_cluster"] >= 0:
+                totals[s["answer_cluster"]] += weight(s)
+        if not totals:
+            return 0.0
+        top = max(totals.values())
+        winners = [c for c, total in totals.items() if math.isclose(total, top, rel_tol=1e-9)]
+        right = {s["answer_cluster"] for s in samples if s["correct"]}
+        return sum(c in right for c in winners) / len(winners)
+
+    def best(samples):
+        scores = [prm[(s["unique_id"], s["sample_index"])] for s in samples]
+        tied = [s for s, score in zip(samples, scores) if score == max(scores)]
+        return sum(s["correct"] for s in tied) / len(tied)
+
+    methods = {
+        ("-", "majority", "-"): lambda samples: vote(samples, lambda s: 1.0),
+        ("prm", "weighted", "min"): lambda samples: vote(samples, lambda s: prm[(s["unique_id"], s["sample_index"])]),
+        ("prm", "best_of_n", "min"): best,
+    }
+
+    def check(metrics_csv, sampled, greedy):
+        with open(metrics_csv, newline="") as handle:
+            metrics = list(csv.DictReader(handle))
+        assert list(metrics[0]) == columns
+        lookup = {tuple(r[c] for c in columns[:4]) + (int(r["n"]), r["levels"]): r for r in metrics}
+        assert len(lookup) == len(metrics)  # one row per key
+        by_question = defaultdict(list)
+        for row in sampled:
+            by_question[row["unique_id"]].append(row)
+        assert {len(samples) for samples in by_question.values()} == {4}
+        for name, levels in groups.items():
+            rows = [r for r in greedy if r["level"] in levels]
+            row = lookup[("sft", "-", "greedy", "-", 1, name)]
+            assert int(row["num_problems"]) == len(rows)
+            assert float(row["accuracy"]) == pytest.approx(sum(r["correct"] for r in rows) / len(rows))
+            questions = [samples for samples in by_question.values() if samples[0]["level"] in levels]
+            for (evaluator, method, aggregation), score in methods.items():
+                row = lookup[("sft", evaluator, method, aggregation, 4, name)]
+                expected = sum(score(samples) for samples in questions) / len(questions)
+                assert float(row["accuracy"]) == pytest.approx(expected), (method, name)
+                assert (int(row["num_problems"]), float(row["std"])) == (len(questions), 0.0)
+            # One sample: every method scores it, on the same random subsets.
+            assert len({lookup[("sft", e, m, a, 1, name)]["accuracy"] for e, m, a in methods}) == 1
+        return metrics
+
     sampled = read_jsonl(results / "eval/sft/test.jsonl")
-    by_question = defaultdict(list)
-    for row in sampled:
-        by_question[row["unique_id"]].append(row)
-    for name, levels in groups.items():
-        rows = [r for r in greedy if r["level"] in levels]
-        row = lookup[("sft", "greedy", 1, name)]
-        assert int(row["num_problems"]) == len(rows)
-        assert float(row["accuracy"]) == pytest.approx(sum(r["correct"] for r in rows) / len(rows))
-        # maj@N with all 4 samples, computed here independently (ties: fraction of tied correct).
-        scores = []
-        for samples in by_question.values():
-            if samples[0]["level"] not in levels:
-                continue
-            votes = Counter(s["answer_cluster"] for s in samples if s["answer_cluster"] >= 0)
-            if not votes:
-                scores.append(0.0)
-                continue
-            top = max(votes.values())
-            winners = [c for c, v in votes.items() if v == top]
-            correct = {s["answer_cluster"] for s in samples if s["correct"]}
-            scores.append(sum(c in correct for c in winners) / len(winners))
-        assert float(lookup[("sft", "majority", 4, name)]["accuracy"]) == pytest.approx(sum(scores) / len(scores))
+    greedy = read_jsonl(results / "eval/sft/test.greedy.jsonl")
+    metrics = check(results / "report/metrics.csv", sampled, greedy)
+    # Every evaluator and aggregation has its rows, and the settings name the exact inputs.
+    assert {(r["evaluator"], r["aggregation"]) for r in metrics if r["method"] == "best_of_n"} == {
+        (e, a) for e in ("prm", "orm", "oprm") for a in ("min", "prod", "last", "mean")}
+    settings = json.loads((results / "report/report_settings.json").read_text())
+    recorded = settings["inputs"]["scores"]["sft"]["prm"]
+    assert recorded["sha256"] == hashlib.sha256((tiny_run / recorded["path"]).read_bytes()).hexdigest()
+    assert (settings["default_aggregation"], settings["num_draws"]) == ("min", 10)
+    assert (results / "report/best_of_n_aggregations.png").stat().st_size > 10_000
+
+    # Relabelled copy: cluster 0 is right on even questions, cluster 1 on odd ones (cluster-consistent).
+    order = {uid: i for i, uid in enumerate(sorted({r["unique_id"] for r in sampled}))}
+    sampled = [dict(r, correct=r["answer_cluster"] == order[r["unique_id"]] % 2) for r in sampled]
+    greedy = [dict(r, correct=order[r["unique_id"]] % 3 == 0) for r in greedy]
+    for name, rows in [("test.jsonl", sampled), ("test.greedy.jsonl", greedy)]:
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    command = [sys.executable, str(REPO_ROOT / "workflow/scripts/report.py"), "--sampled", f"sft={tmp_path / 'test.jsonl'}",
+               "--greedy", f"sft={tmp_path / 'test.greedy.jsonl'}", "--scores", f"sft:prm={prm_path}",
+               "--num-draws", "10", "--aggregations", "min", "--out-dir", str(tmp_path / "report")]
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "workflow"))
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    relabelled = check(tmp_path / "report/metrics.csv", sampled, greedy)
+    # The relabelling made the comparison non-trivial.
+    assert any(float(r["accuracy"]) > 0 for r in relabelled if r["method"] == "weighted")
 
 
 def test_changing_sampling_reruns_sampling_and_below_only(tiny_run, tmp_path):

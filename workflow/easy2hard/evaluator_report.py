@@ -14,6 +14,7 @@ import pandas as pd
 
 from easy2hard import metrics
 from easy2hard.io import DataError, atomic_output, read_jsonl
+from easy2hard.report import read_step_scores
 
 COLUMNS = ["evaluator", "aggregation", "levels", "auc", "threshold_accuracy", "best_of_n", "n", "num_problems", "num_samples"]
 
@@ -21,7 +22,7 @@ COLUMNS = ["evaluator", "aggregation", "levels", "auc", "threshold_accuracy", "b
 def load_scored(eval_path: str, scores_path: str) -> pd.DataFrame:
     """One row per sample: level, correct, answer_cluster, step_scores (joined on id and index)."""
     graded = read_jsonl(eval_path, required=("unique_id", "sample_index", "level", "correct", "answer_cluster"))
-    scores = {(r["unique_id"], r["sample_index"]): r["step_scores"] for r in read_jsonl(scores_path, required=("unique_id", "sample_index", "step_scores"))}
+    scores = read_step_scores(scores_path)  # validated, shared with the test report
     rows = []
     for row in graded:
         key = (row["unique_id"], row["sample_index"])

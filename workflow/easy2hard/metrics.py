@@ -1,31 +1,38 @@
-"""Scoring utilities for majority voting (maj@k) over sampled solutions; numpy only.
+"""Scoring of sampled solutions: majority voting, evaluator-weighted voting and best-of-N over
+random subsets of the samples (numpy only).
 
-A question's samples are described by two parallel arrays: ``clusters`` (the id of the
-equivalence class of each sample's answer, ids are per question, -1 = no answer extracted)
-and ``correct`` (whether each sample's answer is right). Everything is deterministic given a
-seed, and the random subsets of a question depend only on (seed, question index), so every
-generator scored with the same seed and question order sees the same subsets.
+A question's samples are described by parallel arrays: ``clusters`` (the id of the equivalence
+class of each sample's answer, ids are per question, -1 = no answer extracted), ``correct``
+(whether each sample's answer is right) and, for the evaluator methods, one score per sample.
+
+Conventions shared by every method:
+
+* Ties are broken by expectation: when several answers (voting) or samples (best-of-N) tie for
+  the top, the score is the fraction of them that are correct, i.e. the expected score of
+  picking one uniformly at random. Averaged curves therefore do not depend on sample order.
+* Samples without an answer (cluster -1) never vote; a set without any valid answer scores 0.
+* The random subsets come from one helper (`subset_score_matrix`): question i draws from
+  ``default_rng([seed, i])``, so for the same seed every method and every generator sees
+  exactly the same size-k subsets and their curves differ only by the method.
 """
 
 from __future__ import annotations
+
+from typing import Callable, Sequence
 
 import numpy as np
 
 NO_ANSWER = -1
 LEVELS = (1, 2, 3, 4, 5)
+# Weighted votes are sums of floats: totals equal up to rounding are a tie, not a win.
+TIE_RTOL = 1e-9
+
+# A per-draw scoring function: (draws, k) arrays, one per input, -> (draws,) scores.
+DrawScorer = Callable[..., np.ndarray]
 
 
-def majority_vote(clusters, correct) -> float:
-    """Score of majority voting over one set of samples, in [0, 1].
-
-    The most frequent cluster wins; samples without an answer (cluster -1) never vote.
-    Ties are broken by expectation: with several top clusters the score is the fraction of
-    them that are correct, i.e. the expected score of picking one uniformly at random. This
-    keeps averaged curves independent of sample order. No valid answer at all scores 0.0.
-    """
-    clusters = np.asarray(clusters).reshape(1, -1)
-    correct = np.asarray(correct).reshape(1, -1)
-    return float(_vote_scores(clusters, correct)[0])
+# ---------------------------------------------------------------------------------------------
+# Random subsets, shared by every method
 
 
 def subset_indices(num_samples: int, k: int, num_draws: int, rng: np.random.Generator) -> np.ndarray:
@@ -43,39 +50,115 @@ def subset_indices(num_samples: int, k: int, num_draws: int, rng: np.random.Gene
     return np.argsort(rng.random((num_draws, num_samples)), axis=1)[:, :k]
 
 
-def maj_at_k_draws(
-    clusters, correct, k: int, num_draws: int, seed: int, question_index: int = 0
+def subset_draw_scores(
+    score_draws: DrawScorer, rows: Sequence, k: int, num_draws: int, seed: int, question_index: int = 0
 ) -> np.ndarray:
-    """Majority-vote score of one question for each of `num_draws` random size-k subsets.
+    """Scores of one question for each of `num_draws` random size-k subsets of its samples.
 
-    The subsets depend only on (seed, question_index) and k, so rows for different questions
-    can be stacked into a (num_questions, num_draws) matrix (see `maj_at_k_matrix`). Draw j
-    uses the first k samples of the same permutation for every k, so subsets are nested
-    across k. Returns a single score when k equals the number of samples (one subset).
+    `rows` are the question's per-sample arrays (e.g. clusters and correct), all of length N;
+    `score_draws` receives each of them indexed by the (draws, k) subsets. The subsets depend only
+    on (seed, question_index) and k, and draw j takes the first k samples of the same permutation
+    for every k, so subsets are nested across k. One score when k equals N (one subset).
     """
-    clusters = np.asarray(clusters)
-    correct = np.asarray(correct)
-    if clusters.shape != correct.shape or clusters.ndim != 1:
-        raise ValueError("clusters and correct must be 1-D arrays of the same length")
+    rows = [np.asarray(row) for row in rows]
+    if any(row.ndim != 1 or row.shape != rows[0].shape for row in rows):
+        raise ValueError("per-sample arrays must be 1-D and of the same length")
     rng = np.random.default_rng([seed, question_index])
-    draws = subset_indices(len(clusters), k, num_draws, rng)
-    return _vote_scores(clusters[draws], correct[draws])
+    draws = subset_indices(len(rows[0]), k, num_draws, rng)
+    return score_draws(*(row[draws] for row in rows))
+
+
+def subset_score_matrix(score_draws: DrawScorer, arrays: Sequence, k: int, num_draws: int, seed: int) -> np.ndarray:
+    """Scores of a dataset, shape (num_questions, num_draws), or (num_questions, 1) for k = N.
+
+    `arrays` are (num_questions, N) per-sample arrays; row i is scored with question_index=i, so
+    column j is one "run" of the method over the whole dataset, on the same subsets for every
+    method given the same seed.
+    """
+    arrays = [np.asarray(array) for array in arrays]
+    if any(array.ndim != 2 or array.shape != arrays[0].shape for array in arrays):
+        raise ValueError("per-sample arrays must be (questions, samples) and of the same shape")
+    num_questions, num_samples = arrays[0].shape
+    rows = [
+        subset_draw_scores(score_draws, [array[index] for array in arrays], k, num_draws, seed, question_index=index)
+        for index in range(num_questions)
+    ]
+    width = 1 if k == num_samples else num_draws
+    return np.array(rows, dtype=float).reshape(num_questions, width)
+
+
+# ---------------------------------------------------------------------------------------------
+# Voting
+
+
+def majority_vote(clusters, correct) -> float:
+    """Score of majority voting over one set of samples, in [0, 1]: the most frequent answer
+    cluster wins (ties by expectation, -1 never votes, no valid answer scores 0)."""
+    clusters, correct = _one_row(clusters), _one_row(correct)
+    return float(_majority_scores(clusters, correct)[0])
+
+
+def weighted_vote(clusters, correct, weights) -> float:
+    """Score of weighted voting over one set of samples: the answer cluster with the largest sum
+    of its samples' weights (evaluator scores) wins. Ties by expectation; samples without an
+    answer never vote. A cluster with zero total weight can only win when every answered
+    cluster has zero weight (then all of them tie)."""
+    return float(_weighted_scores(_one_row(clusters), _one_row(correct), _one_row(weights))[0])
+
+
+def maj_at_k_draws(clusters, correct, k: int, num_draws: int, seed: int, question_index: int = 0) -> np.ndarray:
+    """Majority-vote score of one question for each of `num_draws` random size-k subsets."""
+    return subset_draw_scores(_majority_scores, [clusters, correct], k, num_draws, seed, question_index)
 
 
 def maj_at_k_matrix(clusters, correct, k: int, num_draws: int, seed: int) -> np.ndarray:
-    """maj@k scores of a dataset, shape (num_questions, num_draws), or (num_questions, 1) for k = N.
+    """maj@k scores of a dataset, shape (num_questions, num_draws), or (num_questions, 1) for k = N."""
+    return subset_score_matrix(_majority_scores, [clusters, correct], k, num_draws, seed)
 
-    `clusters` and `correct` are (num_questions, N); row i is scored with question_index=i.
-    Column j of the result is one "run" of maj@k over the whole dataset.
-    """
-    clusters = np.asarray(clusters)
-    correct = np.asarray(correct)
-    rows = [
-        maj_at_k_draws(clusters[index], correct[index], k, num_draws, seed, question_index=index)
-        for index in range(len(clusters))
-    ]
-    width = 1 if k == clusters.shape[1] else num_draws
-    return np.array(rows, dtype=float).reshape(len(rows), width)
+
+def weighted_vote_matrix(clusters, correct, weights, k: int, num_draws: int, seed: int) -> np.ndarray:
+    """Weighted-vote@k scores of a dataset on the subsets of `maj_at_k_matrix` (same seed)."""
+    return subset_score_matrix(_weighted_scores, [clusters, correct, weights], k, num_draws, seed)
+
+
+def _one_row(values) -> np.ndarray:
+    return np.asarray(values).reshape(1, -1)
+
+
+def _majority_scores(clusters: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    """Majority voting is weighted voting with every weight 1."""
+    return _weighted_scores(clusters, correct, np.ones(clusters.shape))
+
+
+def _weighted_scores(clusters: np.ndarray, correct: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted-vote score of every row of (draws, k) cluster ids, correctness flags and weights."""
+    num_rows = clusters.shape[0]
+    valid = clusters != NO_ANSWER
+    if not valid.any():
+        return np.zeros(num_rows)
+    # Dense cluster ids 0..C-1 let one bincount per quantity handle all rows at once.
+    ids, dense = np.unique(clusters, return_inverse=True)
+    num_clusters = len(ids)
+    slots = (np.arange(num_rows)[:, None] * num_clusters + dense.reshape(clusters.shape))[valid]
+
+    def per_cluster(values) -> np.ndarray:
+        totals = np.bincount(slots, weights=np.asarray(values, dtype=float)[valid], minlength=num_rows * num_clusters)
+        return totals.reshape(num_rows, num_clusters)
+
+    members = per_cluster(np.ones(clusters.shape))
+    present = members > 0
+    totals = np.where(present, per_cluster(weights), -np.inf)
+    # A cluster's correctness is the mean over its samples (all equal for consistent data).
+    cluster_correct = np.divide(per_cluster(correct), members, out=np.zeros(members.shape), where=present)
+    top = totals.max(axis=1, keepdims=True)
+    winners = present & np.isclose(totals, top, rtol=TIE_RTOL, atol=0.0)
+    num_winners = winners.sum(axis=1)
+    scores = (winners * cluster_correct).sum(axis=1)
+    return np.divide(scores, num_winners, out=np.zeros(num_rows), where=num_winners > 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Accuracy over draws, level groups, sample counts
 
 
 def accuracy_with_std(score_matrix) -> tuple[float, float, int]:
@@ -110,28 +193,6 @@ def ns_for(num_samples: int) -> list[int]:
         ns.append(n)
         n *= 2
     return ns + [num_samples]
-
-
-def _vote_scores(clusters: np.ndarray, correct: np.ndarray) -> np.ndarray:
-    """Majority-vote score of every row of (draws, k) cluster ids and correctness flags."""
-    num_rows = clusters.shape[0]
-    valid = clusters != NO_ANSWER
-    if not valid.any():
-        return np.zeros(num_rows)
-    # Dense cluster ids 0..C-1 let one bincount count the votes of all rows at once.
-    ids, dense = np.unique(clusters, return_inverse=True)
-    num_clusters = len(ids)
-    slots = (np.arange(num_rows)[:, None] * num_clusters + dense.reshape(clusters.shape))[valid]
-    size = num_rows * num_clusters
-    votes = np.bincount(slots, minlength=size).reshape(num_rows, num_clusters)
-    right = np.bincount(slots, weights=correct[valid].astype(float), minlength=size)
-    # A cluster's correctness is the mean over its samples (all equal for consistent data).
-    right = right.reshape(num_rows, num_clusters)
-    cluster_correct = np.divide(right, votes, out=np.zeros(votes.shape), where=votes > 0)
-    winners = (votes == votes.max(axis=1, keepdims=True)) & (votes > 0)
-    num_winners = winners.sum(axis=1)
-    scores = (winners * cluster_correct).sum(axis=1)
-    return np.divide(scores, num_winners, out=np.zeros(num_rows), where=num_winners > 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,15 +230,9 @@ def best_of_n(scores, correct) -> float:
 
 
 def best_of_n_matrix(scores, correct, k: int, num_draws: int, seed: int) -> np.ndarray:
-    """best-of-k of a dataset, (num_questions, num_draws) or (num_questions, 1) for k = N; the
-    subsets are those of `maj_at_k_matrix` for the same seed, so the curves are comparable."""
-    scores = np.asarray(scores, dtype=float)
-    correct = np.asarray(correct, dtype=float)
-    rows = []
-    for index in range(len(scores)):
-        draws = subset_indices(scores.shape[1], k, num_draws, np.random.default_rng([seed, index]))
-        rows.append(_best_scores(scores[index][draws], correct[index][draws]))
-    return np.array(rows, dtype=float).reshape(len(rows), -1)
+    """best-of-k of a dataset, (num_questions, num_draws) or (num_questions, 1) for k = N, on the
+    subsets of `maj_at_k_matrix` for the same seed, so the curves are comparable."""
+    return subset_score_matrix(_best_scores, [np.asarray(scores, float), np.asarray(correct, float)], k, num_draws, seed)
 
 
 def roc_auc(scores, labels) -> float | None:

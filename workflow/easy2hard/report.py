@@ -1,12 +1,16 @@
-"""The evaluation report: greedy and maj@n accuracy by difficulty, as CSV, Markdown and a plot.
+"""The evaluation report: greedy decoding, majority voting, evaluator-weighted voting and
+best-of-N accuracy by difficulty, as CSV, Markdown, plots and a settings record.
 
 Inputs are the evaluation stage's JSONL files, one row per (question, sample):
-``unique_id, level, subject, sample_index, answer, answer_cluster, correct``.
+``unique_id, level, subject, sample_index, answer, answer_cluster, correct``, and the scoring
+stage's files, one row per sample: ``unique_id, sample_index, step_scores``. Only test-split
+files are read; the hard gold answers reach this module only through the evaluation outputs.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import defaultdict
 from dataclasses import dataclass
@@ -19,13 +23,32 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
 from easy2hard.io import DataError, atomic_output, read_jsonl
-from easy2hard.metrics import LEVELS, accuracy_with_std, level_groups, maj_at_k_matrix, ns_for
+from easy2hard.metrics import (
+    AGGREGATIONS,
+    LEVELS,
+    accuracy_with_std,
+    aggregate_steps,
+    best_of_n_matrix,
+    level_groups,
+    maj_at_k_matrix,
+    ns_for,
+    weighted_vote_matrix,
+)
 
 SAMPLE_FIELDS = ("unique_id", "level", "subject", "sample_index", "answer", "answer_cluster", "correct")
-COLUMNS = ["generator", "method", "n", "levels", "accuracy", "std", "num_problems"]
+SCORE_FIELDS = ("unique_id", "sample_index", "step_scores")
+COLUMNS = ["generator", "evaluator", "method", "aggregation", "n", "levels", "accuracy", "std", "num_problems"]
+NOT_APPLICABLE = "-"  # evaluator / aggregation of the methods that use no evaluator
+EVALUATOR_METHODS = ("weighted", "best_of_n")
 SUMMARY_GROUPS = ("easy", "hard", "all")
 LEVEL_GROUPS = tuple(f"level_{level}" for level in LEVELS)
-PROVENANCE_KEYS = ("easy_levels", "num_draws", "seed")
+SUBJECT_PREFIX = "subject:"
+SETTINGS_KEYS = ("easy_levels", "num_draws", "seed", "default_aggregation")
+# File names inside the report folder (the rule declares the same names).
+METRICS_CSV, REPORT_MD, CURVES_PNG, AGGREGATIONS_PNG, SETTINGS_JSON = (
+    "metrics.csv", "report.md", "accuracy_vs_n.png", "best_of_n_aggregations.png", "report_settings.json",
+)
+OUTPUT_FILES = (METRICS_CSV, REPORT_MD, CURVES_PNG, AGGREGATIONS_PNG, SETTINGS_JSON)
 
 
 @dataclass(frozen=True)
@@ -34,6 +57,7 @@ class Samples:
 
     unique_ids: list[str]
     levels: np.ndarray  # (questions,)
+    subjects: np.ndarray  # (questions,), str or None
     clusters: np.ndarray  # (questions, samples)
     correct: np.ndarray  # (questions, samples), bool
 
@@ -69,6 +93,7 @@ def load_samples(path: str | os.PathLike) -> Samples:
     return Samples(
         unique_ids=unique_ids,
         levels=np.array([samples[0]["level"] for samples in rows]),
+        subjects=np.array([samples[0]["subject"] for samples in rows], dtype=object),
         clusters=np.array([[row["answer_cluster"] for row in samples] for samples in rows]),
         correct=np.array([[row["correct"] for row in samples] for samples in rows], dtype=bool),
     )
@@ -85,6 +110,8 @@ def _check_row(path: Path, row: dict) -> None:
         raise DataError(f"{path}: unique_id must be a string, got {row['unique_id']!r}")
     if not _is_int(row["level"]) or row["level"] not in LEVELS:
         raise DataError(f"{where}: level must be one of {list(LEVELS)}, got {row['level']!r}")
+    if row["subject"] is not None and not isinstance(row["subject"], str):
+        raise DataError(f"{where}: subject must be a string or null, got {row['subject']!r}")
     if not _is_int(row["sample_index"]) or row["sample_index"] < 0:
         raise DataError(f"{where}: sample_index must be a non-negative integer, got {row['sample_index']!r}")
     if not _is_int(row["answer_cluster"]) or row["answer_cluster"] < -1:
@@ -94,12 +121,13 @@ def _check_row(path: Path, row: dict) -> None:
 
 
 def _check_question(path: Path, uid: str, samples: list[dict | None]) -> None:
-    """Sample indices are 0..N-1, the level is shared, equivalent answers agree on correctness."""
+    """Sample indices are 0..N-1, level and subject are shared, equivalent answers agree on correctness."""
     where = f"{path}: question {uid!r}"
     if any(row is None for row in samples):
         raise DataError(f"{where}: sample indices are not 0..{len(samples) - 1}")
-    if len({row["level"] for row in samples}) > 1:
-        raise DataError(f"{where}: samples disagree on the level")
+    for field in ("level", "subject"):
+        if len({row[field] for row in samples}) > 1:
+            raise DataError(f"{where}: samples disagree on the {field}")
     verdicts: dict[int, bool] = {}
     for row in samples:
         cluster = row["answer_cluster"]
@@ -107,8 +135,72 @@ def _check_question(path: Path, uid: str, samples: list[dict | None]) -> None:
             raise DataError(f"{where}: answer_cluster {cluster} holds both correct and incorrect answers")
 
 
+def read_step_scores(path: str | os.PathLike) -> dict[tuple[str, int], list[float]]:
+    """{(unique_id, sample_index): step_scores} of a scores JSONL file, validated."""
+    path = Path(path)
+    scores: dict[tuple[str, int], list[float]] = {}
+    for row in read_jsonl(path, required=SCORE_FIELDS):
+        key = (row["unique_id"], row["sample_index"])
+        where = f"{path}: question {key[0]!r} sample {key[1]!r}"
+        values = row["step_scores"]
+        # Non-finite scores would make max/sum (and so every method) silently meaningless.
+        if not isinstance(values, list) or not all(_is_finite_number(v) for v in values):
+            raise DataError(f"{where}: step_scores must be a list of finite numbers, got {values!r}")
+        if key in scores:
+            raise DataError(f"{where}: scored twice")
+        scores[key] = values
+    return scores
+
+
+def _is_finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def load_scores(path: str | os.PathLike, samples: Samples, samples_path: str | os.PathLike) -> list[list[list[float]]]:
+    """Step scores of every sample, (questions, N) in the order of `samples`, joined on
+    (unique_id, sample_index); a sample without a score row, or a score row without a sample, is an error."""
+    by_key = read_step_scores(path)
+    grid = []
+    for uid in samples.unique_ids:
+        row = []
+        for index in range(samples.num_samples):
+            if (uid, index) not in by_key:
+                raise DataError(f"{path}: no scores for {uid} sample {index} of {samples_path}")
+            row.append(by_key.pop((uid, index)))
+        grid.append(row)
+    if by_key:
+        uid, index = next(iter(by_key))
+        raise DataError(f"{path}: scores {uid} sample {index}, which is not a sample of {samples_path} "
+                        f"({len(by_key)} such rows; stale scores?)")
+    return grid
+
+
+def aggregate_grid(grid: list[list[list[float]]], how: str) -> np.ndarray:
+    """(questions, N) solution scores from a grid of step-score lists."""
+    return np.array([[aggregate_steps(steps, how) for steps in row] for row in grid], dtype=float)
+
+
+def report_aggregations(aggregations, default: str) -> list[str]:
+    """The aggregations to compute: the configured ones, plus the default if it is missing
+    (the main table and the plot need it)."""
+    chosen = list(dict.fromkeys(aggregations))
+    unknown = [how for how in [*chosen, default] if how not in AGGREGATIONS]
+    if unknown:
+        raise ValueError(f"unknown aggregation {unknown[0]!r} (one of {', '.join(AGGREGATIONS)})")
+    return chosen if default in chosen else [*chosen, default]
+
+
 # ---------------------------------------------------------------------------------------------
 # Metrics
+
+
+def group_masks(samples: Samples, easy_levels) -> dict[str, np.ndarray]:
+    """Boolean question masks of the level groups (easy, hard, all, level_k) and of each subject
+    (`subject:<name>`, all levels); groups without problems are left out."""
+    masks = {name: np.isin(samples.levels, sorted(members)) for name, members in level_groups(easy_levels).items()}
+    for subject in sorted({s for s in samples.subjects if s}):
+        masks[SUBJECT_PREFIX + subject] = samples.subjects == subject
+    return {name: mask for name, mask in masks.items() if mask.any()}
 
 
 def compute_metrics(
@@ -117,70 +209,128 @@ def compute_metrics(
     easy_levels,
     num_draws: int,
     seed: int,
+    scores: dict[str, dict[str, str | os.PathLike]] | None = None,
+    aggregations=AGGREGATIONS,
 ) -> pd.DataFrame:
-    """Greedy and maj@n accuracy of every generator by level group, one row per number (long format).
+    """Accuracy of every generator x method (x evaluator x aggregation) x n x group, one row per number.
 
-    Columns: generator, method ("greedy" | "majority"), n, levels (group name), accuracy and std
-    (fractions; std across the random subset draws, 0 for greedy and for n = N), num_problems.
-    Groups without problems are left out.
+    `scores` maps generator -> evaluator -> scores JSONL of that generator's sampled solutions.
+    Columns are COLUMNS: method is greedy | majority | weighted | best_of_n; evaluator and
+    aggregation are "-" for greedy and majority; n runs over 1, 2, 4, ..., N (greedy: 1);
+    accuracy and std are fractions, std across the random subset draws (0 for greedy and n = N).
     """
+    scores = scores or {}
     if set(sampled) != set(greedy):
         raise ValueError(f"sampled and greedy name different generators: {sorted(sampled)} vs {sorted(greedy)}")
-    groups = level_groups(easy_levels)
+    if not set(scores) <= set(sampled):
+        raise ValueError(f"scores name generators without samples: {sorted(set(scores) - set(sampled))}")
     rows = []
     for generator, sampled_path in sampled.items():
         samples = load_samples(sampled_path)
         greedy_samples = _load_greedy(greedy[generator], samples, sampled_path)
-        greedy_scores = greedy_samples.correct.astype(float)
-        rows += _group_rows(generator, "greedy", 1, greedy_scores, greedy_samples.levels, groups)
-        for n in ns_for(samples.num_samples):
-            scores = maj_at_k_matrix(samples.clusters, samples.correct, n, num_draws, seed)
-            rows += _group_rows(generator, "majority", n, scores, samples.levels, groups)
+        masks = group_masks(samples, easy_levels)
+        ns = ns_for(samples.num_samples)
+
+        def add(method, n, matrix, evaluator=NOT_APPLICABLE, aggregation=NOT_APPLICABLE):
+            key = dict(generator=generator, evaluator=evaluator, method=method, aggregation=aggregation, n=n)
+            rows.extend(_group_rows(key, matrix, masks))
+
+        add("greedy", 1, greedy_samples.correct.astype(float))
+        for n in ns:
+            add("majority", n, maj_at_k_matrix(samples.clusters, samples.correct, n, num_draws, seed))
+        for evaluator, path in scores.get(generator, {}).items():
+            grid = load_scores(path, samples, sampled_path)
+            for how in aggregations:
+                weights = aggregate_grid(grid, how)
+                for n in ns:
+                    add("weighted", n, weighted_vote_matrix(samples.clusters, samples.correct, weights, n, num_draws, seed),
+                        evaluator, how)
+                    add("best_of_n", n, best_of_n_matrix(weights, samples.correct, n, num_draws, seed), evaluator, how)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def _load_greedy(path, samples: Samples, sampled_path) -> Samples:
-    """Greedy decodes: one sample per question, the same questions as the sampled file."""
+    """Greedy decodes: one sample per question, the same questions (and levels) as the sampled file."""
     greedy = load_samples(path)
     if greedy.num_samples != 1:
         raise DataError(f"{path}: greedy file must hold one sample per question, found {greedy.num_samples}")
     if greedy.unique_ids != samples.unique_ids:
         raise DataError(f"{path}: greedy questions differ from those in {sampled_path}")
+    if not np.array_equal(greedy.levels, samples.levels):
+        raise DataError(f"{path}: greedy levels differ from those in {sampled_path}")
     return greedy
 
 
-def _group_rows(generator: str, method: str, n: int, scores: np.ndarray, levels, groups) -> list[dict]:
+def _group_rows(key: dict, scores: np.ndarray, masks: dict[str, np.ndarray]) -> list[dict]:
     rows = []
-    for name, members in groups.items():
-        mask = np.isin(levels, sorted(members))
-        if not mask.any():
-            continue
+    for name, mask in masks.items():
         accuracy, std, num_problems = accuracy_with_std(scores[mask])
-        rows.append(dict(generator=generator, method=method, n=n, levels=name,
-                         accuracy=accuracy, std=std, num_problems=num_problems))
+        rows.append(dict(key, levels=name, accuracy=accuracy, std=std, num_problems=num_problems))
     return rows
+
+
+def select(df: pd.DataFrame, method: str, evaluator: str = NOT_APPLICABLE, aggregation: str = NOT_APPLICABLE,
+           n: int | None = None) -> pd.DataFrame:
+    """Rows of one method (and evaluator, aggregation, n when given)."""
+    mask = (df["method"] == method) & (df["evaluator"] == evaluator) & (df["aggregation"] == aggregation)
+    if n is not None:
+        mask &= df["n"] == n
+    return df[mask]
+
+
+def method_label(method: str, evaluator: str = NOT_APPLICABLE, n="N") -> str:
+    """Greedy, Majority@16, Weighted@16 (prm), Best-of-16 (prm): the paper's names."""
+    if method == "greedy":
+        return "Greedy"
+    if method == "majority":
+        return f"Majority@{n}"
+    if method == "weighted":
+        return f"Weighted@{n} ({evaluator})"
+    if method == "best_of_n":
+        return f"Best-of-{n} ({evaluator})"
+    raise ValueError(f"unknown method {method!r}")
+
+
+def _evaluators(rows: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(rows.loc[rows["method"].isin(EVALUATOR_METHODS), "evaluator"]))
+
+
+def _methods_at_n(rows: pd.DataFrame, n: int, aggregation: str) -> list[tuple[str, pd.DataFrame]]:
+    """(label, rows) of greedy and of every method at n with `aggregation`, in the paper's order:
+    greedy, majority, then weighted and best-of-N per evaluator."""
+    methods = [(method_label("greedy"), select(rows, "greedy")),
+               (method_label("majority", n=n), select(rows, "majority", n=n))]
+    for evaluator in _evaluators(rows):
+        for method in EVALUATOR_METHODS:
+            methods.append((method_label(method, evaluator, n), select(rows, method, evaluator, aggregation, n)))
+    return methods
 
 
 # ---------------------------------------------------------------------------------------------
 # Writing
 
 
-def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, provenance: dict) -> None:
-    """Write metrics.csv, report.md and accuracy_vs_n.png into `out_dir`, each atomically.
+def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, settings: dict) -> None:
+    """Write OUTPUT_FILES into `out_dir`, each atomically.
 
-    `provenance` must hold the settings the numbers depend on ("easy_levels", "num_draws",
-    "seed"; optional "split", default "test"); the whole dict is embedded in report.md.
+    `settings` must hold what the numbers depend on (SETTINGS_KEYS; optional "dataset", "split",
+    "aggregations", "inputs", "upstream"); it is written as report_settings.json and summarised
+    in report.md's provenance paragraph.
     """
-    missing = [key for key in PROVENANCE_KEYS if key not in provenance]
+    missing = [key for key in SETTINGS_KEYS if key not in settings]
     if missing:
-        raise ValueError(f"provenance lacks {', '.join(missing)}")
+        raise ValueError(f"report settings lack {', '.join(missing)}")
     out_dir = Path(out_dir)
-    with atomic_output(out_dir / "metrics.csv") as tmp:
+    with atomic_output(out_dir / METRICS_CSV) as tmp:
         df.to_csv(tmp, index=False)
-    with atomic_output(out_dir / "report.md") as tmp:
-        tmp.write_text(render_markdown(df, provenance), encoding="utf-8")
-    with atomic_output(out_dir / "accuracy_vs_n.png") as tmp:
-        plot_accuracy_vs_n(df, provenance["easy_levels"], tmp, provenance.get("dataset", "MATH"))
+    with atomic_output(out_dir / REPORT_MD) as tmp:
+        tmp.write_text(render_markdown(df, settings), encoding="utf-8")
+    with atomic_output(out_dir / CURVES_PNG) as tmp:
+        plot_accuracy_vs_n(df, settings, tmp)
+    with atomic_output(out_dir / AGGREGATIONS_PNG) as tmp:
+        plot_aggregations(df, settings, tmp)
+    with atomic_output(out_dir / SETTINGS_JSON) as tmp:
+        tmp.write_text(json.dumps(settings, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
 
 
 def _percent(row, with_std: bool) -> str:
@@ -188,72 +338,108 @@ def _percent(row, with_std: bool) -> str:
     return f"{text} ± {100 * row.std:.1f}" if with_std else text
 
 
-def _markdown_table(header: list[str], body: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
-    return lines + ["| " + " | ".join(cells) + " |" for cells in body]
+def _markdown_table(header: list[str], body: list[list[str]], text_columns: int = 1) -> list[str]:
+    align = "|---" * text_columns + "|---:" * (len(header) - text_columns) + "|"
+    return ["| " + " | ".join(header) + " |", align] + ["| " + " | ".join(cells) + " |" for cells in body]
 
 
-def _table_row(label: str, rows: pd.DataFrame, groups, with_std: bool) -> list[str]:
+def _cells(rows: pd.DataFrame, groups, with_std: bool = False) -> list[str]:
     by_group = {row.levels: row for row in rows.itertuples()}
-    return [label] + [_percent(by_group[g], with_std) if g in by_group else "–" for g in groups]
+    return [_percent(by_group[g], with_std) if g in by_group else "–" for g in groups]
 
 
-def _counts_row(rows: pd.DataFrame, groups) -> list[str]:
+def _counts(rows: pd.DataFrame, groups) -> list[str]:
     counts = dict(zip(rows["levels"], rows["num_problems"]))
-    return ["Problems"] + [f"{counts[g]:,}" if g in counts else "0" for g in groups]
+    return [f"{counts[g]:,}" if g in counts else "0" for g in groups]
 
 
-def _generator_section(generator: str, rows: pd.DataFrame) -> list[str]:
-    greedy = rows[rows["method"] == "greedy"]
-    majority = rows[rows["method"] == "majority"]
-    max_n = int(majority["n"].max())
-    body = [_table_row("Greedy", greedy, SUMMARY_GROUPS, with_std=False)]
-    body += [
-        _table_row(f"maj@{n}", majority[majority["n"] == n], SUMMARY_GROUPS, with_std=True)
-        for n in sorted(majority["n"].unique())
-    ]
-    body.append(_counts_row(greedy, SUMMARY_GROUPS))
-    per_level = [
-        _table_row("Greedy", greedy, LEVEL_GROUPS, with_std=False),
-        _table_row(f"maj@{max_n}", majority[majority["n"] == max_n], LEVEL_GROUPS, with_std=True),
-        _counts_row(greedy, LEVEL_GROUPS),
-    ]
-    return [
-        f"## {generator}",
-        "",
-        *_markdown_table(["", *SUMMARY_GROUPS], body),
-        "",
-        f"Per level, greedy and maj@{max_n}:",
-        "",
-        *_markdown_table(["", *LEVEL_GROUPS], per_level),
-        "",
-    ]
+def _max_n(rows: pd.DataFrame) -> int:
+    return int(select(rows, "majority")["n"].max())
 
 
-def render_markdown(df: pd.DataFrame, provenance: dict) -> str:
-    easy = sorted(provenance["easy_levels"])
-    hard = sorted(set(LEVELS) - set(easy))
-    max_ns = df[df["method"] == "majority"].groupby("generator")["n"].max()
-    sample_counts = "/".join(str(n) for n in sorted(set(max_ns)))
-    intro = (
-        f"Accuracy (%) on the {provenance.get('dataset', 'MATH')} {provenance.get('split', 'test')} split of each generator's greedy "
-        f"solution and of majority voting over n of its N = {sample_counts} sampled solutions (maj@n). "
-        f"Easy = levels {', '.join(map(str, easy))}; hard = levels {', '.join(map(str, hard))}. "
-        f"maj@n is the mean over {provenance['num_draws']} random size-n subsets of each problem's "
-        f"samples (seed {provenance['seed']}), and ± is the standard deviation of the dataset accuracy "
-        "across those draws; maj@N uses all samples (one draw). Ties between equally frequent answers "
-        "count as the fraction of tied answers that are correct."
-    )
-    lines = [f"# Easy-to-hard generalization on {provenance.get('dataset', 'MATH')}", "", intro, ""]
+def _main_table(df: pd.DataFrame, aggregation: str) -> list[str]:
+    """The paper's table: every generator x method at its largest N, easy / hard / all."""
+    body = []
     for generator, rows in df.groupby("generator", sort=False):
-        lines += _generator_section(generator, rows)
-    lines += ["## Provenance", "", "```json", json.dumps(provenance, indent=2, ensure_ascii=False, default=str),
-              "```", ""]
-    return "\n".join(lines)
+        body += [[generator, label, *_cells(part, SUMMARY_GROUPS)] for label, part in _methods_at_n(rows, _max_n(rows), aggregation)]
+        body.append([generator, "Problems", *_counts(select(rows, "greedy"), SUMMARY_GROUPS)])
+    return _markdown_table(["Policy", "Method", *SUMMARY_GROUPS], body, text_columns=2)
+
+
+def _generator_section(generator: str, rows: pd.DataFrame, aggregation: str) -> list[str]:
+    greedy, majority, max_n = select(rows, "greedy"), select(rows, "majority"), _max_n(rows)
+    curve = [["Greedy", *_cells(greedy, SUMMARY_GROUPS)]]
+    curve += [[f"maj@{n}", *_cells(select(rows, "majority", n=n), SUMMARY_GROUPS, with_std=True)]
+              for n in sorted(majority["n"].unique())]
+    curve.append(["Problems", *_counts(greedy, SUMMARY_GROUPS)])
+    lines = [f"## {generator}", "", "Greedy and majority voting over n samples (mean ± std over draws):", "",
+             *_markdown_table(["", *SUMMARY_GROUPS], curve), ""]
+    subjects = [g for g in greedy["levels"] if g.startswith(SUBJECT_PREFIX)]
+    for title, groups, names in [("Per level", LEVEL_GROUPS, LEVEL_GROUPS),
+                                 ("Per subject (all levels)", subjects, [g[len(SUBJECT_PREFIX):] for g in subjects])]:
+        if not groups:
+            continue
+        body = [[label, *_cells(part, groups)] for label, part in _methods_at_n(rows, max_n, aggregation)]
+        body.append(["Problems", *_counts(greedy, groups)])
+        lines += [f"{title}, N = {max_n}:", "", *_markdown_table(["", *names], body), ""]
+    return lines
+
+
+def _intro(df: pd.DataFrame, settings: dict) -> str:
+    easy = sorted(settings["easy_levels"])
+    hard = sorted(set(LEVELS) - set(easy))
+    sample_counts = "/".join(str(n) for n in sorted({_max_n(rows) for _, rows in df.groupby("generator")}))
+    return (
+        f"Accuracy (%) on the {settings.get('dataset', 'MATH')} {settings.get('split', 'test')} split. "
+        f"Each policy has one greedy solution and N = {sample_counts} sampled solutions per problem. "
+        "**Majority@n** picks the most frequent answer among n samples (equivalent answers grouped by the "
+        "grader); **Weighted@n (evaluator)** picks the answer with the largest sum of evaluator scores; "
+        "**Best-of-n (evaluator)** picks the sample with the highest score. A solution's score aggregates "
+        f"its step scores with `{settings['default_aggregation']}` in the tables and plot (metrics.csv also "
+        f"holds {', '.join(settings.get('aggregations', [settings['default_aggregation']]))}). "
+        f"Easy = levels {', '.join(map(str, easy))}; hard = levels {', '.join(map(str, hard))}. "
+        f"For n < N, accuracy is the mean over {settings['num_draws']} random size-n subsets of each problem's "
+        f"samples (seed {settings['seed']}; the same subsets for every method) and ± is the standard deviation of "
+        "the dataset accuracy across those draws; n = N uses all samples. Ties count as the fraction of the tied "
+        "answers (samples) that are correct; samples without an answer never vote, and a problem without any "
+        "answer scores 0."
+    )
+
+
+def _provenance(settings: dict) -> list[str]:
+    upstream = settings.get("upstream") or {}
+    versions = [f"{name} `{upstream[key]}`" for name, key in (("code version", "code_version"),
+                                                                ("grader version", "grader_version")) if upstream.get(key)]
+    return [
+        "## Provenance",
+        "",
+        f"Every number above is a row of `{METRICS_CSV}`. The report's own settings (draws, seed, "
+        f"aggregations, easy levels) and the path and SHA-256 of every input file are in `{SETTINGS_JSON}`; "
+        "the whole configuration, code and grader versions and library versions of the run are in "
+        f"`{settings.get('provenance_file', 'provenance.json')}`" + (f" ({', '.join(versions)})." if versions else "."),
+        "",
+    ]
+
+
+def render_markdown(df: pd.DataFrame, settings: dict) -> str:
+    dataset, aggregation = settings.get("dataset", "MATH"), settings["default_aggregation"]
+    lines = [f"# Easy-to-hard generalization on {dataset}", "", _intro(df, settings), "",
+             f"## Main result (largest N, step aggregation `{aggregation}`)", "", *_main_table(df, aggregation), ""]
+    for generator, rows in df.groupby("generator", sort=False):
+        lines += _generator_section(generator, rows, aggregation)
+    return "\n".join(lines + _provenance(settings))
 
 
 # ---------------------------------------------------------------------------------------------
-# Plot
+# Plots
+
+GREEDY_STYLE = dict(color="0.35", linestyle="--", linewidth=1.3)
+MAJORITY_STYLE = dict(color="black", linestyle="-", marker="o")
+# Colour = evaluator; line style and marker = method, so majority / weighted / best-of-N differ
+# even in greyscale.
+METHOD_STYLES = {"weighted": dict(linestyle="-", marker="s"), "best_of_n": dict(linestyle="-.", marker="^")}
+EVALUATOR_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
+AGGREGATION_COLORS = dict(zip(AGGREGATIONS, ("#1b9e77", "#d95f02", "#7570b3", "#e7298a")))
 
 
 def _group_titles(easy_levels) -> dict[str, str]:
@@ -267,48 +453,133 @@ def _group_titles(easy_levels) -> dict[str, str]:
 
 
 def _count_label(rows: pd.DataFrame) -> str:
-    # Generators normally share the test questions; show a range if they do not.
-    low, high = int(rows["num_problems"].min()), int(rows["num_problems"].max())
-    return f"{low:,} problems" if low == high else f"{low:,}–{high:,} problems"
+    count = int(rows["num_problems"].max()) if not rows.empty else 0
+    return f"{count:,} problems"
 
 
-def plot_accuracy_vs_n(df: pd.DataFrame, easy_levels, path: str | os.PathLike, dataset: str = "MATH") -> None:
-    """One panel per group (easy / hard / all): maj@n with a ±std band, greedy dashed."""
-    fig = Figure(figsize=(13, 4.6), dpi=150, layout="constrained")
+def _panels(df: pd.DataFrame, groups, width: float, height: float):
+    """A Figure with one row of panels per generator and one column per group, and its axes."""
+    generators = list(dict.fromkeys(df["generator"])) or [""]
+    fig = Figure(figsize=(width * len(groups), height * len(generators) + 1.2), dpi=150, layout="constrained")
     FigureCanvasAgg(fig)  # explicit Agg canvas: no pyplot state, no display needed
-    axes = fig.subplots(1, len(SUMMARY_GROUPS))
-    generators = list(dict.fromkeys(df["generator"]))
-    colors = {g: f"C{index % 10}" for index, g in enumerate(generators)}
-    ns = sorted(df.loc[df["method"] == "majority", "n"].unique())
-    titles = _group_titles(easy_levels)
-    for ax, group in zip(axes, SUMMARY_GROUPS):
-        rows = df[df["levels"] == group]
-        if rows.empty:
-            ax.set_axis_off()
-            ax.set_title(f"{titles[group]}\nno problems")
-            continue
-        for generator in generators:
-            _plot_generator(ax, rows[rows["generator"] == generator], generator, colors[generator])
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(ns, [str(n) for n in ns])
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xlabel("N (samples in the majority vote)")
-        ax.set_title(f"{titles[group]}\n{_count_label(rows[rows['method'] == 'greedy'])}")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("Accuracy (%)")
-    handles, labels = next((ax.get_legend_handles_labels() for ax in axes if ax.lines), ([], []))
-    # Entries come in (maj@N, greedy) pairs; filled column by column, each column is one generator.
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(generators), 6), frameon=False)
-    fig.suptitle(f"{dataset} accuracy vs. number of samples (majority voting, band = ±1 std over draws)")
+    axes = fig.subplots(len(generators), len(groups), squeeze=False)
+    return fig, generators, axes
+
+
+def _evaluator_colors(df: pd.DataFrame) -> dict[str, str]:
+    return {e: EVALUATOR_COLORS[i % len(EVALUATOR_COLORS)] for i, e in enumerate(_evaluators(df))}
+
+
+def plot_accuracy_vs_n(df: pd.DataFrame, settings: dict, path: str | os.PathLike) -> None:
+    """Accuracy vs N (log2 axis), one panel per group (easy / hard / all) and generator: majority,
+    weighted and best-of-N per evaluator (default aggregation) with ±std bands; greedy dashed."""
+    aggregation = settings["default_aggregation"]
+    fig, generators, axes = _panels(df, SUMMARY_GROUPS, width=5.0, height=4.3)
+    titles = _group_titles(settings["easy_levels"])
+    colors = _evaluator_colors(df)
+    for generator, row_axes in zip(generators, axes):
+        rows = df[df["generator"] == generator]
+        ns = sorted(select(rows, "majority")["n"].unique())
+        for ax, group in zip(row_axes, SUMMARY_GROUPS):
+            part = rows[rows["levels"] == group]
+            title = f"{generator}: {titles[group]}"
+            if part.empty:
+                ax.set_axis_off()
+                ax.set_title(f"{title}\nno problems")
+                continue
+            for greedy in select(part, "greedy").itertuples():
+                ax.axhline(100 * greedy.accuracy, label="Greedy", **GREEDY_STYLE)
+            _curve(ax, select(part, "majority"), method_label("majority"), MAJORITY_STYLE)
+            for evaluator, color in colors.items():
+                for method, style in METHOD_STYLES.items():
+                    _curve(ax, select(part, method, evaluator, aggregation), method_label(method, evaluator),
+                           dict(style, color=color))
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(ns, [str(n) for n in ns])
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_xlabel("N (samples per problem)")
+            ax.set_title(f"{title}, {_count_label(select(part, 'greedy'))}")
+            ax.grid(alpha=0.3)
+        row_axes[0].set_ylabel("Accuracy (%)")
+    _legend_below(fig, axes)
+    fig.suptitle(f"{settings.get('dataset', 'MATH')} {settings.get('split', 'test')} accuracy vs. N "
+                 f"(step aggregation: {aggregation}; band = ±1 std over {settings['num_draws']} draws)")
     fig.savefig(path, format="png")
 
 
-def _plot_generator(ax, rows: pd.DataFrame, generator: str, color: str) -> None:
-    majority = rows[rows["method"] == "majority"].sort_values("n")
-    greedy = rows[rows["method"] == "greedy"]
-    x, y, std = majority["n"], 100 * majority["accuracy"], 100 * majority["std"]
-    ax.plot(x, y, marker="o", markersize=4, color=color, label=f"{generator}: maj@N")
+def _curve(ax, rows: pd.DataFrame, label: str, style: dict) -> None:
+    if rows.empty:
+        return
+    rows = rows.sort_values("n")
+    x, y, std = rows["n"], 100 * rows["accuracy"], 100 * rows["std"]
+    ax.plot(x, y, markersize=4, linewidth=1.6, label=label, **style)
     # Accuracy lives in [0, 100]; a band poking past the bounds would only mislead.
-    ax.fill_between(x, (y - std).clip(0, 100), (y + std).clip(0, 100), color=color, alpha=0.2, linewidth=0)
-    for accuracy in greedy["accuracy"]:
-        ax.axhline(100 * accuracy, color=color, linestyle="--", linewidth=1.2, label=f"{generator}: greedy")
+    ax.fill_between(x, (y - std).clip(0, 100), (y + std).clip(0, 100), color=style["color"], alpha=0.08, linewidth=0)
+
+
+def _legend_below(fig: Figure, axes) -> None:
+    """One legend for the figure, below the panels (never over the lines); entries de-duplicated."""
+    entries = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    if entries:
+        fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncols=min(len(entries), 4),
+                   frameon=False)
+
+
+def plot_aggregations(df: pd.DataFrame, settings: dict, path: str | os.PathLike) -> None:
+    """Best-of-N at the largest N: one bar per step aggregation, grouped by evaluator, easy and
+    hard panels; majority@N and greedy as reference lines."""
+    groups = ("easy", "hard")
+    # Only policies with evaluator scores get a row of panels.
+    scored = df[df["generator"].isin(df.loc[df["method"] == "best_of_n", "generator"])]
+    if scored.empty:
+        _placeholder(path, "No evaluator scores: no best-of-N to compare.")
+        return
+    fig, generators, axes = _panels(scored, groups, width=6.0, height=4.0)
+    titles = _group_titles(settings["easy_levels"])
+    for generator, row_axes in zip(generators, axes):
+        rows = scored[scored["generator"] == generator]
+        evaluators = _evaluators(rows)
+        max_n = _max_n(rows) if not rows.empty else 0
+        for ax, group in zip(row_axes, groups):
+            part = rows[rows["levels"] == group]
+            title = f"{generator}: {titles[group]}"
+            if part.empty:
+                ax.set_axis_off()
+                ax.set_title(f"{title}\nno problems")
+                continue
+            _aggregation_bars(ax, part[(part["method"] == "best_of_n") & (part["n"] == max_n)], evaluators)
+            for greedy in select(part, "greedy").itertuples():
+                ax.axhline(100 * greedy.accuracy, label="Greedy", **GREEDY_STYLE)
+            for majority in select(part, "majority", n=max_n).itertuples():
+                ax.axhline(100 * majority.accuracy, color="black", linewidth=1.3, label=method_label("majority", n=max_n))
+            ax.set_title(f"{title}, {_count_label(select(part, 'greedy'))}")
+            ax.set_ylabel(f"Best-of-{max_n} accuracy (%)")
+            ax.grid(axis="y", alpha=0.3)
+    _legend_below(fig, axes)
+    fig.suptitle(f"{settings.get('dataset', 'MATH')} {settings.get('split', 'test')}: best-of-N by step aggregation "
+                 "(largest N)")
+    fig.savefig(path, format="png")
+
+
+def _placeholder(path: str | os.PathLike, message: str) -> None:
+    """A small PNG saying why there is nothing to plot (the rule still declares the file)."""
+    fig = Figure(figsize=(6, 1.5), dpi=150)
+    FigureCanvasAgg(fig)
+    fig.text(0.5, 0.5, message, ha="center", va="center")
+    fig.savefig(path, format="png")
+
+
+def _aggregation_bars(ax, rows: pd.DataFrame, evaluators: list[str]) -> None:
+    aggregations = [how for how in AGGREGATIONS if how in set(rows["aggregation"])]
+    width = 0.8 / max(len(aggregations), 1)
+    for offset, how in enumerate(aggregations):
+        values = rows[rows["aggregation"] == how].set_index("evaluator")["accuracy"]
+        heights = [100 * values.get(e, np.nan) for e in evaluators]
+        x = np.arange(len(evaluators)) + (offset - (len(aggregations) - 1) / 2) * width
+        bars = ax.bar(x, heights, width, color=AGGREGATION_COLORS[how], label=f"aggregation: {how}")
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
+    ax.set_xticks(np.arange(len(evaluators)), evaluators)
+    ax.margins(y=0.15)  # room for the value labels

@@ -1,19 +1,25 @@
-"""Build the evaluation report (metrics.csv, report.md, accuracy_vs_n.png) from evaluated samples.
+"""Build the evaluation report (metrics.csv, report.md, accuracy_vs_n.png,
+best_of_n_aggregations.png, report_settings.json) from evaluated test samples and evaluator scores.
 
 Example:
     python workflow/scripts/report.py \\
         --sampled sft=results/eval/sft/test.jsonl --greedy sft=results/eval/sft/test.greedy.jsonl \\
-        --easy-levels 1 2 3 --num-draws 100 --seed 0 --out-dir results/report
+        --scores sft:prm=results/scores/prm/sft/test.jsonl sft:orm=results/scores/orm/sft/test.jsonl \\
+        --easy-levels 1 2 3 --num-draws 100 --seed 0 --aggregations min prod last mean \\
+        --default-aggregation min --provenance results/report/provenance.json --out-dir results/report
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
+from pathlib import Path
 
 from easy2hard.io import DataError
-from easy2hard.report import compute_metrics, write_report
+from easy2hard.metrics import AGGREGATIONS
+from easy2hard.report import OUTPUT_FILES, compute_metrics, report_aggregations, write_report
 
 
 def generator_paths(values: list[str], option: str) -> dict[str, str]:
@@ -29,6 +35,29 @@ def generator_paths(values: list[str], option: str) -> dict[str, str]:
     return pairs
 
 
+def score_paths(values: list[str]) -> dict[str, dict[str, str]]:
+    """Parse GEN:EVALUATOR=PATH triples into {generator: {evaluator: path}}."""
+    nested: dict[str, dict[str, str]] = {}
+    for key, path in generator_paths(values, "--scores").items():
+        generator, sep, evaluator = key.partition(":")
+        if not sep or not generator or not evaluator:
+            raise SystemExit(f"--scores: expected GEN:EVALUATOR=PATH, got {key}={path!r}")
+        nested.setdefault(generator, {})[evaluator] = path
+    return nested
+
+
+def file_record(path: str) -> dict:
+    """Path and SHA-256 of an input, so every number can be traced to the exact bytes it came from."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    return {"path": path, "sha256": digest.hexdigest()}
+
+
 def load_provenance(path: str | None) -> dict:
     if path is None:
         return {}
@@ -41,17 +70,46 @@ def load_provenance(path: str | None) -> dict:
         raise DataError(f"{path}: malformed JSON ({error.msg})") from None
 
 
+def report_settings(args: argparse.Namespace, sampled, greedy, scores, aggregations) -> dict:
+    """Everything the numbers depend on besides the inputs' content: report_settings.json."""
+    upstream = load_provenance(args.provenance)
+    return {
+        "dataset": args.dataset,
+        "split": "test",
+        "easy_levels": args.easy_levels,
+        "num_draws": args.num_draws,
+        "seed": args.seed,
+        "aggregations": aggregations,
+        "default_aggregation": args.default_aggregation,
+        "ties": "broken by expectation (fraction of tied answers or samples that are correct)",
+        "inputs": {
+            "sampled": {g: file_record(p) for g, p in sampled.items()},
+            "greedy": {g: file_record(p) for g, p in greedy.items()},
+            "scores": {g: {e: file_record(p) for e, p in by_e.items()} for g, by_e in scores.items()},
+        },
+        "provenance_file": Path(args.provenance).name if args.provenance else None,
+        # The key facts of the run, copied so report.md can cite them; the rest stays in provenance.json.
+        "upstream": {key: upstream.get(key) for key in ("code_version", "grader_version") if key in upstream},
+    }
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sampled", nargs="+", required=True, metavar="GEN=PATH",
-                        help="evaluated samples of each generator (JSONL)")
+                        help="evaluated test samples of each generator (JSONL)")
     parser.add_argument("--greedy", nargs="+", required=True, metavar="GEN=PATH",
-                        help="evaluated greedy solutions of each generator (JSONL)")
+                        help="evaluated greedy test solutions of each generator (JSONL)")
+    parser.add_argument("--scores", nargs="*", default=[], metavar="GEN:EVALUATOR=PATH",
+                        help="evaluator scores of each generator's test samples (JSONL)")
     parser.add_argument("--easy-levels", nargs="+", type=int, default=[1, 2, 3])
-    parser.add_argument("--num-draws", type=int, default=100, help="random subsets per maj@n")
+    parser.add_argument("--num-draws", type=int, default=100, help="random subsets per n < N")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--aggregations", nargs="+", choices=AGGREGATIONS, default=list(AGGREGATIONS),
+                        help="step aggregations written to metrics.csv")
+    parser.add_argument("--default-aggregation", choices=AGGREGATIONS, default="min",
+                        help="aggregation of the tables and plot (always computed)")
     parser.add_argument("--dataset", default="MATH", help="dataset name for titles")
-    parser.add_argument("--provenance", help="optional JSON file embedded in report.md")
+    parser.add_argument("--provenance", help="the run's provenance.json (cited in report.md)")
     parser.add_argument("--out-dir", required=True)
     return parser.parse_args(argv)
 
@@ -60,24 +118,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sampled = generator_paths(args.sampled, "--sampled")
     greedy = generator_paths(args.greedy, "--greedy")
-    provenance = {
-        "easy_levels": args.easy_levels,
-        "num_draws": args.num_draws,
-        "seed": args.seed,
-        "dataset": args.dataset,
-        "sampled": sampled,
-        "greedy": greedy,
-    }
+    scores = score_paths(args.scores)
+    aggregations = report_aggregations(args.aggregations, args.default_aggregation)
     try:
-        upstream = load_provenance(args.provenance)
-        if upstream:
-            provenance["upstream"] = upstream
-        df = compute_metrics(sampled, greedy, args.easy_levels, args.num_draws, args.seed)
-        write_report(df, args.out_dir, provenance)
+        settings = report_settings(args, sampled, greedy, scores, aggregations)
+        df = compute_metrics(sampled, greedy, args.easy_levels, args.num_draws, args.seed, scores, aggregations)
+        write_report(df, args.out_dir, settings)
     except ValueError as error:  # DataError included: bad inputs get one clear line, no traceback
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"wrote {args.out_dir}/metrics.csv, report.md, accuracy_vs_n.png ({len(df)} metric rows)")
+    print(f"wrote {', '.join(OUTPUT_FILES)} to {args.out_dir} ({len(df)} metric rows)")
     return 0
 
 
