@@ -264,7 +264,11 @@ def lr_lambda(config: TrainConfig, total_steps: int) -> Callable[[int], float]:
 
 def make_engine(model, config: TrainConfig, total_steps: int, accumulation_steps: int):
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, betas=(0.9, 0.95)
+        model.parameters(),
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
+        betas=(0.9, 0.95),
+        fused=torch.cuda.is_available(),  # one kernel for the whole update on GPU
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config, total_steps))
     if not use_deepspeed(config):
