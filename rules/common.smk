@@ -88,7 +88,7 @@ def sampling_params(wildcards):
 
 def greedy_params(wildcards):
     """Greedy decoding depends only on these: changing temperature or N does not re-run it."""
-    return as_json({k: config["sampling"][k] for k in ("max_new_tokens", "batch_size")})
+    return as_json({k: config["sampling"][k] for k in ("max_new_tokens", "batch_size", "engine") if k in config["sampling"]})
 
 
 def tokenizer_text_inputs(wildcards):

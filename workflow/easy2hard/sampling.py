@@ -1,20 +1,37 @@
-"""Sampling N solutions per question with HF ``generate`` (batched, seeded, left-padded).
+"""Sampling N solutions per question (batched, seeded, left-padded).
 
 Prompts are tokenized exactly as in SFT -- BOS, the prompt, then (for rollouts from a partial
 solution) the solution prefix, each tokenized on its own -- so the policy continues from the
-token boundary it was trained on. Each batch is seeded from (seed, index of its first prompt),
-so a run is reproducible for a fixed batch layout.
+token boundary it was trained on.
+
+Two back ends produce the same output dicts from the same distribution; ``SamplingConfig.engine``
+picks one:
+
+* ``hf``: HF ``generate`` on batches of ``batch_size // N`` prompts with ``num_return_sequences=N``;
+  each batch is seeded from (seed, index of its first prompt), so a run is reproducible for a
+  fixed batch layout.
+* ``engine``: ``easy2hard.engine.SamplingEngine`` with ``(batch_size // N) * N`` slots: each prompt is
+  prefilled once and its KV cache shared by its N samples, finished rows are refilled from the
+  queue, and on CUDA the decode step is compiled and replayed as a CUDA graph. One generator
+  seeded from ``seed`` drives the whole run (reproducible for fixed prompts, N, slots, device).
+* ``auto`` (default): ``engine`` on CUDA when the model is supported, ``hf`` otherwise (CPU, the
+  offline default). ``$EASY2HARD_SAMPLING_ENGINE`` sets the mode when the config leaves it unset.
 """
 
 from __future__ import annotations
 
+import os
+import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 from tqdm.auto import tqdm
 
+from easy2hard import engine as sampling_engine
 from easy2hard import formats
+
+ENGINE_MODES = ("auto", "engine", "hf")
 
 
 @dataclass
@@ -27,6 +44,7 @@ class SamplingConfig:
     batch_size: int = 64  # sequences per generate call
     seed: int = 0
     greedy: bool = False
+    engine: str | None = None  # auto | engine | hf; None: $EASY2HARD_SAMPLING_ENGINE, else auto
 
 
 def encode_prompt(tokenizer, problem: str, solution_prefix: str = "") -> list[int]:
@@ -48,14 +66,55 @@ def _left_pad(sequences: list[list[int]], pad_id: int, device) -> dict[str, torc
     return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
 
 
+def use_engine(model, config: SamplingConfig) -> bool:
+    """Whether ``generate`` goes through the sampling engine (see the module docstring)."""
+    mode = config.engine or os.environ.get("EASY2HARD_SAMPLING_ENGINE") or "auto"
+    if mode not in ENGINE_MODES:
+        raise ValueError(
+            f"config: field 'sampling.engine' (or $EASY2HARD_SAMPLING_ENGINE): {mode!r} is not one of {list(ENGINE_MODES)}"
+        )
+    if mode == "hf":
+        return False
+    reason = sampling_engine.unsupported_reason(model)
+    if mode == "engine":
+        if reason is not None:
+            raise ValueError(f"sampling engine requested but unsupported: {reason}")
+        return True
+    on_cuda = next(model.parameters()).device.type == "cuda"
+    if on_cuda and reason is not None:
+        warnings.warn(f"sampling engine unsupported ({reason}); falling back to generate", stacklevel=3)
+    return on_cuda and reason is None
+
+
 def generate(
     model, tokenizer, prompts: list[list[int]], config: SamplingConfig, progress: bool = True, desc: str = "sample"
 ) -> Iterator[list[dict]]:
     """For each prompt (token ids), yield its N continuations: {text, num_tokens, finished}."""
     num_samples = 1 if config.greedy else config.num_samples
+    bar = tqdm(total=len(prompts) * num_samples, desc=desc, unit="seq", disable=not progress, mininterval=2)
+    if use_engine(model, config):
+        options = sampling_engine.EngineOptions(num_slots=max(1, config.batch_size // num_samples) * num_samples)
+        params = sampling_engine.SamplingParams(
+            max_new_tokens=config.max_new_tokens, eos_token_id=tokenizer.eos_token_id, greedy=config.greedy,
+            temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, seed=config.seed * 1_000_003,
+        )
+        try:
+            runner = sampling_engine.SamplingEngine(model, options)
+            groups = runner.run(prompts, num_samples, params, pad_token_id=tokenizer.pad_token_id, on_finished=bar.update)
+        except Exception as error:  # noqa: BLE001
+            # The engine's CUDA-graph path has not met every GPU/driver yet: under `auto` a failure
+            # costs speed, not the run (an explicit `engine` re-raises).
+            if (config.engine or os.environ.get("EASY2HARD_SAMPLING_ENGINE") or "auto") != "auto":
+                raise
+            warnings.warn(f"sampling engine failed ({error!r}); falling back to generate", stacklevel=2)
+            bar.reset()
+        else:
+            for group in groups:
+                yield [_decode(tokenizer, torch.tensor(tokens, dtype=torch.long)) for tokens in group]
+            bar.close()
+            return
     prompts_per_batch = max(1, config.batch_size // num_samples)
     device = next(model.parameters()).device
-    bar = tqdm(total=len(prompts) * num_samples, desc=desc, unit="seq", disable=not progress, mininterval=2)
     for start in range(0, len(prompts), prompts_per_batch):
         encoded = _left_pad(prompts[start : start + prompts_per_batch], tokenizer.pad_token_id, device)
         torch.manual_seed(config.seed * 1_000_003 + start)

@@ -1,0 +1,441 @@
+"""The sampling engine (easy2hard.engine): exact greedy agreement with HF generate under prefix
+sharing, refilling, compaction and cache shifts; EOS / finished / num_tokens semantics; seeding;
+the sampled distribution against softmax(top-k(logits / T)) computed by hand; top-k / top-p
+support; and sampling.generate / sample_solutions routed through it."""
+
+import copy
+
+import pytest
+import torch
+from scipy import stats as scipy_stats
+from transformers import LlamaConfig, LlamaForCausalLM
+from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+from easy2hard import engine, formats, modeling, sampling, synthetic, training
+from easy2hard.engine import EngineOptions, SamplingEngine, SamplingParams
+from easy2hard.sampling import SamplingConfig, sample_solutions
+
+TINY = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 2, "max_position_embeddings": 256}
+
+# Options that make a short run go through every mechanism: few slots (refills, a prompt's
+# samples split between refills), a tiny slack (cache shifts), host syncs every 3 steps
+# (rows finishing between syncs), small attention buckets.
+TIGHT = dict(num_slots=4, slack=2, sync_every=3, attend_bucket=8, refill_min_free=1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def data():
+    train, test = synthetic.generate_splits(200, 20, 0)
+    rows = [{**r, "steps": formats.split_reference_solution(r["solution"])} for r in train]
+    return rows, test
+
+
+@pytest.fixture(scope="module")
+def tokenizer(data):
+    rows, _ = data
+    texts = [formats.format_prompt(r["problem"]) + formats.format_solution(r["steps"], r["answer"]) for r in rows]
+    return modeling.train_tokenizer(texts, 400)
+
+
+@pytest.fixture(scope="module")
+def trained_model(data, tokenizer):
+    """Briefly fine-tuned, so greedy continuations depend on the prompt and often end in EOS."""
+    rows, _ = data
+    examples = [training.sft_example(r["problem"], r["steps"], r["answer"], tokenizer, 256) for r in rows]
+    config = training.TrainConfig(
+        learning_rate=5e-3, epochs=150 * 8 / len(examples), global_batch_size=8, micro_batch_size=8,
+        warmup_ratio=0.0, lr_scheduler="constant", deepspeed="never", seed=0,
+    )
+    model = modeling.build_tiny_llama(tokenizer, TINY, seed=0)
+    module, _ = training.train(model, examples, config, tokenizer.pad_token_id)
+    return module.eval()
+
+
+@pytest.fixture(scope="module")
+def eos_model(trained_model, tokenizer):
+    """The trained model with a bias towards EOS in its output layer (which HF generate applies
+    too, unlike a generation_config setting): rows end at many different lengths."""
+    model = copy.deepcopy(trained_model)
+    head = torch.nn.Linear(TINY["hidden_size"], len(tokenizer), bias=True)
+    with torch.no_grad():
+        head.weight.copy_(trained_model.lm_head.weight)
+        head.bias.zero_()
+        head.bias[tokenizer.eos_token_id] = 4.0
+    model.lm_head = head
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def questions(data):
+    _, test = data
+    chosen = [test[0], test[9], test[3], test[8], test[5], test[13]]
+    assert len({len(q["problem"]) for q in chosen}) > 1  # prompts of different lengths
+    return [{k: q[k] for k in ("unique_id", "problem", "level", "subject")} for q in chosen]
+
+
+@pytest.fixture(scope="module")
+def prompts(tokenizer, questions):
+    encoded = [sampling.encode_prompt(tokenizer, q["problem"]) for q in questions]
+    assert len({len(p) for p in encoded}) > 1
+    return encoded
+
+
+def hf_greedy(model, tokenizer, prompt, max_new_tokens):
+    """Unbatched HF greedy decoding, cut after the first EOS."""
+    ids = torch.tensor([prompt])
+    with torch.no_grad():
+        output = model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=max_new_tokens,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        )
+    tokens = output[0, len(prompt) :].tolist()
+    eos = tokenizer.eos_token_id
+    return tokens[: tokens.index(eos) + 1] if eos in tokens else tokens
+
+
+def run(model, tokenizer, prompts, num_samples, params, **options):
+    runner = SamplingEngine(model, EngineOptions(**options))
+    groups = list(runner.run(prompts, num_samples, params, pad_token_id=tokenizer.pad_token_id))
+    return groups, runner.stats
+
+
+# --------------------------------------------------------------------------------------- greedy
+
+
+@pytest.mark.parametrize("num_samples", [1, 3])
+@pytest.mark.parametrize("options", [dict(num_slots=64), TIGHT], ids=["roomy", "tight"])
+def test_greedy_equals_generate(trained_model, eos_model, tokenizer, prompts, num_samples, options):
+    params = SamplingParams(max_new_tokens=40, eos_token_id=tokenizer.eos_token_id, greedy=True)
+    for model in (trained_model, eos_model):
+        expected = [hf_greedy(model, tokenizer, p, 40) for p in prompts]
+        assert len({tuple(e) for e in expected}) >= 3  # prompt-dependent
+        # Both stopping rules occur, so both are compared.
+        assert {e[-1] == tokenizer.eos_token_id for e in expected} == {True, False}
+        groups, stats = run(model, tokenizer, prompts, num_samples, params, **options)
+        assert len(groups) == len(prompts)
+        for group, reference in zip(groups, expected):
+            assert group == [reference] * num_samples
+        if options is TIGHT:
+            assert stats.refills > 1 and stats.defrags > 0
+        else:  # every prompt prefilled once and shared by its samples
+            assert stats.prefill_calls == 1 and stats.prefilled_prompts == len(prompts)
+
+
+def test_greedy_equals_batched_left_padded_generate(trained_model, tokenizer, prompts):
+    """Also against one left-padded HF batch (what sampling.generate's hf path runs)."""
+    batch = sampling._left_pad(prompts, tokenizer.pad_token_id, "cpu")
+    with torch.no_grad():
+        output = trained_model.generate(
+            **batch, do_sample=False, max_new_tokens=30,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        )[:, batch["input_ids"].shape[1] :]
+    params = SamplingParams(max_new_tokens=30, eos_token_id=tokenizer.eos_token_id, greedy=True)
+    groups, _ = run(trained_model, tokenizer, prompts, 2, params, num_slots=5)
+    assert len(groups) == len(prompts)
+    for group, row in zip(groups, output.tolist()):
+        for tokens in group:
+            assert tokens == row[: len(tokens)]
+            assert len(tokens) == 30 or tokens[-1] == tokenizer.eos_token_id
+
+
+def test_generate_dicts_identical_to_hf_path(trained_model, tokenizer, prompts):
+    """sampling.generate through the engine gives the hf path's dicts (greedy: exactly)."""
+    config = dict(greedy=True, max_new_tokens=40, batch_size=4)
+    hf = list(sampling.generate(trained_model, tokenizer, prompts, SamplingConfig(**config, engine="hf"), progress=False))
+    ours = list(sampling.generate(trained_model, tokenizer, prompts, SamplingConfig(**config, engine="engine"), progress=False))
+    assert ours == hf
+    flat = [c for group in ours for c in group]
+    assert {c["finished"] for c in flat} == {True, False}
+    assert all(set(c) == {"text", "num_tokens", "finished"} for c in flat)
+
+
+# ------------------------------------------------------------------------------ EOS and layout
+
+
+def test_eos_finished_and_num_tokens(eos_model, tokenizer, prompts, monkeypatch):
+    """Sampled rows stop at EOS; the dicts carry the hf path's semantics for every row."""
+    seen = []
+    original = SamplingEngine.run
+
+    def spy(self, *args, **kwargs):
+        for group in original(self, *args, **kwargs):
+            seen.append(group)
+            yield group
+        seen.append(self.stats)
+
+    monkeypatch.setattr(SamplingEngine, "run", spy)
+    config = SamplingConfig(num_samples=5, temperature=1.0, top_k=0, max_new_tokens=12, batch_size=10, seed=0, engine="engine")
+    outputs = list(sampling.generate(eos_model, tokenizer, prompts, config, progress=False))
+    *groups, stats = seen
+    assert len(outputs) == len(groups) == len(prompts)
+    eos = tokenizer.eos_token_id
+    for group, dicts in zip(groups, outputs):
+        assert len(group) == len(dicts) == 5
+        for tokens, row in zip(group, dicts):
+            assert 1 <= len(tokens) <= 12
+            assert eos not in tokens[:-1]  # nothing after EOS
+            assert row["finished"] == (tokens[-1] == eos)
+            assert row["num_tokens"] == len(tokens)
+            if not row["finished"]:
+                assert row["num_tokens"] == 12
+            assert row["text"] == tokenizer.decode(tokens, skip_special_tokens=True)
+            assert tokenizer.eos_token not in row["text"] and tokenizer.pad_token not in row["text"]
+    flat = [row for dicts in outputs for row in dicts]
+    assert {row["finished"] for row in flat} == {True, False}
+    assert len({row["num_tokens"] for row in flat}) >= 4
+    # Rows of very different lengths: finished slots were refilled and the tail compacted.
+    assert stats.refills > 1 and stats.compactions >= 1
+    assert stats.batch_sizes[0] == 10 and stats.batch_sizes[-1] < 10
+
+
+def test_sample_solutions_rows_layout(trained_model, eos_model, tokenizer, questions):
+    for model, greedy in ((trained_model, True), (eos_model, False)):
+        config = dict(num_samples=3, temperature=0.7, top_k=20, max_new_tokens=16, batch_size=6, seed=0, greedy=greedy)
+        hf = list(sample_solutions(model, tokenizer, questions, SamplingConfig(**config, engine="hf"), progress=False))
+        ours = list(sample_solutions(model, tokenizer, questions, SamplingConfig(**config, engine="engine"), progress=False))
+        layout = ("unique_id", "level", "subject", "sample_index")
+        assert [tuple(r[k] for k in layout) for r in ours] == [tuple(r[k] for k in layout) for r in hf]
+        assert all(set(r) == set(h) for r, h in zip(ours, hf))
+        if greedy:
+            assert ours == hf
+        else:
+            for row in ours:
+                assert row["finished"] or row["num_tokens"] == 16
+
+
+# -------------------------------------------------------------------------------------- seeding
+
+
+def test_seeding_reproducible(eos_model, tokenizer, prompts):
+    def sample(seed, **options):
+        params = SamplingParams(max_new_tokens=16, eos_token_id=tokenizer.eos_token_id, temperature=1.0, top_k=0, seed=seed)
+        return run(eos_model, tokenizer, prompts, 4, params, **options)[0]
+
+    first = sample(0, num_slots=8)
+    assert sample(0, num_slots=8) == first
+    assert sample(0, **TIGHT) == sample(0, **TIGHT)
+    other = sample(1, num_slots=8)
+    flat_first = [tuple(t) for g in first for t in g]
+    flat_other = [tuple(t) for g in other for t in g]
+    assert sum(a != b for a, b in zip(flat_first, flat_other)) > len(flat_first) // 2
+    assert all(len(set(map(tuple, group))) > 1 for group in first)  # samples of one prompt differ
+
+
+# -------------------------------------------------------------------------------- distribution
+
+
+@pytest.fixture(scope="module")
+def peaky_model():
+    """A fixed tiny random model with sharp logits (so temperature and top-k visibly matter)."""
+    config = LlamaConfig(
+        vocab_size=48, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(40)
+    return model
+
+
+def by_hand(logits: torch.Tensor, temperature: float, top_k: int) -> torch.Tensor:
+    """softmax(top-k(logits / T)), written out without the engine's code."""
+    scaled = logits.double() / temperature
+    order = sorted(range(len(scaled)), key=lambda i: -float(scaled[i]))
+    keep = set(order[:top_k])
+    probs = torch.zeros_like(scaled)
+    total = sum(float(torch.exp(scaled[i] - scaled[order[0]])) for i in keep)
+    for i in keep:
+        probs[i] = float(torch.exp(scaled[i] - scaled[order[0]])) / total
+    return probs
+
+
+def next_logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([ids])).logits[0, -1]
+
+
+def assert_matches(counts: torch.Tensor, expected: torch.Tensor):
+    """Chi-square goodness of fit (bins with expected count < 5 pooled) and total variation."""
+    n = counts.sum().item()
+    assert counts[expected == 0].sum() == 0  # never outside the support
+    order = torch.argsort(expected, descending=True)
+    observed_bins, expected_bins, pooled_o, pooled_e = [], [], 0.0, 0.0
+    for i in order.tolist():
+        if expected[i] == 0:
+            continue
+        if expected[i] * n >= 5:
+            observed_bins.append(float(counts[i]))
+            expected_bins.append(float(expected[i]) * n)
+        else:
+            pooled_o += float(counts[i])
+            pooled_e += float(expected[i]) * n
+    if pooled_e > 0:
+        observed_bins.append(pooled_o)
+        expected_bins.append(pooled_e)
+    scale = sum(observed_bins) / sum(expected_bins)
+    p_value = scipy_stats.chisquare(observed_bins, [e * scale for e in expected_bins]).pvalue
+    total_variation = 0.5 * (counts.double() / n - expected).abs().sum().item()
+    assert p_value > 1e-3, (p_value, total_variation)
+    assert total_variation < 0.04, total_variation
+
+
+def test_sampled_tokens_follow_softmax_of_top_k(peaky_model):
+    """First token (from the shared prefill) and second token (from a decode step against the
+    slot cache) over 6000 samples of one prompt, against softmax(top-k(logits / T))."""
+    prompt, temperature, top_k, n = [1, 7, 30, 11, 5, 19], 0.7, 20, 6000
+    params = SamplingParams(max_new_tokens=2, eos_token_id=None, temperature=temperature, top_k=top_k, seed=123)
+    runner = SamplingEngine(peaky_model, EngineOptions(num_slots=512, attend_bucket=4))
+    (group,) = list(runner.run([prompt], n, params, pad_token_id=0))
+    assert runner.stats.prefilled_prompts == runner.stats.refills  # one prefill per refill, shared by its slots
+    vocab = peaky_model.config.vocab_size
+    first = torch.tensor([t[0] for t in group])
+    expected_first = by_hand(next_logits(peaky_model, prompt), temperature, top_k)
+    assert (expected_first > 0).sum() == top_k
+    assert expected_first.max() > 0.1  # a far-from-uniform target
+    assert_matches(torch.bincount(first, minlength=vocab), expected_first)
+    # Second token: conditional support per first token, marginal distribution as a mixture.
+    conditional = {t: by_hand(next_logits(peaky_model, prompt + [t]), temperature, top_k) for t in set(first.tolist())}
+    for tokens in group:
+        assert conditional[tokens[0]][tokens[1]] > 0  # inside the top-k of its own step
+    expected_second = sum(expected_first[t] * conditional[t] for t in conditional)
+    second = torch.tensor([t[1] for t in group])
+    assert_matches(torch.bincount(second, minlength=vocab), expected_second / expected_second.sum())
+    # The wrong temperature is detected: the target at T=1 is rejected.
+    wrong = by_hand(next_logits(peaky_model, prompt), 1.0, top_k)
+    with pytest.raises(AssertionError):
+        assert_matches(torch.bincount(first, minlength=vocab), wrong)
+
+
+def test_top_p_support_and_distribution(peaky_model):
+    prompt, n = [1, 3, 9, 4], 4000
+    params = SamplingParams(max_new_tokens=1, eos_token_id=None, temperature=0.9, top_k=0, top_p=0.8, seed=5)
+    (group,) = list(SamplingEngine(peaky_model, EngineOptions(num_slots=1000)).run([prompt], n, params, pad_token_id=0))
+    logits = next_logits(peaky_model, prompt)[None]
+    hf = TopPLogitsWarper(0.8)(None, TemperatureLogitsWarper(0.9)(None, logits))[0]
+    expected = torch.softmax(hf.double(), -1)
+    assert 1 < (expected > 0).sum() < len(expected)
+    assert_matches(torch.bincount(torch.tensor([t[0] for t in group]), minlength=len(expected)), expected)
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(0.7, 20, 1.0), (1.0, 5, 0.9), (1.3, 0, 0.5), (0.5, 50, 1.0)])
+def test_warp_logits_matches_hf_warpers(temperature, top_k, top_p):
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 200, generator=generator) * 3
+    logits[:, 10] = logits[:, 11]  # ties at arbitrary ranks
+    expected = logits
+    for warper in (TemperatureLogitsWarper(temperature), TopKLogitsWarper(top_k) if top_k else None,
+                   TopPLogitsWarper(top_p) if top_p < 1 else None):
+        if warper is not None:
+            expected = warper(None, expected)
+    assert torch.equal(engine.warp_logits(logits, temperature, top_k, top_p), expected)
+
+
+def test_top_k_support_never_violated():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(5000, 300, generator=generator) * 2
+    params = SamplingParams(max_new_tokens=1, eos_token_id=None, temperature=0.7, top_k=7)
+    chosen = engine.next_tokens(logits.clone(), params, torch.zeros(5000, dtype=torch.long), torch.Generator().manual_seed(1))
+    allowed = torch.topk(logits, 7).indices
+    assert (allowed == chosen[:, None]).any(dim=1).all()
+    assert len(set(chosen.tolist())) > 250  # not degenerate
+
+
+def test_min_new_tokens_suppresses_eos(eos_model, tokenizer, prompts):
+    params = SamplingParams(max_new_tokens=10, min_new_tokens=10, eos_token_id=tokenizer.eos_token_id, temperature=1.0, top_k=0)
+    groups, _ = run(eos_model, tokenizer, prompts, 3, params, num_slots=6)
+    assert all(len(tokens) == 10 and tokenizer.eos_token_id not in tokens for g in groups for tokens in g)
+
+
+# ------------------------------------------------------------------------------- routing, flags
+
+
+def test_auto_mode_on_cpu_uses_generate_and_unsupported_models(trained_model, tokenizer, prompts, monkeypatch):
+    calls = []
+    original = trained_model.generate
+    monkeypatch.setattr(trained_model, "generate", lambda **kw: calls.append(kw) or original(**kw))
+    config = SamplingConfig(num_samples=2, max_new_tokens=3, batch_size=4)
+    assert not sampling.use_engine(trained_model, config)
+    list(sampling.generate(trained_model, tokenizer, prompts[:2], config, progress=False))
+    assert len(calls) == 1
+    monkeypatch.setenv("EASY2HARD_SAMPLING_ENGINE", "engine")
+    assert sampling.use_engine(trained_model, config)
+    assert not sampling.use_engine(trained_model, SamplingConfig(engine="hf"))
+    with pytest.raises(ValueError, match="sampling.engine"):
+        sampling.use_engine(trained_model, SamplingConfig(engine="fast"))
+    biased = copy.deepcopy(trained_model)
+    biased.generation_config.sequence_bias = {(tokenizer.eos_token_id,): 3.0}
+    assert "sequence_bias" in engine.unsupported_reason(biased)
+    with pytest.raises(ValueError, match="sequence_bias"):
+        sampling.use_engine(biased, SamplingConfig(engine="engine"))
+    # The model's attention implementation is restored after a run.
+    assert trained_model.config._attn_implementation == "sdpa"
+
+
+def test_compile_flag_off_on_cpu_and_traceable(trained_model, tokenizer, prompts):
+    assert SamplingEngine(trained_model).compile is False
+    # The decode step traces with dynamo (the 'eager' backend: no Inductor build on CPU) and
+    # gives the same tokens; the CUDA path is this with Inductor + CUDA graphs.
+    params = SamplingParams(max_new_tokens=12, eos_token_id=tokenizer.eos_token_id, greedy=True)
+    compiled, _ = run(trained_model, tokenizer, prompts[:3], 2, params, num_slots=4, compile=True, compile_backend="eager")
+    plain, _ = run(trained_model, tokenizer, prompts[:3], 2, params, num_slots=4)
+    assert compiled == plain
+
+
+def test_fit_slots():
+    assert engine.fit_slots(512, 1000, 10**9, 0.8) == 512
+    assert engine.fit_slots(512, 10**6, 100 * 10**6, 0.8) == 80
+    assert engine.fit_slots(512, 10**6, 100 * 10**6, 0.8, multiple=32) == 64
+    assert engine.fit_slots(512, 10**9, 10**6, 0.8) == 1
+
+
+@pytest.mark.parametrize("attention,kv_heads", [("eager", 4), ("sdpa", 4), ("eager", 2)])
+def test_other_attention_layouts_match_generate(attention, kv_heads):
+    """Eager attention (float masks) and multi-head (no GQA) models agree with generate too."""
+    config = LlamaConfig(
+        vocab_size=48, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=kv_heads, bos_token_id=1, eos_token_id=2, pad_token_id=0, attn_implementation=attention,
+    )
+    torch.manual_seed(3)
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(40)
+    generator = torch.Generator().manual_seed(0)
+    prompts = [[1] + torch.randint(3, 48, (n,), generator=generator).tolist() for n in (4, 9, 2, 6)]
+
+    class Tok:
+        eos_token_id, pad_token_id = 2, 0
+
+    expected = [hf_greedy(model, Tok, p, 25) for p in prompts]
+    assert len({tuple(e) for e in expected}) > 1
+    params = SamplingParams(max_new_tokens=25, eos_token_id=2, greedy=True)
+    groups, _ = run(model, Tok, prompts, 2, params, **TIGHT)
+    assert groups == [[e, e] for e in expected]
+    assert model.config._attn_implementation == attention
+
+
+def test_auto_falls_back_to_generate_when_the_engine_fails(trained_model, tokenizer, prompts, monkeypatch):
+    """Under `auto`, an engine failure (e.g. a GPU the CUDA-graph path has not met) costs speed,
+    not the run; an explicit `engine` re-raises."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("graph capture failed")
+
+    monkeypatch.setattr(sampling, "use_engine", lambda model, config: config.engine != "hf")
+    monkeypatch.setattr(engine.SamplingEngine, "run", broken)
+    config = sampling.SamplingConfig(num_samples=1, greedy=True, max_new_tokens=8, batch_size=8, engine="auto")
+    with pytest.warns(UserWarning, match="falling back to generate"):
+        fallback = list(sampling.generate(trained_model, tokenizer, prompts[:3], config, progress=False))
+    reference = list(sampling.generate(trained_model, tokenizer, prompts[:3], sampling.SamplingConfig(
+        num_samples=1, greedy=True, max_new_tokens=8, batch_size=8, engine="hf"), progress=False))
+    assert fallback == reference
+    with pytest.raises(RuntimeError):
+        list(sampling.generate(trained_model, tokenizer, prompts[:3], sampling.SamplingConfig(
+            num_samples=1, greedy=True, max_new_tokens=8, batch_size=8, engine="engine"), progress=False))
