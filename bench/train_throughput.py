@@ -208,7 +208,9 @@ def main() -> None:
             sys.exit(f"{variant} failed:\n{output.stderr[-4000:]}")
         results[variant] = json.loads(line[len("RESULT "):])
     os.unlink(handle.name)
-    names = {"hf": "HF Trainer + DeepSpeed, padded", "ours": "easy2hard loop, packed"}
+    on_gpu = results["hf"]["device"] == "cuda"
+    names = {"hf": "HF Trainer + DeepSpeed, padded" if on_gpu else "HF Trainer (CPU), padded",
+             "ours": "easy2hard loop, packed"}
     for variant, result in results.items():
         mfu = 6 * result["params"] * result["tokens_per_s"] / (args.peak_tflops * 1e12)
         print(f"{names[variant]:32s} {result['tokens_per_s']:10.0f} useful tokens/s   MFU {100 * mfu:5.2f}% "
