@@ -105,7 +105,7 @@ def prm_data_inputs(wildcards):
         return {
             "prm800k": prm["prm800k"]["files"],
             "math_files": prm["prm800k"]["math_files"],
-            "test_questions": "results/data/test.jsonl",
+            "test_questions": ["results/data/test.jsonl", "results/data/valid.jsonl"],
         }
     return {
         "graded": "results/graded/sft/train.jsonl",
@@ -126,5 +126,5 @@ def prm_data_params(wildcards):
 
 def prm_data_args(wildcards, input):
     if config["evaluators"]["prm"]["source"] == "prm800k":
-        return f"--math-files {' '.join(input.math_files)} --test-questions {input.test_questions}"
+        return f"--math-files {' '.join(input.math_files)} --test-questions {' '.join(input.test_questions)}"
     return f"--graded {input.graded} --train-easy {input.train_easy} --policy {input.policy}"

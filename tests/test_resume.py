@@ -58,7 +58,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(data, tmp_path):
         training.train(modeling.build_tiny_llama(tokenizer, SHAPE, 0), examples, config(), tokenizer.pad_token_id,
                        loss_fn=crashing_loss, checkpoint_dir=checkpoints)
     assert training.latest_checkpoint(checkpoints) == "step-6"
-    assert sorted(p.name for p in Path(checkpoints).iterdir()) == ["complete", "step-6"]  # older ones removed
+    assert sorted(p.name for p in Path(checkpoints).iterdir()) == ["complete", "fingerprint", "step-6"]  # older ones removed
     # A fresh model: everything must come from the checkpoint.
     resumed, history = training.train(modeling.build_tiny_llama(tokenizer, SHAPE, 1), examples, config(),
                                       tokenizer.pad_token_id, checkpoint_dir=checkpoints)
@@ -147,3 +147,27 @@ def test_deepspeed_zero2_resumes_on_cpu(tmp_path):
                             timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert float(result.stdout.split("MAXDIFF")[1]) < 1e-6
+
+
+def test_a_stale_checkpoint_is_not_resumed(data, tmp_path):
+    """After a killed run, changed settings start afresh instead of resuming the old optimizer."""
+    tokenizer, examples = data
+    calls = {"n": 0}
+
+    def crashing_loss(model, batch):
+        calls["n"] += 1
+        if calls["n"] > 2 * 7:
+            raise Crash
+        return training.causal_lm_loss(model, batch)
+
+    checkpoints = str(tmp_path / "run.checkpoints")
+    with pytest.raises(Crash):
+        training.train(modeling.build_tiny_llama(tokenizer, SHAPE, 0), examples, config(), tokenizer.pad_token_id,
+                       loss_fn=crashing_loss, checkpoint_dir=checkpoints)
+    assert training.latest_checkpoint(checkpoints) == "step-6"
+    changed = config(learning_rate=1e-3)
+    _, history = training.train(modeling.build_tiny_llama(tokenizer, SHAPE, 0), examples, changed,
+                                tokenizer.pad_token_id, checkpoint_dir=checkpoints)
+    assert history[0]["step"] == 1  # started from scratch
+    _, reference = training.train(modeling.build_tiny_llama(tokenizer, SHAPE, 0), examples, changed, tokenizer.pad_token_id)
+    assert [r["loss"] for r in history] == pytest.approx([r["loss"] for r in reference], rel=1e-5)

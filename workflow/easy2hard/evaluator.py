@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoModelForTokenClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
 
 from easy2hard import formats
 from easy2hard.sampling import encode_prompt
@@ -129,7 +129,11 @@ def bce_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 def load_backbone(path: str, dtype: torch.dtype = torch.float32):
     """An evaluator initialised from a policy folder (the scalar head is new) or a saved evaluator."""
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForTokenClassification.from_pretrained(path, num_labels=1, dtype=dtype)
+    # No dropout before the head (transformers' default is 0.1): scores are deterministic and a
+    # resumed run matches an uninterrupted one.
+    config = AutoConfig.from_pretrained(path, num_labels=1)
+    config.classifier_dropout = 0.0
+    model = AutoModelForTokenClassification.from_pretrained(path, config=config, dtype=dtype)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id

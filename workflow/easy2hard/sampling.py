@@ -98,19 +98,22 @@ def generate(
             max_new_tokens=config.max_new_tokens, eos_token_id=tokenizer.eos_token_id, greedy=config.greedy,
             temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, seed=config.seed * 1_000_003,
         )
+        yielded = 0
         try:
             runner = sampling_engine.SamplingEngine(model, options)
-            groups = runner.run(prompts, num_samples, params, pad_token_id=tokenizer.pad_token_id, on_finished=bar.update)
+            for group in runner.run(prompts, num_samples, params, pad_token_id=tokenizer.pad_token_id, on_finished=bar.update):
+                yield [_decode(tokenizer, torch.tensor(tokens, dtype=torch.long)) for tokens in group]
+                yielded += 1
         except Exception as error:  # noqa: BLE001
             # The engine's CUDA-graph path has not met every GPU/driver yet: under `auto` a failure
-            # costs speed, not the run (an explicit `engine` re-raises).
+            # costs speed, not the run (an explicit `engine` re-raises). Prompts already answered
+            # are not sampled again.
             if (config.engine or os.environ.get("EASY2HARD_SAMPLING_ENGINE") or "auto") != "auto":
                 raise
             warnings.warn(f"sampling engine failed ({error!r}); falling back to generate", stacklevel=2)
-            bar.reset()
+            prompts = prompts[yielded:]
+            bar.reset(total=len(prompts) * num_samples)
         else:
-            for group in groups:
-                yield [_decode(tokenizer, torch.tensor(tokens, dtype=torch.long)) for tokens in group]
             bar.close()
             return
     prompts_per_batch = max(1, config.batch_size // num_samples)

@@ -8,6 +8,7 @@ plain-torch engine with the same three-call interface otherwise, so GPU and CPU 
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 import json
 import logging
@@ -209,7 +210,8 @@ class TorchEngine:
         torch.save(state, Path(directory, tag, "state.pt"))
 
     def load_checkpoint(self, directory: str, tag: str) -> tuple[str, dict]:
-        state = torch.load(Path(directory, tag, "state.pt"), map_location=self.device, weights_only=False)
+        # On the CPU: RNG states must stay CPU tensors; the state dicts move on load.
+        state = torch.load(Path(directory, tag, "state.pt"), map_location="cpu", weights_only=False)
         self.module.load_state_dict(state["module"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -316,7 +318,33 @@ def latest_checkpoint(directory: str | None) -> str | None:
     return marker.read_text().strip() if marker.exists() else None
 
 
-def save_checkpoint(engine, directory: str, step: int, history: list[dict]) -> None:
+def run_fingerprint(config: TrainConfig, examples: list[dict], engine_kind: str) -> str:
+    """What a checkpoint must match to be resumed: the settings, the data, the process layout."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([asdict(config), world()[1], engine_kind], sort_keys=True).encode())
+    for example in examples:
+        digest.update(json.dumps([example["input_ids"], example["labels"]]).encode())
+    return digest.hexdigest()
+
+
+def usable_checkpoint(directory: str | None, fingerprint: str) -> str | None:
+    """The latest checkpoint if it belongs to this very run; a stale one (other settings or data
+    after a killed run) is removed rather than silently resumed."""
+    tag = latest_checkpoint(directory)
+    if tag is None:
+        return None
+    recorded = Path(directory, "fingerprint")
+    if recorded.exists() and recorded.read_text().strip() == fingerprint:
+        return tag
+    log.warning("ignoring checkpoints in %s: they belong to a run with other settings or data", directory)
+    if world()[0] == 0:
+        shutil.rmtree(directory, ignore_errors=True)
+    if world()[1] > 1:
+        torch.distributed.barrier()
+    return None
+
+
+def save_checkpoint(engine, directory: str, step: int, history: list[dict], fingerprint: str) -> None:
     """Checkpoint every process's engine state; then mark it complete and drop the older one."""
     tag = f"step-{step}"
     previous = latest_checkpoint(directory)
@@ -326,6 +354,7 @@ def save_checkpoint(engine, directory: str, step: int, history: list[dict]) -> N
         torch.distributed.barrier()
     if rank == 0:
         # Our own marker ("latest" is DeepSpeed's): written only once the state is on disk.
+        Path(directory, "fingerprint").write_text(fingerprint)
         Path(directory, "complete.tmp").write_text(tag)
         os.replace(Path(directory, "complete.tmp"), Path(directory, "complete"))
         if previous and previous != tag:
@@ -369,7 +398,8 @@ def train(
     engine = make_engine(model, config, len(batches), accumulation_steps)
     device = engine.device
     history, done = [], 0
-    tag = latest_checkpoint(checkpoint_dir)
+    fingerprint = run_fingerprint(config, examples, type(engine).__name__) if checkpoint_dir else ""
+    tag = usable_checkpoint(checkpoint_dir, fingerprint)
     if tag is not None:
         _, client_state = engine.load_checkpoint(checkpoint_dir, tag=tag)
         history, done = client_state["history"], client_state["step"]
@@ -398,9 +428,11 @@ def train(
         if step % config.log_every == 0:
             progress.set_postfix(loss=f"{record['loss']:.4f}")
         if checkpoint_dir and config.checkpoint_every and step % config.checkpoint_every == 0 and step < len(batches):
-            save_checkpoint(engine, checkpoint_dir, step, history)
+            save_checkpoint(engine, checkpoint_dir, step, history, fingerprint)
     module = engine.module
     module.eval()
+    if world_size > 1:
+        torch.distributed.barrier()  # every rank done before rank 0 saves and the job ends
     return module, history
 
 

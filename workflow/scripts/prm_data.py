@@ -14,7 +14,8 @@ def human_labels(args, cfg):
     for path in args.math_files:
         for row in read_jsonl(path, required=("problem", "level")):
             levels[row["problem"].strip()] = row["level"]
-    test_problems = {row["problem"].strip() for row in read_jsonl(args.test_questions, required=("problem",))}
+    # Test and validation problems never become training data.
+    test_problems = {r["problem"].strip() for path in args.test_questions for r in read_jsonl(path, required=("problem",))}
     records = [r for path in cfg["prm800k"]["files"] for r in evaluator_data.read_prm800k(path)]
     examples, counts = evaluator_data.prm800k_examples(
         records, levels, cfg["easy_levels"], test_problems, ", ".join(cfg["prm800k"]["files"])
@@ -75,7 +76,7 @@ if __name__ == "__main__":
     p.add_argument("--train-easy")
     p.add_argument("--policy")
     p.add_argument("--math-files", nargs="*", default=[])
-    p.add_argument("--test-questions")
+    p.add_argument("--test-questions", nargs="*", default=[])
     p.add_argument("--out", required=True)
     p.add_argument("--stats", required=True)
     args = p.parse_args()
