@@ -23,14 +23,6 @@ TINY = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads"
 TIGHT = dict(num_slots=4, slack=2, sync_every=3, attend_bucket=8, refill_min_free=1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def data():
     train, test = synthetic.generate_splits(200, 20, 0)

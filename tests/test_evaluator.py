@@ -12,15 +12,6 @@ from easy2hard.evaluator import IGNORE_LABEL, AlignmentError
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 2, "max_position_embeddings": 256}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """A background pipeline shares the 2 cores; one thread is also fastest for a model this small."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def rows() -> list[dict]:
     train, test = synthetic.generate_splits(100, 10, 0)

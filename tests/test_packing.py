@@ -8,8 +8,6 @@ from easy2hard import evaluator, formats, modeling, synthetic, training
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     train, _ = synthetic.generate_splits(60, 10, 0)
     texts = [formats.format_prompt(r["problem"]) + r["solution"] for r in train]
     tokenizer = modeling.train_tokenizer(texts, 400)
@@ -20,7 +18,6 @@ def setup(tmp_path_factory):
         steps = formats.split_reference_solution(row["solution"])
         rows.append((row["problem"], steps, row["answer"]))
     yield tokenizer, model, rows
-    torch.set_num_threads(threads)
 
 
 def test_pack_layout(setup):

@@ -18,8 +18,6 @@ SHAPE = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads
 
 @pytest.fixture(scope="module")
 def data():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     train, _ = synthetic.generate_splits(40, 10, 0)
     tokenizer = modeling.train_tokenizer([formats.format_prompt(r["problem"]) + r["solution"] for r in train], 400)
     examples = [
@@ -27,7 +25,6 @@ def data():
         for r in train
     ]
     yield tokenizer, examples
-    torch.set_num_threads(threads)
 
 
 def config(**overrides):

@@ -20,16 +20,6 @@ from easy2hard.training import IGNORE_INDEX, TrainConfig
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 2, "max_position_embeddings": 256}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """A model this small runs fastest on one thread; two threads on a busy 2-core machine
-    oversubscribe and run ~50x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def rows() -> list[dict]:
     train, _ = synthetic.generate_splits(200, 20, 0)
