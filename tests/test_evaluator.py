@@ -222,14 +222,14 @@ def test_training_example_too_long_and_unknown_mode(tokenizer, rows):
 
 
 def test_collate_pads_with_ignore_label():
-    batch = evaluator.collate(
+    batch = training.collate(
         [{"input_ids": [5, 6, 7], "labels": [IGNORE_LABEL, 1.0, 0.5]}, {"input_ids": [8], "labels": [0.0]}], pad_token_id=2
     )
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 2, 2]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"].dtype == torch.float32
     assert batch["labels"].tolist() == [[-100.0, 1.0, 0.5], [0.0, -100.0, -100.0]]
-    unlabelled = evaluator.collate([{"input_ids": [1, 2]}, {"input_ids": [3]}], pad_token_id=0)
+    unlabelled = training.collate([{"input_ids": [1, 2]}, {"input_ids": [3]}], pad_token_id=0)
     assert set(unlabelled) == {"input_ids", "attention_mask"}
 
 
@@ -289,7 +289,7 @@ def toy_examples(rows, tokenizer, count=16):
 
 def dataset_loss(model, examples, pad_token_id):
     with torch.no_grad():
-        return evaluator.bce_loss(model, evaluator.collate(examples, pad_token_id)).item()
+        return evaluator.bce_loss(model, training.collate(examples, pad_token_id)).item()
 
 
 def test_training_lowers_the_loss(policy_dir, rows):
@@ -301,7 +301,7 @@ def test_training_lowers_the_loss(policy_dir, rows):
         learning_rate=1e-2, epochs=15, global_batch_size=8, micro_batch_size=8, max_length=256,
         warmup_ratio=0.0, lr_scheduler="constant", deepspeed="never", seed=0,
     )
-    module, history = training.train(model, examples, config, tokenizer.pad_token_id, loss_fn=evaluator.bce_loss, collate_fn=evaluator.collate)
+    module, history = training.train(model, examples, config, tokenizer.pad_token_id, loss_fn=evaluator.bce_loss)
     after = dataset_loss(module, examples, tokenizer.pad_token_id)
     assert len(history) == 30
     assert after < 0.25 * before  # ~0.69 -> ~0.01: the step-end label is learnt

@@ -58,7 +58,7 @@ def test_packed_evaluator_loss_equals_padded(setup, tmp_path):
         labels = [float(index % 2)] * len(steps) + [1.0]
         row = {"unique_id": str(index), "problem": problem, "steps": steps, "answer": answer, "labels": labels, "kind": "prm"}
         examples.append(evaluator.training_example(row, tokenizer, 512, "all"))
-    padded = evaluator.collate(examples, tokenizer.pad_token_id)
+    padded = training.collate(examples, tokenizer.pad_token_id)
     packed = training.pack(examples, tokenizer.pad_token_id, max_length=512)
     assert packed["labels"].dtype == torch.float32
     assert evaluator.bce_loss(reward_model, packed).item() == pytest.approx(

@@ -16,7 +16,7 @@ from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokeni
 
 from easy2hard import formats
 from easy2hard.sampling import encode_prompt
-from easy2hard.training import model_inputs
+from easy2hard.training import collate, model_inputs
 
 IGNORE_LABEL = -100.0
 
@@ -100,21 +100,6 @@ def training_example(example: dict, tokenizer, max_length: int, label_tokens: st
         else:
             raise ValueError(f"unknown label_tokens {label_tokens!r} (all | step_end)")
     return {"input_ids": rendered.input_ids, "labels": labels}
-
-
-def collate(examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a micro-batch; labels (when the examples have them) padded with IGNORE_LABEL."""
-    width = max(len(example["input_ids"]) for example in examples)
-    batch = {"input_ids": [], "attention_mask": []}
-    for example in examples:
-        pad = width - len(example["input_ids"])
-        batch["input_ids"].append(example["input_ids"] + [pad_token_id] * pad)
-        batch["attention_mask"].append([1] * len(example["input_ids"]) + [0] * pad)
-    tensors = {key: torch.tensor(value) for key, value in batch.items()}
-    if "labels" in examples[0]:
-        labels = [example["labels"] + [IGNORE_LABEL] * (width - len(example["labels"])) for example in examples]
-        tensors["labels"] = torch.tensor(labels, dtype=torch.float32)
-    return tensors
 
 
 def bce_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:

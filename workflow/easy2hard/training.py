@@ -82,16 +82,26 @@ def sft_example(problem: str, steps: list[str], answer: str, tokenizer, max_leng
     return {"input_ids": input_ids, "labels": labels}
 
 
+def _label_pad(labels: list) -> int | float:
+    """The ignore value in the labels' own type: token ids (SFT) or float targets (evaluators)."""
+    return IGNORE_INDEX if isinstance(labels[0], int) else float(IGNORE_INDEX)
+
+
 def collate(examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a micro-batch to its longest example."""
+    """Right-pad a micro-batch to its longest example; labels (when present) padded with the
+    ignore value in their own type (float labels come out as float32)."""
     width = max(len(example["input_ids"]) for example in examples)
-    batch = {"input_ids": [], "labels": [], "attention_mask": []}
+    batch = {"input_ids": [], "attention_mask": []}
     for example in examples:
         pad = width - len(example["input_ids"])
         batch["input_ids"].append(example["input_ids"] + [pad_token_id] * pad)
-        batch["labels"].append(example["labels"] + [IGNORE_INDEX] * pad)
         batch["attention_mask"].append([1] * len(example["input_ids"]) + [0] * pad)
-    return {key: torch.tensor(value) for key, value in batch.items()}
+    tensors = {key: torch.tensor(value) for key, value in batch.items()}
+    if "labels" in examples[0]:
+        fill = _label_pad(examples[0]["labels"])
+        labels = torch.tensor([e["labels"] + [fill] * (width - len(e["labels"])) for e in examples])
+        tensors["labels"] = labels.float() if labels.is_floating_point() else labels
+    return tensors
 
 
 def pack(examples: list[dict], pad_token_id: int, max_length: int) -> dict[str, torch.Tensor]:
@@ -112,7 +122,7 @@ def pack(examples: list[dict], pad_token_id: int, max_length: int) -> dict[str, 
         else:
             rows.append([example])
     width = max(sum(len(e["input_ids"]) for e in row) for row in rows)
-    label_pad = IGNORE_INDEX if isinstance(examples[0]["labels"][0], int) else float(IGNORE_INDEX)
+    label_pad = _label_pad(examples[0]["labels"])
     batch = {"input_ids": [], "labels": [], "position_ids": []}
     for row in rows:
         input_ids, labels, positions = [], [], []
@@ -367,7 +377,6 @@ def train(
     config: TrainConfig,
     pad_token_id: int,
     loss_fn: Callable = causal_lm_loss,
-    collate_fn: Callable = collate,
     checkpoint_dir: str | None = None,
 ) -> tuple[object, list[dict]]:
     """Optimise `loss_fn` over `examples`; returns (trained module, per-step log).
@@ -392,8 +401,8 @@ def train(
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     model.train()
-    if config.packing:
-        collate_fn = functools.partial(pack, max_length=config.max_length)
+    # Packed rows or padded ones: the loss over each micro-batch is the same (tests/test_packing.py).
+    collate_fn = functools.partial(pack, max_length=config.max_length) if config.packing else collate
     batches = global_batches(len(examples), config.global_batch_size, config.epochs, config.seed)
     engine = make_engine(model, config, len(batches), accumulation_steps)
     device = engine.device

@@ -28,7 +28,7 @@ if __name__ == "__main__":
     if len(kept) < len(examples):
         logging.warning("skipped %d examples longer than max_length %d", len(examples) - len(kept), config.max_length)
     module, history = training.train(
-        model, kept, config, tokenizer.pad_token_id, loss_fn=evaluator.bce_loss, collate_fn=evaluator.collate,
+        model, kept, config, tokenizer.pad_token_id, loss_fn=evaluator.bce_loss,
         checkpoint_dir=training.checkpoint_dir_for(args.out),
     )
     training.save_model(module, tokenizer, args.out, history, config, {"label_tokens": label_tokens, "num_examples": len(kept)})
