@@ -1,6 +1,7 @@
 """Base models: the offline byte-level tokenizer, the tiny Llama, save/load, package paths, GGUF."""
 
 import importlib.util
+import math
 import json
 import os
 import time
@@ -200,4 +201,22 @@ def test_load_smollm2_from_gguf():
     assert torch.isfinite(logits).all()
     assert logits.std() > 0.1  # real weights, not an empty shell
     assert tokenizer.decode(encoded["input_ids"][0], skip_special_tokens=True).startswith("# Question")
-    print(f"SmolLM2 GGUF load + forward: {time.perf_counter() - start:.1f}s")
+
+    # The real-model path of the pipeline: an SFT example, one training step, greedy sampling,
+    # and evaluator score positions with SmolLM2's own tokenizer.
+    from easy2hard import evaluator, sampling, training
+
+    steps = ["We have $2+3=5$.", "So the answer is $5$."]
+    example = training.sft_example("What is $2+3$?", steps, "5", tokenizer, 768)
+    assert example["input_ids"][-1] == tokenizer.eos_token_id
+    rendered = evaluator.render(tokenizer, "What is $2+3$?", steps, "5")
+    assert [tokenizer.decode([rendered.input_ids[p]]) for p in rendered.positions][:2] == ["\n", "\n"]
+    config = training.TrainConfig(learning_rate=1e-5, epochs=1, global_batch_size=2, micro_batch_size=2,
+                                  max_length=768, deepspeed="never", seed=0)
+    module, history = training.train(model, [example, example], config, tokenizer.pad_token_id)
+    assert len(history) == 1 and math.isfinite(history[0]["loss"])
+    prompt = sampling.encode_prompt(tokenizer, "What is $2+3$?")
+    greedy = sampling.SamplingConfig(greedy=True, max_new_tokens=24, batch_size=1)
+    (continuations,) = list(sampling.generate(module, tokenizer, [prompt], greedy, progress=False))
+    assert continuations[0]["num_tokens"] <= 24 and continuations[0]["text"].strip()
+    print(f"SmolLM2 GGUF load, forward, train step and sampling: {time.perf_counter() - start:.1f}s")
