@@ -347,3 +347,20 @@ def test_bce_loss_without_labelled_tokens_is_zero_not_nan():
              "labels": torch.full((2, 3), evaluator.IGNORE_LABEL)}
     loss = evaluator.bce_loss(Constant(), batch)
     assert loss.item() == 0.0 and loss.requires_grad
+
+
+def test_bf16_backbone_keeps_an_fp32_head(policy_dir):
+    model, _ = evaluator.load_backbone(str(policy_dir), dtype=torch.bfloat16)
+    assert model.score.weight.dtype == torch.float32
+    assert next(model.model.parameters()).dtype == torch.bfloat16
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([[1, 5, 6, 7]])).logits
+    assert logits.dtype == torch.float32
+
+
+def test_truncated_answer_is_read_at_its_last_token_not_an_eos(tokenizer):
+    finished = evaluator.render(tokenizer, "Compute $1+1$.", ["We add."], "2")
+    cut = evaluator.render(tokenizer, "Compute $1+1$.", ["We add."], "2", finished=False)
+    assert finished.input_ids[-1] == tokenizer.eos_token_id and finished.positions[-1] == len(finished.input_ids) - 1
+    assert tokenizer.eos_token_id not in cut.input_ids[cut.solution_start:]
+    assert cut.positions[-1] == len(cut.input_ids) - 1 and cut.positions[0] == finished.positions[0]

@@ -41,8 +41,11 @@ def solution_text(steps: list[str], answer: str | None) -> str:
     return body + formats.ANSWER_MARKER + answer.strip()
 
 
-def render(tokenizer, problem: str, steps: list[str], answer: str | None) -> Rendered:
-    """Token ids of prompt + solution (+ EOS after an answer) and the score position of each unit."""
+def render(tokenizer, problem: str, steps: list[str], answer: str | None, finished: bool = True) -> Rendered:
+    """Token ids of prompt + solution (+ EOS after an answer) and the score position of each unit.
+
+    A solution cut off by the token limit (`finished` False) gets no EOS: its answer unit is
+    read at its last token, so a truncated answer is not scored as a completed one."""
     prompt_ids = encode_prompt(tokenizer, problem)
     text = solution_text(steps, answer)
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -54,9 +57,11 @@ def render(tokenizer, problem: str, steps: list[str], answer: str | None) -> Ren
         cursor += len(formats.STEP_SEPARATOR)
     positions = [_token_at(offsets, char) for char in newline_chars]
     input_ids = prompt_ids + ids
-    if answer is not None:
+    if answer is not None and finished:
         input_ids = input_ids + [tokenizer.eos_token_id]
         positions.append(len(ids))  # the EOS that ends the answer, in solution coordinates
+    elif answer is not None:
+        positions.append(len(ids) - 1)
     units = len(steps) + (answer is not None)
     if len(positions) != units or None in positions or any(b <= a for a, b in zip(positions, positions[1:])):
         raise AlignmentError(f"{units} scoring units but score positions {positions} in {text[:80]!r}...")
@@ -119,6 +124,11 @@ def load_backbone(path: str, dtype: torch.dtype = torch.float32):
     config = AutoConfig.from_pretrained(path, num_labels=1)
     config.classifier_dropout = 0.0
     model = AutoModelForTokenClassification.from_pretrained(path, config=config, dtype=dtype)
+    if dtype != torch.float32:
+        # A bf16 head would leave ~3 significant digits in the scores (ties in best-of-N): the
+        # backbone runs in `dtype`, the scalar head in fp32 on fp32 hidden states.
+        model.score.float()
+        model.score.register_forward_pre_hook(lambda module, inputs: tuple(x.float() for x in inputs))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -127,12 +137,12 @@ def load_backbone(path: str, dtype: torch.dtype = torch.float32):
 
 @torch.inference_mode()
 def score_solutions(model, tokenizer, solutions: list[dict], batch_size: int) -> list[list[float]]:
-    """Per-unit scores (sigmoid) of each {problem, completion}: its steps, then its answer."""
+    """Per-unit scores (sigmoid) of each {problem, completion, finished?}: its steps, then its answer."""
     device = next(model.parameters()).device
     rendered = []
     for solution in solutions:
         steps, answer = formats.parse_solution(solution["completion"])
-        rendered.append(render(tokenizer, solution["problem"], steps, answer))
+        rendered.append(render(tokenizer, solution["problem"], steps, answer, solution.get("finished", True)))
     # Longest first, so each batch pads little; results are put back in input order.
     order = sorted(range(len(rendered)), key=lambda i: -len(rendered[i].input_ids))
     scores: list[list[float]] = [[] for _ in rendered]

@@ -16,7 +16,10 @@ if __name__ == "__main__":
     model.to(device).eval()
     problems = {row["unique_id"]: row["problem"] for row in read_jsonl(args.questions, required=("unique_id", "problem"))}
     samples = read_jsonl(args.samples, required=("unique_id", "sample_index", "completion"))
-    solutions = [{"problem": problems[s["unique_id"]], "completion": s["completion"]} for s in samples]
+    solutions = [
+        {"problem": problems[s["unique_id"]], "completion": s["completion"], "finished": s.get("finished", True)}
+        for s in samples
+    ]
     scores = evaluator.score_solutions(model, tokenizer, solutions, args.params["batch_size"])
     rows = ({"unique_id": s["unique_id"], "sample_index": s["sample_index"], "step_scores": sc} for s, sc in zip(samples, scores))
     print(f"scored {write_jsonl(args.out, rows)} solutions")
