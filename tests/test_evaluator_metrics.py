@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from easy2hard import evaluator_report, metrics
-from easy2hard.io import DataError, write_jsonl
+from easy2hard.io import DataError, read_jsonl, write_jsonl
 from easy2hard.metrics import aggregate_steps, best_of_n, best_of_n_matrix, roc_auc
 
 # --- aggregate_steps -----------------------------------------------------------------------------------
@@ -144,7 +144,9 @@ def report_files(tmp_path):
     graded, prm, flat = [], [], []
     for unique_id, (level, correct, clusters, step_scores) in FIXTURE.items():
         for index in range(3):
-            graded.append({"unique_id": unique_id, "sample_index": index, "level": level, "correct": correct[index], "answer_cluster": clusters[index], "completion": "..."})
+            graded.append({"unique_id": unique_id, "sample_index": index, "level": level, "subject": "Algebra",
+                           "answer": str(clusters[index]), "correct": correct[index],
+                           "answer_cluster": clusters[index], "completion": "..."})
             prm.append({"unique_id": unique_id, "sample_index": index, "step_scores": step_scores[index]})
             flat.append({"unique_id": unique_id, "sample_index": index, "step_scores": [0.5, 0.5]})
     # Out of order on disk, questions interleaved: the join is by (unique_id, sample_index).
@@ -156,8 +158,8 @@ def report_files(tmp_path):
 
 
 def quality(folder):
-    pairs = {"prm": (folder / "valid.jsonl", folder / "prm.jsonl"), "flat": (folder / "valid.jsonl", folder / "flat.jsonl")}
-    return evaluator_report.evaluator_quality(evaluator_report.scored_frames(pairs), [1, 2, 3])
+    samples, grids = evaluator_report.load_inputs(folder / "valid.jsonl", {"prm": folder / "prm.jsonl", "flat": folder / "flat.jsonl"})
+    return evaluator_report.evaluator_quality(samples, grids, [1, 2, 3])
 
 
 def cell(df, evaluator, aggregation, levels, column):
@@ -205,10 +207,10 @@ def test_evaluator_quality_hand_computed(report_files):
 
 
 def test_missing_score_row_raises(report_files):
-    rows = [r for r in evaluator_report.read_jsonl(report_files / "prm.jsonl") if (r["unique_id"], r["sample_index"]) != ("b", 2)]
+    rows = [r for r in read_jsonl(report_files / "prm.jsonl") if (r["unique_id"], r["sample_index"]) != ("b", 2)]
     write_jsonl(report_files / "prm.jsonl", rows)
     with pytest.raises(DataError, match="no scores for b sample 2"):
-        evaluator_report.load_scored(report_files / "valid.jsonl", report_files / "prm.jsonl")
+        evaluator_report.load_inputs(report_files / "valid.jsonl", {"prm": report_files / "prm.jsonl"})
 
 
 def test_render_markdown_tables(report_files):

@@ -13,69 +13,46 @@ import numpy as np
 import pandas as pd
 
 from easy2hard import metrics
-from easy2hard.io import DataError, atomic_output, read_jsonl
-from easy2hard.report import read_step_scores
+from easy2hard.io import atomic_output
+from easy2hard.report import Samples, aggregate_grid, load_samples, load_scores
 
 COLUMNS = ["evaluator", "aggregation", "levels", "auc", "threshold_accuracy", "best_of_n", "n", "num_problems", "num_samples"]
+Grid = list[list[list[float]]]  # per question, per sample: its step scores
 
 
-def load_scored(eval_path: str, scores_path: str) -> pd.DataFrame:
-    """One row per sample: level, correct, answer_cluster, step_scores (joined on id and index)."""
-    graded = read_jsonl(eval_path, required=("unique_id", "sample_index", "level", "correct", "answer_cluster"))
-    scores = read_step_scores(scores_path)  # validated, shared with the test report
-    rows = []
-    for row in graded:
-        key = (row["unique_id"], row["sample_index"])
-        if key not in scores:
-            raise DataError(f"{scores_path}: no scores for {key[0]} sample {key[1]} of {eval_path}")
-        rows.append({**{k: row[k] for k in ("unique_id", "sample_index", "level", "correct", "answer_cluster")}, "step_scores": scores[key]})
-    return pd.DataFrame(rows)
+def load_inputs(eval_path: str | os.PathLike, score_paths: dict[str, str | os.PathLike]) -> tuple[Samples, dict[str, Grid]]:
+    """The graded samples and each evaluator's step scores, loaded and joined exactly as the test
+    report does (same checks: one N per question, every sample scored, no stale score rows)."""
+    samples = load_samples(eval_path)
+    return samples, {name: load_scores(path, samples, eval_path) for name, path in score_paths.items()}
 
 
-def _question_matrix(frame: pd.DataFrame, column: str) -> np.ndarray:
-    """(questions, N) array of `column`, questions in unique_id order, samples in index order."""
-    ordered = frame.sort_values(["unique_id", "sample_index"])
-    counts = ordered.groupby("unique_id").size()
-    if counts.nunique() != 1:
-        raise DataError("every question needs the same number of samples")
-    return np.array(ordered[column].tolist(), dtype=float).reshape(len(counts), counts.iloc[0])
-
-
-def evaluator_quality(scored: dict[str, pd.DataFrame], easy_levels) -> pd.DataFrame:
-    """Rows of COLUMNS for every evaluator x aggregation x level group (best-of-N over all N)."""
+def evaluator_quality(samples: Samples, grids: dict[str, Grid], easy_levels) -> pd.DataFrame:
+    """Rows of COLUMNS for every evaluator x aggregation x level group (best-of-N over all N),
+    then the majority-vote and pass@1 references of each group."""
+    aggregated = {(name, how): aggregate_grid(grid, how) for name, grid in grids.items() for how in metrics.AGGREGATIONS}
     rows = []
     for group, levels in metrics.level_groups(easy_levels).items():
-        for name, frame in scored.items():
-            part = frame[frame["level"].isin(levels)]
-            if part.empty:
-                continue
-            correct = _question_matrix(part, "correct")
-            n = correct.shape[1]
-            for how in metrics.AGGREGATIONS:
-                aggregated = part.assign(score=[metrics.aggregate_steps(s, how) for s in part["step_scores"]])
-                score_matrix = _question_matrix(aggregated, "score")
-                rows.append(
-                    {
-                        "evaluator": name,
-                        "aggregation": how,
-                        "levels": group,
-                        "auc": metrics.roc_auc(aggregated["score"], aggregated["correct"]),
-                        "threshold_accuracy": float(((aggregated["score"] >= 0.5) == aggregated["correct"]).mean()),
-                        "best_of_n": float(np.mean([metrics.best_of_n(s, c) for s, c in zip(score_matrix, correct)])),
-                        "n": n,
-                        "num_problems": len(correct),
-                        "num_samples": len(part),
-                    }
-                )
+        mask = np.isin(samples.levels, sorted(levels))
+        if not mask.any():
+            continue
+        correct = samples.correct[mask]
+        base = {"levels": group, "n": samples.num_samples, "num_problems": int(mask.sum()), "num_samples": int(correct.size)}
+        for (name, how), all_scores in aggregated.items():
+            scores = all_scores[mask]
+            rows.append({
+                **base,
+                "evaluator": name,
+                "aggregation": how,
+                "auc": metrics.roc_auc(scores.ravel(), correct.ravel()),
+                "threshold_accuracy": float(((scores >= 0.5) == correct).mean()),
+                "best_of_n": float(np.mean([metrics.best_of_n(s, c) for s, c in zip(scores, correct)])),
+            })
         # References that need no evaluator: majority voting and the average sample.
-        any_frame = next(iter(scored.values()))
-        part = any_frame[any_frame["level"].isin(levels)]
-        if not part.empty:
-            correct = _question_matrix(part, "correct")
-            clusters = _question_matrix(part, "answer_cluster").astype(int)
-            base = {"aggregation": "-", "levels": group, "auc": None, "threshold_accuracy": None, "n": correct.shape[1], "num_problems": len(correct), "num_samples": len(part)}
-            rows.append({**base, "evaluator": "majority", "best_of_n": float(np.mean([metrics.majority_vote(c, k) for c, k in zip(clusters, correct)]))})
-            rows.append({**base, "evaluator": "pass@1", "best_of_n": float(correct.mean())})
+        majority = np.mean([metrics.majority_vote(k, c) for k, c in zip(samples.clusters[mask], correct)])
+        references = {"aggregation": "-", "auc": None, "threshold_accuracy": None}
+        rows.append({**base, **references, "evaluator": "majority", "best_of_n": float(majority)})
+        rows.append({**base, **references, "evaluator": "pass@1", "best_of_n": float(correct.mean())})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -120,9 +97,3 @@ def write(df: pd.DataFrame, out_csv: str | os.PathLike, out_md: str | os.PathLik
         df.to_csv(tmp, index=False)
     with atomic_output(out_md) as tmp:
         Path(tmp).write_text(render_markdown(df, default_aggregation), encoding="utf-8")
-
-
-def scored_frames(pairs: dict[str, tuple[str, str]]) -> dict[str, pd.DataFrame]:
-    """{evaluator: (eval_path, scores_path)} -> {evaluator: joined frame}."""
-    return {name: load_scored(eval_path, scores_path) for name, (eval_path, scores_path) in pairs.items()}
-

@@ -10,7 +10,8 @@ if __name__ == "__main__":
     p.add_argument("--out-md", required=True)
     args = p.parse_args()
     cli.setup(args)
-    pairs = {name: (args.eval, path) for name, _, path in (item.partition("=") for item in args.scores)}
-    frame = evaluator_report.evaluator_quality(evaluator_report.scored_frames(pairs), args.params["easy_levels"])
+    score_paths = {name: path for name, _, path in (item.partition("=") for item in args.scores)}
+    samples, grids = evaluator_report.load_inputs(args.eval, score_paths)
+    frame = evaluator_report.evaluator_quality(samples, grids, args.params["easy_levels"])
     evaluator_report.write(frame, args.out_csv, args.out_md, args.params["aggregation"])
     print(frame.to_string())
