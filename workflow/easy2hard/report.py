@@ -466,6 +466,24 @@ def _panels(df: pd.DataFrame, groups, width: float, height: float):
     return fig, generators, axes
 
 
+def _each_panel(generators, axes, df: pd.DataFrame, groups, titles: dict[str, str]):
+    """Yield (axis, generator rows, group rows, title, greedy rows) for every panel with
+    problems, after drawing the greedy reference line; empty panels are marked and skipped."""
+    for generator, row_axes in zip(generators, axes):
+        rows = df[df["generator"] == generator]
+        for ax, group in zip(row_axes, groups):
+            part = rows[rows["levels"] == group]
+            title = f"{generator}: {titles[group]}"
+            if part.empty:
+                ax.set_axis_off()
+                ax.set_title(f"{title}\nno problems")
+                continue
+            greedy = select(part, "greedy")
+            for row in greedy.itertuples():
+                ax.axhline(100 * row.accuracy, label="Greedy", **GREEDY_STYLE)
+            yield ax, rows, part, f"{title}, {_count_label(greedy)}"
+
+
 def _evaluator_colors(df: pd.DataFrame) -> dict[str, str]:
     return {e: EVALUATOR_COLORS[i % len(EVALUATOR_COLORS)] for i, e in enumerate(_evaluators(df))}
 
@@ -477,29 +495,20 @@ def plot_accuracy_vs_n(df: pd.DataFrame, settings: dict, path: str | os.PathLike
     fig, generators, axes = _panels(df, SUMMARY_GROUPS, width=5.0, height=4.3)
     titles = _group_titles(settings["easy_levels"])
     colors = _evaluator_colors(df)
-    for generator, row_axes in zip(generators, axes):
-        rows = df[df["generator"] == generator]
+    for ax, rows, part, title in _each_panel(generators, axes, df, SUMMARY_GROUPS, titles):
         ns = sorted(select(rows, "majority")["n"].unique())
-        for ax, group in zip(row_axes, SUMMARY_GROUPS):
-            part = rows[rows["levels"] == group]
-            title = f"{generator}: {titles[group]}"
-            if part.empty:
-                ax.set_axis_off()
-                ax.set_title(f"{title}\nno problems")
-                continue
-            for greedy in select(part, "greedy").itertuples():
-                ax.axhline(100 * greedy.accuracy, label="Greedy", **GREEDY_STYLE)
-            _curve(ax, select(part, "majority"), method_label("majority"), MAJORITY_STYLE)
-            for evaluator, color in colors.items():
-                for method, style in METHOD_STYLES.items():
-                    _curve(ax, select(part, method, evaluator, aggregation), method_label(method, evaluator),
-                           dict(style, color=color))
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(ns, [str(n) for n in ns])
-            ax.xaxis.set_minor_locator(NullLocator())
-            ax.set_xlabel("N (samples per problem)")
-            ax.set_title(f"{title}, {_count_label(select(part, 'greedy'))}")
-            ax.grid(alpha=0.3)
+        _curve(ax, select(part, "majority"), method_label("majority"), MAJORITY_STYLE)
+        for evaluator, color in colors.items():
+            for method, style in METHOD_STYLES.items():
+                _curve(ax, select(part, method, evaluator, aggregation), method_label(method, evaluator),
+                       dict(style, color=color))
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ns, [str(n) for n in ns])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel("N (samples per problem)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    for row_axes in axes:
         row_axes[0].set_ylabel("Accuracy (%)")
     _legend_below(fig, axes)
     fig.suptitle(f"{settings.get('dataset', 'MATH')} {settings.get('split', 'test')} accuracy vs. N "
@@ -539,25 +548,14 @@ def plot_aggregations(df: pd.DataFrame, settings: dict, path: str | os.PathLike)
         return
     fig, generators, axes = _panels(scored, groups, width=6.0, height=4.0)
     titles = _group_titles(settings["easy_levels"])
-    for generator, row_axes in zip(generators, axes):
-        rows = scored[scored["generator"] == generator]
-        evaluators = _evaluators(rows)
-        max_n = _max_n(rows) if not rows.empty else 0
-        for ax, group in zip(row_axes, groups):
-            part = rows[rows["levels"] == group]
-            title = f"{generator}: {titles[group]}"
-            if part.empty:
-                ax.set_axis_off()
-                ax.set_title(f"{title}\nno problems")
-                continue
-            _aggregation_bars(ax, part[(part["method"] == "best_of_n") & (part["n"] == max_n)], evaluators)
-            for greedy in select(part, "greedy").itertuples():
-                ax.axhline(100 * greedy.accuracy, label="Greedy", **GREEDY_STYLE)
-            for majority in select(part, "majority", n=max_n).itertuples():
-                ax.axhline(100 * majority.accuracy, color="black", linewidth=1.3, label=method_label("majority", n=max_n))
-            ax.set_title(f"{title}, {_count_label(select(part, 'greedy'))}")
-            ax.set_ylabel(f"Best-of-{max_n} accuracy (%)")
-            ax.grid(axis="y", alpha=0.3)
+    for ax, rows, part, title in _each_panel(generators, axes, scored, groups, titles):
+        max_n = _max_n(rows)
+        _aggregation_bars(ax, part[(part["method"] == "best_of_n") & (part["n"] == max_n)], _evaluators(rows))
+        for majority in select(part, "majority", n=max_n).itertuples():
+            ax.axhline(100 * majority.accuracy, color="black", linewidth=1.3, label=method_label("majority", n=max_n))
+        ax.set_title(title)
+        ax.set_ylabel(f"Best-of-{max_n} accuracy (%)")
+        ax.grid(axis="y", alpha=0.3)
     _legend_below(fig, axes)
     fig.suptitle(f"{settings.get('dataset', 'MATH')} {settings.get('split', 'test')}: best-of-N by step aggregation "
                  "(largest N)")
