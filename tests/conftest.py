@@ -4,6 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from easy2hard import formats, modeling, synthetic
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The shared MATH files live beside the checkout and are never copied into the repo.
 MATH_DIR = Path(os.environ.get("EASY2HARD_MATH_DIR", REPO_ROOT.parent / "shared" / "data" / "math"))
@@ -24,3 +26,22 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+# The tiny Llama every model test builds (random init; a few 10k parameters).
+TINY_SHAPE = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 2, "max_position_embeddings": 256}
+
+
+@pytest.fixture(scope="session")
+def synthetic_split() -> tuple[list[dict], list[dict]]:
+    """200 synthetic train problems (with reference steps) and 20 test problems."""
+    train, test = synthetic.generate_splits(200, 20, 0)
+    return [{**r, "steps": formats.split_reference_solution(r["solution"])} for r in train], test
+
+
+@pytest.fixture(scope="session")
+def synthetic_tokenizer(synthetic_split):
+    """The offline byte-level BPE trained on the train problems in the solution format."""
+    rows, _ = synthetic_split
+    texts = [formats.format_prompt(r["problem"]) + formats.format_solution(r["steps"], r["answer"]) for r in rows]
+    return modeling.train_tokenizer(texts, 400)

@@ -11,11 +11,12 @@ from scipy import stats as scipy_stats
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from easy2hard import engine, formats, modeling, sampling, synthetic, training
+from conftest import TINY_SHAPE
+from easy2hard import engine, modeling, sampling, training
 from easy2hard.engine import EngineOptions, SamplingEngine, SamplingParams
 from easy2hard.sampling import SamplingConfig, sample_solutions
 
-TINY = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 2, "max_position_embeddings": 256}
+TINY = TINY_SHAPE
 
 # Options that make a short run go through every mechanism: few slots (refills, a prompt's
 # samples split between refills), a tiny slack (cache shifts), host syncs every 3 steps
@@ -24,17 +25,13 @@ TIGHT = dict(num_slots=4, slack=2, sync_every=3, attend_bucket=8, refill_min_fre
 
 
 @pytest.fixture(scope="module")
-def data():
-    train, test = synthetic.generate_splits(200, 20, 0)
-    rows = [{**r, "steps": formats.split_reference_solution(r["solution"])} for r in train]
-    return rows, test
+def data(synthetic_split):
+    return synthetic_split
 
 
 @pytest.fixture(scope="module")
-def tokenizer(data):
-    rows, _ = data
-    texts = [formats.format_prompt(r["problem"]) + formats.format_solution(r["steps"], r["answer"]) for r in rows]
-    return modeling.train_tokenizer(texts, 400)
+def tokenizer(synthetic_tokenizer):
+    return synthetic_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,11 @@ import math
 import pytest
 import torch
 
+from conftest import TINY_SHAPE
 from easy2hard import evaluator, formats, modeling, sampling, synthetic, training
 from easy2hard.evaluator import IGNORE_LABEL, AlignmentError
 
-TINY = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 2, "max_position_embeddings": 256}
+TINY = TINY_SHAPE
 
 
 @pytest.fixture(scope="module")

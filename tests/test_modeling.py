@@ -9,9 +9,10 @@ import time
 import pytest
 import torch
 
+from conftest import TINY_SHAPE
 from easy2hard import formats, modeling, synthetic
 
-TINY = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 2, "max_position_embeddings": 256}
+TINY = TINY_SHAPE
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +27,9 @@ def texts() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def tokenizer(texts):
-    # Train on the train split only, so the test split is text the tokenizer never saw.
-    return modeling.train_tokenizer(texts[:200], 400)
+def tokenizer(synthetic_tokenizer):
+    # Trained on the train split only (texts[:200]), so the test split is text it never saw.
+    return synthetic_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -37,23 +37,28 @@ class Crash(RuntimeError):
     pass
 
 
+def crash_during_step_8(tokenizer, examples, checkpoints: str) -> None:
+    """Train with checkpoints every 3 steps until the loss raises during step 8."""
+    calls = {"n": 0}
+
+    def crashing_loss(model, batch):
+        calls["n"] += 1
+        if calls["n"] > 2 * 7:  # 2 micro-batches per step
+            raise Crash
+        return training.causal_lm_loss(model, batch)
+
+    with pytest.raises(Crash):
+        training.train(modeling.build_tiny_llama(tokenizer, SHAPE, 0), examples, config(), tokenizer.pad_token_id,
+                       loss_fn=crashing_loss, checkpoint_dir=checkpoints)
+
+
 def test_resume_after_a_crash_matches_an_uninterrupted_run(data, tmp_path):
     tokenizer, examples = data
     reference, reference_history = training.train(
         modeling.build_tiny_llama(tokenizer, SHAPE, 0), examples, config(), tokenizer.pad_token_id
     )
-    calls = {"n": 0}
-
-    def crashing_loss(model, batch):
-        calls["n"] += 1
-        if calls["n"] > 2 * 7:  # dies during step 8 (2 micro-batches per step)
-            raise Crash
-        return training.causal_lm_loss(model, batch)
-
     checkpoints = str(tmp_path / "run.checkpoints")
-    with pytest.raises(Crash):
-        training.train(modeling.build_tiny_llama(tokenizer, SHAPE, 0), examples, config(), tokenizer.pad_token_id,
-                       loss_fn=crashing_loss, checkpoint_dir=checkpoints)
+    crash_during_step_8(tokenizer, examples, checkpoints)
     assert training.latest_checkpoint(checkpoints) == "step-6"
     assert sorted(p.name for p in Path(checkpoints).iterdir()) == ["complete", "fingerprint", "step-6"]  # older ones removed
     # A fresh model: everything must come from the checkpoint.
@@ -149,18 +154,8 @@ def test_deepspeed_zero2_resumes_on_cpu(tmp_path):
 def test_a_stale_checkpoint_is_not_resumed(data, tmp_path):
     """After a killed run, changed settings start afresh instead of resuming the old optimizer."""
     tokenizer, examples = data
-    calls = {"n": 0}
-
-    def crashing_loss(model, batch):
-        calls["n"] += 1
-        if calls["n"] > 2 * 7:
-            raise Crash
-        return training.causal_lm_loss(model, batch)
-
     checkpoints = str(tmp_path / "run.checkpoints")
-    with pytest.raises(Crash):
-        training.train(modeling.build_tiny_llama(tokenizer, SHAPE, 0), examples, config(), tokenizer.pad_token_id,
-                       loss_fn=crashing_loss, checkpoint_dir=checkpoints)
+    crash_during_step_8(tokenizer, examples, checkpoints)
     assert training.latest_checkpoint(checkpoints) == "step-6"
     changed = config(learning_rate=1e-3)
     _, history = training.train(modeling.build_tiny_llama(tokenizer, SHAPE, 0), examples, changed,

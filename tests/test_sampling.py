@@ -6,24 +6,21 @@ import copy
 import pytest
 import torch
 
-from easy2hard import formats, modeling, synthetic, training
+from conftest import TINY_SHAPE
+from easy2hard import formats, modeling, training
 from easy2hard.sampling import SamplingConfig, sample_solutions
 
-TINY = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 2, "max_position_embeddings": 256}
+TINY = TINY_SHAPE
 
 
 @pytest.fixture(scope="module")
-def data():
-    train, test = synthetic.generate_splits(200, 20, 0)
-    rows = [{**r, "steps": formats.split_reference_solution(r["solution"])} for r in train]
-    return rows, test
+def data(synthetic_split):
+    return synthetic_split
 
 
 @pytest.fixture(scope="module")
-def tokenizer(data):
-    rows, _ = data
-    texts = [formats.format_prompt(r["problem"]) + formats.format_solution(r["steps"], r["answer"]) for r in rows]
-    return modeling.train_tokenizer(texts, 400)
+def tokenizer(synthetic_tokenizer):
+    return synthetic_tokenizer
 
 
 @pytest.fixture(scope="module")

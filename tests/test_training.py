@@ -14,22 +14,21 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from easy2hard import formats, modeling, synthetic, training
+from conftest import TINY_SHAPE
+from easy2hard import formats, modeling, training
 from easy2hard.training import IGNORE_INDEX, TrainConfig
 
-TINY = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 2, "max_position_embeddings": 256}
+TINY = TINY_SHAPE
 
 
 @pytest.fixture(scope="module")
-def rows() -> list[dict]:
-    train, _ = synthetic.generate_splits(200, 20, 0)
-    return [{**r, "steps": formats.split_reference_solution(r["solution"])} for r in train]
+def rows(synthetic_split) -> list[dict]:
+    return synthetic_split[0]
 
 
 @pytest.fixture(scope="module")
-def tokenizer(rows):
-    texts = [formats.format_prompt(r["problem"]) + formats.format_solution(r["steps"], r["answer"]) for r in rows]
-    return modeling.train_tokenizer(texts, 400)
+def tokenizer(synthetic_tokenizer):
+    return synthetic_tokenizer
 
 
 @pytest.fixture(scope="module")
