@@ -21,6 +21,7 @@ include: "rules/sample.smk"
 include: "rules/grade.smk"
 include: "rules/evaluate.smk"
 include: "rules/evaluators.smk"
+include: "rules/rl.smk"
 include: "rules/report.smk"
 
 
@@ -29,9 +30,10 @@ report: "workflow/report/workflow.rst"
 
 rule all:
     input:
-        expand("results/graded/{generator}/train.jsonl", generator=GENERATORS),
+        "results/graded/sft/train.jsonl",
         expand("results/eval/{generator}/valid.jsonl", generator=GENERATORS),
         REPORT_FILES,
         expand("results/scores/{evaluator}/{generator}/test.jsonl", evaluator=EVALUATORS, generator=GENERATORS),
         "results/report/evaluators.md",
+        ["results/report/rl_training.png"] if REPORTED_RL else [],
     default_target: True

@@ -14,16 +14,29 @@ from easy2hard.launch import launch_command
 
 validate_config(config, source="config (config.yaml + --configfile/--config overrides)")
 
-# Policies this workflow can build; the report may name any of them.
-KNOWN_GENERATORS = {"sft"}
-_unknown = sorted(set(config["report"]["generators"]) - KNOWN_GENERATORS)
+# Policies this workflow can build: SFT and every round of each RL algorithm (`<algorithm>_r<k>`,
+# round 0 being SFT). In report.generators a bare algorithm name means its last round.
+RL_ALGORITHMS = ("rest_em", "dpo", "ppo")
+RL_ROUNDS = {algorithm: config["rl"][algorithm]["rounds"] for algorithm in RL_ALGORITHMS}
+KNOWN_GENERATORS = {"sft"} | {f"{a}_r{k}" for a, rounds in RL_ROUNDS.items() for k in range(1, rounds + 1)}
+
+
+def resolve_generator(name):
+    return f"{name}_r{RL_ROUNDS[name]}" if name in RL_ROUNDS else name
+
+
+GENERATORS = [resolve_generator(name) for name in config["report"]["generators"]]
+_unknown = sorted(set(GENERATORS) - KNOWN_GENERATORS)
 if _unknown:
     raise ValueError(
-        f"config: field 'report.generators': unknown policy {', '.join(_unknown)} (known: {', '.join(sorted(KNOWN_GENERATORS))})"
+        f"config: field 'report.generators': unknown policy {', '.join(_unknown)} (known: {', '.join(sorted(KNOWN_GENERATORS))};"
+        " an algorithm with rounds: 0 builds no policy)"
     )
+# Algorithms in the report: their training curves and per-round validation accuracy are plotted.
+REPORTED_RL = [a for a in RL_ALGORITHMS if any(g.startswith(f"{a}_r") for g in GENERATORS)]
+RL_EVALUATOR = config["rl"]["evaluator"]
 
 SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
-GENERATORS = config["report"]["generators"]
 SPLITS = ["train", "valid", "test"]
 EVALUATORS = config["evaluators"]["kinds"]
 REPORT_FILES = [
@@ -42,6 +55,7 @@ DATASET_NAME = {
 
 wildcard_constraints:
     generator="[A-Za-z0-9_]+",
+    round="[1-9][0-9]*",
     evaluator="prm|orm|oprm",
     split="train|valid|test",
 
@@ -128,3 +142,34 @@ def prm_data_args(wildcards, input):
     if config["evaluators"]["prm"]["source"] == "prm800k":
         return f"--math-files {' '.join(input.math_files)} --test-questions {' '.join(input.test_questions)}"
     return f"--graded {input.graded} --train-easy {input.train_easy} --policy {input.policy}"
+
+
+def previous_policy(algorithm, round):
+    """The policy a round starts from (and, for DPO, its reference): SFT for round 1."""
+    round = int(round)
+    return "results/models/sft" if round == 1 else f"results/models/{algorithm}_r{round - 1}"
+
+
+def previous_name(algorithm, round):
+    return Path(previous_policy(algorithm, round)).name
+
+
+def rl_data_inputs(algorithm):
+    """The previous policy's graded train samples, their evaluator scores, the train questions."""
+
+    def inputs(wildcards):
+        previous = previous_name(algorithm, wildcards.round)
+        return {
+            "graded": f"results/graded/{previous}/train.jsonl",
+            "scores": f"results/scores/{RL_EVALUATOR}/{previous}/train.jsonl",
+            "questions": questions_for("train"),
+        }
+
+    return inputs
+
+
+def rl_selection_params(algorithm, keys=None):
+    """The algorithm's selection settings with the RL step aggregation and the easy levels."""
+    section = config["rl"][algorithm]
+    cfg = section["filter"] if algorithm == "rest_em" else {k: v for k, v in section.items() if k in keys}
+    return as_json({**cfg, "aggregation": config["rl"]["aggregation"], "easy_levels": config["data"]["easy_levels"]})

@@ -93,7 +93,7 @@ rule score:
     input:
         evaluator="results/evaluators/{evaluator}/model",
         samples="results/samples/{generator}/{split}.jsonl",
-        questions="results/data/{split}.jsonl",
+        questions=lambda wildcards: questions_for(wildcards.split),
     output:
         "results/scores/{evaluator}/{generator}/{split}.jsonl",
     params:

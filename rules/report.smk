@@ -56,3 +56,36 @@ rule report:
         " --easy-levels {params.easy_levels} --num-draws {params.num_draws} --seed {params.seed}"
         " --aggregations {params.aggregations} --default-aggregation {params.default_aggregation}"
         " --dataset {params.dataset:q} --provenance {input.provenance} --out-dir results/report > {log} 2>&1"
+
+
+def rl_rounds(kind):
+    """ALGORITHM:ROUND=PATH for every reported algorithm's rounds (round 0: SFT, for evals)."""
+    pattern = {"greedy": "results/eval/{g}/valid.greedy.jsonl", "sampled": "results/eval/{g}/valid.jsonl",
+               "models": "results/models/{g}"}[kind]
+    first = 1 if kind == "models" else 0
+    return {f"{a}:{k}": pattern.format(g="sft" if k == 0 else f"{a}_r{k}")
+            for a in REPORTED_RL for k in range(first, RL_ROUNDS[a] + 1)}
+
+
+rule rl_report:
+    """RL training curves and validation accuracy per round (reads gold-graded validation samples)."""
+    input:
+        greedy=lambda wildcards: sorted(set(rl_rounds("greedy").values())),
+        sampled=lambda wildcards: sorted(set(rl_rounds("sampled").values())),
+        models=lambda wildcards: list(rl_rounds("models").values()),
+    output:
+        csv=report("results/report/rl_rounds.csv", category="RL", caption="../workflow/report/rl.rst"),
+        png=report("results/report/rl_training.png", category="RL", caption="../workflow/report/rl.rst"),
+    params:
+        cfg=lambda wildcards: as_json({"easy_levels": config["data"]["easy_levels"]}),
+        greedy=lambda wildcards: [f"{k}={v}" for k, v in rl_rounds("greedy").items()],
+        sampled=lambda wildcards: [f"{k}={v}" for k, v in rl_rounds("sampled").items()],
+        models=lambda wildcards: [f"{k}={v}" for k, v in rl_rounds("models").items()],
+        script=script("rl_report.py"),
+    conda:
+        "../envs/easy2hard.yaml"
+    log:
+        "results/logs/rl_report.log",
+    shell:
+        "{params.script} --params {params.cfg:q} --greedy {params.greedy} --sampled {params.sampled}"
+        " --models {params.models} --out-csv {output.csv} --out-png {output.png} > {log} 2>&1"

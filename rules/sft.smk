@@ -17,4 +17,4 @@ rule sft:
         "results/logs/sft.log",
     shell:
         "{params.script} --params {params.cfg:q} --threads {threads} --base {input.base}"
-        " --train-easy {input.train_easy} --out {output} > {log} 2>&1"
+        " --data {input.train_easy} --out {output} > {log} 2>&1"

@@ -143,7 +143,8 @@ def test_generate_dicts_identical_to_hf_path(trained_model, tokenizer, prompts):
     assert ours == hf
     flat = [c for group in ours for c in group]
     assert {c["finished"] for c in flat} == {True, False}
-    assert all(set(c) == {"text", "num_tokens", "finished"} for c in flat)
+    assert all(set(c) == {"text", "token_ids", "num_tokens", "finished"} for c in flat)
+    assert all(len(c["token_ids"]) == c["num_tokens"] for c in flat)
 
 
 # ------------------------------------------------------------------------------ EOS and layout

@@ -19,10 +19,11 @@ from conftest import MATH_DIR, REPO_ROOT
 GOLD_DIR = "results/gold/"
 # Rules allowed to read gold answers of valid/test (every level), and what may consume their output.
 EVALUATION_RULES = {"evaluate", "evaluate_greedy", "evaluator_report"}
-REPORTING_RULES = EVALUATION_RULES | {"report", "all"}
+REPORTING_RULES = EVALUATION_RULES | {"report", "rl_report", "all"}
 TRAINING_AND_SELECTION_RULES = {
     "base_model", "sft", "sample", "sample_greedy", "grade_train",
     "orm_data", "prm_data", "oprm_data", "train_evaluator", "score",
+    "rest_em_data", "rest_em", "dpo_pairs", "dpo", "ppo",
 }
 PRESETS = sorted((REPO_ROOT / "configs").glob("*.yaml"))
 
@@ -134,6 +135,16 @@ def test_every_stage_wrote_its_output(tiny_run):
         "evaluators/oprm/model/model.safetensors",
         "scores/prm/sft/test.jsonl",
         "report/evaluators.md",
+        "rl/rest_em_r1/stats.json",
+        "models/rest_em_r1/model.safetensors",
+        "rl/dpo_r1/pairs.jsonl",
+        "models/dpo_r1/train_log.jsonl",
+        "models/ppo_r1/model.safetensors",
+        "rl/ppo_r1/value/model.safetensors",
+        "eval/ppo_r1/test.greedy.jsonl",
+        "scores/oprm/dpo_r1/test.jsonl",
+        "report/rl_rounds.csv",
+        "report/rl_training.png",
     ]:
         assert (results / path).exists(), path
     assert not list(results.rglob(".*.*")), "temporary files left behind"
@@ -280,3 +291,53 @@ def test_evaluator_data_uses_easy_questions_only(tiny_run):
     for evaluator in ("prm", "orm", "oprm"):
         rows = read_jsonl(results / f"evaluators/{evaluator}/train.jsonl")
         assert rows and {row["unique_id"] for row in rows} <= easy_ids
+
+
+def test_rl_policies_are_generators_in_the_report(tiny_run):
+    results = tiny_run / "results"
+    with open(results / "report/metrics.csv", newline="") as handle:
+        metrics = list(csv.DictReader(handle))
+    generators = {"sft", "rest_em_r1", "dpo_r1", "ppo_r1"}
+    assert {row["generator"] for row in metrics} == generators
+    for generator in generators:
+        methods = {row["method"] for row in metrics if row["generator"] == generator}
+        assert methods == {"greedy", "majority", "weighted", "best_of_n"}, generator
+    main_table = (results / "report/report.md").read_text().split("## Main result")[1].split("\n## ")[0]
+    assert all(f"| {generator} |" in main_table for generator in generators)
+    with open(results / "report/rl_rounds.csv", newline="") as handle:
+        rounds = list(csv.DictReader(handle))
+    assert {(row["algorithm"], row["round"]) for row in rounds} == {(a, r) for a in ("rest_em", "dpo", "ppo") for r in "01"}
+    # Round 0 is the SFT policy, read from the same evaluation files as the main report.
+    sft_greedy = read_jsonl(results / "eval/sft/valid.greedy.jsonl")
+    row = next(r for r in rounds if (r["algorithm"], r["round"], r["decoding"], r["levels"]) == ("ppo", "0", "greedy", "all"))
+    assert float(row["accuracy"]) == pytest.approx(100 * sum(r["correct"] for r in sft_greedy) / len(sft_greedy), abs=1e-3)
+    stats = json.loads((results / "rl/rest_em_r1/stats.json").read_text())
+    assert stats["hard_questions"] > 0 and stats["filter"]["hard_filter"] == "top_k"
+    ppo_log = read_jsonl(results / "models/ppo_r1/train_log.jsonl")
+    assert [r["step"] for r in ppo_log] == [1, 2] and all("kl" in r and "reward" in r for r in ppo_log)
+
+
+def test_rl_rounds_chain_from_the_previous_round(tmp_path):
+    override = tmp_path / "rounds.yaml"
+    override.write_text("rl:\n  rest_em: {rounds: 2}\n  dpo: {rounds: 2}\n  ppo: {rounds: 2}\n")
+    jobs = planned_jobs("--configfile", str(override))
+    rule, inputs = jobs["results/rl/rest_em_r2/train.jsonl"]
+    assert rule == "rest_em_data"
+    assert {"results/graded/rest_em_r1/train.jsonl", "results/scores/prm/rest_em_r1/train.jsonl"} <= set(inputs)
+    assert jobs["results/models/rest_em_r2"][1][0] == "results/models/sft"  # init: sft, every round
+    assert "results/models/dpo_r1" in jobs["results/models/dpo_r2"][1]  # initialisation and reference
+    assert "results/models/sft" in jobs["results/models/dpo_r1"][1]
+    ppo_inputs = set(jobs["results/models/ppo_r2"][1])
+    assert {"results/models/ppo_r1", "results/rl/ppo_r1/value", "results/models/sft", "results/evaluators/prm/model"} <= ppo_inputs
+    # The report shows the last round of each algorithm; the curves read every round.
+    assert "results/eval/dpo_r2/test.jsonl" in jobs["results/report/metrics.csv"][1]
+    assert {"results/eval/dpo_r1/valid.greedy.jsonl", "results/models/ppo_r1"} <= set(jobs["results/report/rl_rounds.csv"][1])
+    tainted = downstream_of_gold(jobs)
+    assert set(tainted.values()) <= REPORTING_RULES, tainted
+
+
+def test_unknown_report_generator_is_a_config_error(tmp_path):
+    override = tmp_path / "bad.yaml"
+    override.write_text("report:\n  generators: [sft, dpo_r3]\n")
+    result = snakemake("-n", "--configfile", str(override), "--cores", "1")
+    assert result.returncode != 0 and "report.generators" in result.stderr and "dpo_r3" in result.stderr

@@ -89,7 +89,8 @@ def use_engine(model, config: SamplingConfig) -> bool:
 def generate(
     model, tokenizer, prompts: list[list[int]], config: SamplingConfig, progress: bool = True, desc: str = "sample"
 ) -> Iterator[list[dict]]:
-    """For each prompt (token ids), yield its N continuations: {text, num_tokens, finished}."""
+    """For each prompt (token ids), yield its N continuations: {text, token_ids, num_tokens, finished}
+    (token_ids: the sampled ids up to and including EOS, which PPO scores as they were drawn)."""
     num_samples = 1 if config.greedy else config.num_samples
     bar = tqdm(total=len(prompts) * num_samples, desc=desc, unit="seq", disable=not progress, mininterval=2)
     if use_engine(model, config):
@@ -146,6 +147,7 @@ def _decode(tokenizer, tokens: torch.Tensor) -> dict:
     length = int(is_eos.nonzero()[0, 0]) + 1 if finished else len(tokens)
     return {
         "text": tokenizer.decode(tokens[:length], skip_special_tokens=True),
+        "token_ids": tokens[:length].tolist(),
         "num_tokens": length,
         "finished": finished,
     }

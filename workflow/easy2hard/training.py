@@ -156,6 +156,17 @@ def causal_lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return model(**model_inputs(batch), labels=batch["labels"]).loss
 
 
+def token_logps(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability of each labelled token under `logits` (position t predicts token t+1), and
+    the mask of labelled tokens; both [batch, length-1]. Gather minus logsumexp, so no full
+    log-softmax copy of the vocabulary is kept (DPO and PPO read only the sampled tokens)."""
+    logits = logits[:, :-1].float() / temperature
+    targets = labels[:, 1:]
+    mask = targets != IGNORE_INDEX
+    picked = torch.gather(logits, 2, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (picked - torch.logsumexp(logits, dim=-1)) * mask, mask
+
+
 # ---------------------------------------------------------------------------------------------
 # Engines
 
@@ -328,12 +339,12 @@ def latest_checkpoint(directory: str | None) -> str | None:
     return marker.read_text().strip() if marker.exists() else None
 
 
-def run_fingerprint(config: TrainConfig, examples: list[dict], engine_kind: str) -> str:
+def run_fingerprint(config: TrainConfig, examples: list[dict], engine_kind: str, extra: dict | None = None) -> str:
     """What a checkpoint must match to be resumed: the settings, the data, the process layout."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([asdict(config), world()[1], engine_kind], sort_keys=True).encode())
+    digest.update(json.dumps([asdict(config), world()[1], engine_kind, extra or {}], sort_keys=True).encode())
     for example in examples:
-        digest.update(json.dumps([example["input_ids"], example["labels"]]).encode())
+        digest.update(json.dumps(example, sort_keys=True).encode())
     return digest.hexdigest()
 
 
@@ -371,6 +382,90 @@ def save_checkpoint(engine, directory: str, step: int, history: list[dict], fing
             shutil.rmtree(Path(directory, previous), ignore_errors=True)
 
 
+def num_tokens(example: dict) -> int:
+    """Tokens an example puts through the model: one sequence, or each side of a preference pair."""
+    if "input_ids" in example:
+        return len(example["input_ids"])
+    return sum(num_tokens(part) for part in example.values() if isinstance(part, dict))
+
+
+class Trainer:
+    """One model's optimisation: its engine, the micro-batching of a global batch, checkpoints.
+
+    `train` below drives it over a fixed dataset (SFT, reward models, ReST-EM, DPO); PPO drives a
+    policy and a value Trainer from its rollout loop. `loss_fn(engine, batch)` returns the loss, or
+    (loss, {name: float}) to log more than the loss.
+    """
+
+    def __init__(self, model, config: TrainConfig, total_steps: int, pad_token_id: int,
+                 loss_fn: Callable = causal_lm_loss, collate_fn: Callable | None = None):
+        self.rank, self.world_size = world()
+        per_step = config.micro_batch_size * self.world_size
+        if config.global_batch_size % per_step:
+            raise ValueError(
+                f"global_batch_size {config.global_batch_size} is not a multiple of "
+                f"micro_batch_size {config.micro_batch_size} x {self.world_size} processes"
+            )
+        if self.world_size > 1 and not use_deepspeed(config):
+            raise ValueError("several processes need DeepSpeed (set deepspeed: auto or always, and install it)")
+        self.config, self.pad_token_id, self.loss_fn = config, pad_token_id, loss_fn
+        # Packed rows or padded ones: the loss over each micro-batch is the same (tests/test_packing.py).
+        if collate_fn is None:
+            collate_fn = functools.partial(pack, max_length=config.max_length) if config.packing else collate
+        self.collate_fn = collate_fn
+        if config.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        model.train()
+        self.engine = make_engine(model, config, total_steps, config.global_batch_size // per_step)
+        self.device = self.engine.device
+
+    @property
+    def module(self):
+        return self.engine.module
+
+    def step(self, examples: list[dict], local: bool = False) -> dict:
+        """One optimizer step over a global batch (`local`: already this process's share)."""
+        share = examples if local else examples[self.rank :: self.world_size]
+        losses, metrics, tokens = [], {}, 0
+        for offset in range(0, len(share), self.config.micro_batch_size):
+            micro = share[offset : offset + self.config.micro_batch_size]
+            batch = {key: value.to(self.device) for key, value in self.collate_fn(micro, self.pad_token_id).items()}
+            output = self.loss_fn(self.engine, batch)
+            loss, extra = output if isinstance(output, tuple) else (output, {})
+            self.engine.backward(loss)
+            self.engine.step()
+            losses.append(loss.item())
+            for name, value in extra.items():
+                metrics.setdefault(name, []).append(float(value))
+            tokens += sum(num_tokens(example) for example in micro)
+        return {
+            "loss": sum(losses) / len(losses),
+            **{name: sum(values) / len(values) for name, values in metrics.items()},
+            "lr": self.engine.optimizer.param_groups[0]["lr"],
+            "tokens": tokens * (1 if local else self.world_size),
+        }
+
+    def resume(self, checkpoint_dir: str | None, fingerprint: str) -> tuple[int, list[dict], dict]:
+        """(steps done, history, client state) of this run's latest checkpoint; (0, [], {}) if none."""
+        tag = usable_checkpoint(checkpoint_dir, fingerprint)
+        if tag is None:
+            return 0, [], {}
+        _, client_state = self.engine.load_checkpoint(checkpoint_dir, tag=tag)
+        log.info("resumed from %s/%s at step %d", checkpoint_dir, tag, client_state["step"])
+        return client_state["step"], client_state["history"], client_state
+
+    def checkpoint(self, checkpoint_dir: str, step: int, history: list[dict], fingerprint: str) -> None:
+        save_checkpoint(self.engine, checkpoint_dir, step, history, fingerprint)
+
+    def finish(self):
+        """The trained module in eval mode, once every process is done."""
+        module = self.engine.module
+        module.eval()
+        if self.world_size > 1:
+            torch.distributed.barrier()  # every rank done before rank 0 saves and the job ends
+        return module
+
+
 def train(
     model,
     examples: list[dict],
@@ -378,6 +473,7 @@ def train(
     pad_token_id: int,
     loss_fn: Callable = causal_lm_loss,
     checkpoint_dir: str | None = None,
+    collate_fn: Callable | None = None,
 ) -> tuple[object, list[dict]]:
     """Optimise `loss_fn` over `examples`; returns (trained module, per-step log).
 
@@ -387,62 +483,22 @@ def train(
     """
     if not examples:
         raise ValueError("no training examples")
-    rank, world_size = world()
-    per_step = config.micro_batch_size * world_size
-    if config.global_batch_size % per_step:
-        raise ValueError(
-            f"global_batch_size {config.global_batch_size} is not a multiple of "
-            f"micro_batch_size {config.micro_batch_size} x {world_size} processes"
-        )
-    accumulation_steps = config.global_batch_size // per_step
-    if world_size > 1 and not use_deepspeed(config):
-        raise ValueError("several processes need DeepSpeed (set deepspeed: auto or always, and install it)")
     torch.manual_seed(config.seed)
-    if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    model.train()
-    # Packed rows or padded ones: the loss over each micro-batch is the same (tests/test_packing.py).
-    collate_fn = functools.partial(pack, max_length=config.max_length) if config.packing else collate
     batches = global_batches(len(examples), config.global_batch_size, config.epochs, config.seed)
-    engine = make_engine(model, config, len(batches), accumulation_steps)
-    device = engine.device
-    history, done = [], 0
-    fingerprint = run_fingerprint(config, examples, type(engine).__name__) if checkpoint_dir else ""
-    tag = usable_checkpoint(checkpoint_dir, fingerprint)
-    if tag is not None:
-        _, client_state = engine.load_checkpoint(checkpoint_dir, tag=tag)
-        history, done = client_state["history"], client_state["step"]
-        log.info("resumed from %s/%s at step %d of %d", checkpoint_dir, tag, done, len(batches))
+    trainer = Trainer(model, config, len(batches), pad_token_id, loss_fn, collate_fn)
+    fingerprint = run_fingerprint(config, examples, type(trainer.engine).__name__) if checkpoint_dir else ""
+    done, history, _ = trainer.resume(checkpoint_dir, fingerprint)
     start = time.perf_counter()
-    progress = tqdm(batches[done:], desc="train", disable=rank != 0, mininterval=2, initial=done, total=len(batches))
+    progress = tqdm(batches[done:], desc="train", disable=trainer.rank != 0, mininterval=2, initial=done, total=len(batches))
     for step, indices in enumerate(progress, start=done + 1):
-        local = indices[rank::world_size]  # this process's share of the global batch
-        losses, tokens = [], 0
-        for offset in range(0, len(local), config.micro_batch_size):
-            micro = [examples[i] for i in local[offset : offset + config.micro_batch_size]]
-            batch = {key: value.to(device) for key, value in collate_fn(micro, pad_token_id).items()}
-            loss = loss_fn(engine, batch)
-            engine.backward(loss)
-            engine.step()
-            losses.append(loss.item())
-            tokens += sum(len(example["input_ids"]) for example in micro)
-        record = {
-            "step": step,
-            "loss": sum(losses) / len(losses),
-            "lr": engine.optimizer.param_groups[0]["lr"],
-            "tokens": tokens * world_size,
-            "elapsed_s": round(time.perf_counter() - start, 3),
-        }
+        record = {"step": step, **trainer.step([examples[i] for i in indices]),
+                  "elapsed_s": round(time.perf_counter() - start, 3)}
         history.append(record)
         if step % config.log_every == 0:
             progress.set_postfix(loss=f"{record['loss']:.4f}")
         if checkpoint_dir and config.checkpoint_every and step % config.checkpoint_every == 0 and step < len(batches):
-            save_checkpoint(engine, checkpoint_dir, step, history, fingerprint)
-    module = engine.module
-    module.eval()
-    if world_size > 1:
-        torch.distributed.barrier()  # every rank done before rank 0 saves and the job ends
-    return module, history
+            trainer.checkpoint(checkpoint_dir, step, history, fingerprint)
+    return trainer.finish(), history
 
 
 def checkpoint_dir_for(output_dir: str) -> str:

@@ -7,14 +7,14 @@ if __name__ == "__main__":
     p = cli.parser(__doc__)
     p.add_argument("--evaluator", required=True)
     p.add_argument("--samples", required=True)
-    p.add_argument("--questions", required=True)
+    p.add_argument("--questions", required=True, nargs="+")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     cli.setup(args)
     device, dtype = modeling.device_and_dtype()
     model, tokenizer = evaluator.load_backbone(args.evaluator, dtype=dtype)
     model.to(device).eval()
-    problems = {row["unique_id"]: row["problem"] for row in read_jsonl(args.questions, required=("unique_id", "problem"))}
+    problems = {row["unique_id"]: row["problem"] for path in args.questions for row in read_jsonl(path, required=("unique_id", "problem"))}
     samples = read_jsonl(args.samples, required=("unique_id", "sample_index", "completion"))
     solutions = [
         {"problem": problems[s["unique_id"]], "completion": s["completion"], "finished": s.get("finished", True)}

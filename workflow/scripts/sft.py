@@ -11,14 +11,14 @@ from easy2hard.io import read_jsonl
 if __name__ == "__main__":
     p = cli.parser(__doc__)
     p.add_argument("--base", required=True)
-    p.add_argument("--train-easy", required=True)
+    p.add_argument("--data", required=True, help="SFT rows: problem, steps, answer")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     cli.setup(args)
     config = training.TrainConfig.from_dict(args.params)
     # fp32 weights: the optimizer must not update bf16 weights directly (bf16 is for compute).
     model, tokenizer = modeling.load_model(args.base, dtype=torch.float32)
-    rows = read_jsonl(args.train_easy, required=("problem", "steps", "answer"))
+    rows = read_jsonl(args.data, required=("problem", "steps", "answer"))
     examples = [training.sft_example(r["problem"], r["steps"], r["answer"], tokenizer, config.max_length) for r in rows]
     if None in examples:
         logging.warning("skipped %d of %d examples longer than max_length %d", examples.count(None), len(rows), config.max_length)

@@ -1,0 +1,136 @@
+# RL against the easy-trained evaluator, on all train questions (easy with answers, hard without).
+# Each algorithm is a rule family over rounds: `results/models/<algorithm>_r<k>` is round k's
+# policy, which starts from round k-1 (SFT for k = 1). Every such policy is a generator like
+# `sft`: `snakemake results/eval/dpo_r2/test.jsonl` samples and grades it, the report compares it.
+# None of these rules reads results/gold/: easy questions are graded against easy gold only.
+
+DPO_PAIR_KEYS = ("pairs_per_question", "min_margin", "easy_use_answers")
+DPO_LOSS_KEYS = ("beta", "loss_type", "label_smoothing")
+
+
+rule rest_em_data:
+    """ReST-EM E-step: the previous policy's train solutions that pass the filter."""
+    input:
+        unpack(rl_data_inputs("rest_em")),
+    output:
+        data="results/rl/rest_em_r{round}/train.jsonl",
+        stats="results/rl/rest_em_r{round}/stats.json",
+    params:
+        cfg=lambda wildcards: rl_selection_params("rest_em"),
+        script=script("rest_em_data.py"),
+    conda:
+        "../envs/easy2hard.yaml"
+    log:
+        "results/logs/rl/rest_em_data_r{round}.log",
+    shell:
+        "{params.script} --params {params.cfg:q} --graded {input.graded} --scores {input.scores}"
+        " --questions {input.questions} --out {output.data} --stats {output.stats} > {log} 2>&1"
+
+
+rule rest_em:
+    """ReST-EM M-step: fine-tune the base or SFT model on the kept solutions (the SFT loop)."""
+    input:
+        init=f"results/models/{config['rl']['rest_em']['init']}",
+        data="results/rl/rest_em_r{round}/train.jsonl",
+    output:
+        directory("results/models/rest_em_r{round}"),
+    params:
+        cfg=lambda wildcards: as_json(config["rl"]["rest_em"]["train"]),
+        script=lambda wildcards, resources: script("sft.py", gpus=resources.gpu),
+    resources:
+        gpu=TRAIN_GPUS,
+    threads: config["threads"]
+    conda:
+        "../envs/easy2hard.yaml"
+    log:
+        "results/logs/rl/rest_em_r{round}.log",
+    shell:
+        "{params.script} --params {params.cfg:q} --threads {threads} --base {input.init}"
+        " --data {input.data} --out {output} > {log} 2>&1"
+
+
+rule dpo_pairs:
+    """Iterative DPO data: best vs worst evaluator-ranked solutions of the previous policy."""
+    input:
+        unpack(rl_data_inputs("dpo")),
+    output:
+        data="results/rl/dpo_r{round}/pairs.jsonl",
+        stats="results/rl/dpo_r{round}/stats.json",
+    params:
+        cfg=lambda wildcards: rl_selection_params("dpo", DPO_PAIR_KEYS),
+        script=script("dpo_pairs.py"),
+    conda:
+        "../envs/easy2hard.yaml"
+    log:
+        "results/logs/rl/dpo_pairs_r{round}.log",
+    shell:
+        "{params.script} --params {params.cfg:q} --graded {input.graded} --scores {input.scores}"
+        " --questions {input.questions} --out {output.data} --stats {output.stats} > {log} 2>&1"
+
+
+rule dpo:
+    """Iterative DPO, one round: DPO loss with the previous policy as initialisation and reference."""
+    input:
+        policy=lambda wildcards: previous_policy("dpo", wildcards.round),
+        pairs="results/rl/dpo_r{round}/pairs.jsonl",
+    output:
+        directory("results/models/dpo_r{round}"),
+    params:
+        cfg=lambda wildcards: as_json({
+            "train": config["rl"]["dpo"]["train"],
+            "dpo": {k: config["rl"]["dpo"][k] for k in DPO_LOSS_KEYS},
+        }),
+        script=lambda wildcards, resources: script("train_dpo.py", gpus=resources.gpu),
+    resources:
+        gpu=TRAIN_GPUS,
+    threads: config["threads"]
+    conda:
+        "../envs/easy2hard.yaml"
+    log:
+        "results/logs/rl/dpo_r{round}.log",
+    shell:
+        "{params.script} --params {params.cfg:q} --threads {threads} --policy {input.policy}"
+        " --pairs {input.pairs} --out {output} > {log} 2>&1"
+
+
+def ppo_value_init(wildcards):
+    """Round 1's value model starts from the reward model; later rounds continue the last one."""
+    if int(wildcards.round) == 1:
+        return f"results/evaluators/{RL_EVALUATOR}/model"
+    return f"results/rl/ppo_r{int(wildcards.round) - 1}/value"
+
+
+rule ppo:
+    """PPO, one round: rollouts on all train questions, PRM process reward, easy-only outcome reward."""
+    input:
+        policy=lambda wildcards: previous_policy("ppo", wildcards.round),
+        value=ppo_value_init,
+        reference="results/models/sft",
+        reward_model=f"results/evaluators/{RL_EVALUATOR}/model",
+        train_easy="results/data/train_easy.jsonl",
+        train_hard="results/data/train_hard.jsonl",
+    output:
+        policy=directory("results/models/ppo_r{round}"),
+        value=directory("results/rl/ppo_r{round}/value"),
+    params:
+        cfg=lambda wildcards: as_json({
+            "ppo": {k: v for k, v in config["rl"]["ppo"].items()
+                    if k not in ("rounds", "policy_train", "value_train")},
+            "policy_train": config["rl"]["ppo"]["policy_train"],
+            "value_train": config["rl"]["ppo"]["value_train"],
+            "sampling": {k: v for k, v in config["sampling"].items() if k != "num_samples"},
+            "grading": config["grading"],
+            "score_batch_size": config["evaluators"]["score"]["batch_size"],
+        }),
+        script=lambda wildcards, resources: script("train_ppo.py", gpus=resources.gpu),
+    resources:
+        gpu=TRAIN_GPUS,
+    threads: config["threads"]
+    conda:
+        "../envs/easy2hard.yaml"
+    log:
+        "results/logs/rl/ppo_r{round}.log",
+    shell:
+        "{params.script} --params {params.cfg:q} --threads {threads} --policy {input.policy} --value {input.value}"
+        " --reference {input.reference} --reward-model {input.reward_model} --train-easy {input.train_easy}"
+        " --train-hard {input.train_hard} --out {output.policy} --value-out {output.value} > {log} 2>&1"

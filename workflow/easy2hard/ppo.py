@@ -1,0 +1,398 @@
+"""PPO against the easy-trained evaluator (the paper's RL route, Sec. 4.2).
+
+Four models: the policy (trained), a value model initialised from the reward model (trained), a
+frozen reference policy (the SFT model) and the frozen evaluator (a PRM). Each PPO step:
+
+1. rollouts: the policy samples solutions to a batch of train questions (easy and hard);
+2. rewards, per response token (`token_rewards`):
+   * outcome: `outcome_reward` x correct at the last token, on EASY questions only -- graded
+     against easy gold answers, the only gold this stage can read;
+   * process, on every question: the PRM's per-unit probabilities turned into step rewards by
+     `process_rewards` (a drop below the running minimum is penalised, a rise is capped at
+     `process_upper_bound`, plus `step_bonus` per unit), each placed at the token that ends its unit;
+   * `no_answer_penalty` at the last token when the solution has no `# Answer` section;
+   * minus `kl_coef` x (log pi - log pi_ref) on every token;
+3. GAE advantages (gamma, lambda) and returns from the value model; advantages whitened;
+4. `ppo_epochs` passes of clipped policy and clipped value losses over minibatches, each model
+   through its own `training.Trainer` (the loop SFT and the reward models use: DeepSpeed on GPU,
+   plain torch on CPU, the same checkpoints and logs).
+
+The pure pieces (reward shaping, GAE, whitening, losses) are small functions tested exactly.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, fields
+
+import torch
+from tqdm.auto import tqdm
+
+from easy2hard import evaluator, formats, sampling
+from easy2hard.judge import judge_samples
+from easy2hard.training import IGNORE_INDEX, Trainer, TrainConfig, collate, model_inputs, run_fingerprint, token_logps
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PPOConfig:
+    steps: int = 8  # PPO steps (rollouts + updates) per round
+    prompts_per_step: int = 32  # train questions per rollout batch (easy and hard alike)
+    samples_per_prompt: int = 1
+    ppo_epochs: int = 2  # passes over each rollout batch
+    kl_coef: float = 0.01  # per-token KL penalty to the reference policy
+    gamma: float = 1.0
+    lam: float = 0.95
+    clip_range: float = 0.2  # policy ratio clip
+    clip_range_value: float = 0.2  # value clip around the rollout-time values
+    whiten_advantages: bool = True
+    outcome_reward: float = 1.0  # easy questions: reward for a correct final answer (0 otherwise)
+    process_weight: float = 1.0  # scale of the PRM step rewards
+    process_upper_bound: float = 0.0  # cap on a step's reward for rising above the running minimum
+    step_bonus: float = 0.0  # added to every scored unit
+    no_answer_penalty: float = -1.0  # at the last token of a solution without an answer section
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, config: dict) -> "PPOConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(config) - known
+        if unknown:
+            raise ValueError(f"unknown ppo option(s): {', '.join(sorted(unknown))}")
+        return cls(**config)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rewards
+
+
+def process_rewards(unit_scores: list[float], upper_bound: float, step_bonus: float) -> list[float]:
+    """Step rewards from the PRM's per-unit probabilities.
+
+    Unit i earns min(p_i - m_{i-1}, upper_bound) + step_bonus, where m is the running minimum of
+    the scores so far (m_0 = 1). With upper_bound = 0 and no bonus the rewards telescope to
+    min_i p_i - 1: the return of a solution is its min-aggregated PRM score, shifted, and each
+    step is charged exactly for how much it lowers that minimum.
+    """
+    rewards, running_min = [], 1.0
+    for score in unit_scores:
+        rewards.append(min(score - running_min, upper_bound) + step_bonus)
+        running_min = min(running_min, score)
+    return rewards
+
+
+def token_rewards(num_tokens: int, unit_ends: list[int], unit_scores: list[float], correct: bool | None,
+                  has_answer: bool, config: PPOConfig) -> list[float]:
+    """The score part of each response token's reward (the KL penalty is added later).
+
+    `correct` is None on hard questions: they get no outcome reward, whatever they answer."""
+    rewards = [0.0] * num_tokens
+    for end, reward in zip(unit_ends, process_rewards(unit_scores, config.process_upper_bound, config.step_bonus)):
+        rewards[end] += config.process_weight * reward
+    if correct is not None:
+        rewards[-1] += config.outcome_reward * float(correct)
+    if not has_answer:
+        rewards[-1] += config.no_answer_penalty
+    return rewards
+
+
+def unit_end_chars(text: str) -> list[int]:
+    """Character index just after each scoring unit of `text` (its steps, then its answer), in the
+    units `formats.parse_solution` finds; the answer ends at the end of the text."""
+    steps, answer = formats.parse_solution(text)
+    body, header, _ = text.rpartition(formats.ANSWER_HEADER)
+    if not header:
+        body = text
+    ends, offset = [], 0
+    for piece in body.split(formats.STEP_SEPARATOR):
+        if piece.strip():
+            ends.append(offset + len(piece.rstrip()))
+        offset += len(piece) + len(formats.STEP_SEPARATOR)
+    assert len(ends) == len(steps), (text, ends, steps)
+    return ends + ([len(text)] if answer is not None else [])
+
+
+def unit_end_tokens(tokenizer, token_ids: list[int], text: str) -> list[int]:
+    """Index of the response token holding the character that ends each unit (the newline after a
+    step; the last token for the answer), found on the sampled ids themselves by bisecting
+    decoded prefix lengths."""
+    lengths: dict[int, int] = {}
+
+    class PrefixLength:  # decoded length of ids[: i + 1], computed on demand
+        def __getitem__(self, i):
+            if i not in lengths:
+                lengths[i] = len(tokenizer.decode(token_ids[: i + 1], skip_special_tokens=True))
+            return lengths[i]
+
+        def __len__(self):
+            return len(token_ids)
+
+    last = len(token_ids) - 1
+    return [min(bisect.bisect_right(PrefixLength(), char), last) if char < len(text) else last
+            for char in unit_end_chars(text)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Advantages and losses
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimates and returns over right-padded [batch, T] sequences."""
+    rewards, values = rewards * mask, values * mask
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros(rewards.shape[0], dtype=rewards.dtype, device=rewards.device)
+    for t in reversed(range(rewards.shape[1])):
+        next_value = values[:, t + 1] if t + 1 < rewards.shape[1] else torch.zeros_like(last)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        last = delta + gamma * lam * last
+        advantages[:, t] = last
+    advantages = advantages * mask
+    return advantages, (advantages + values) * mask
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Zero mean, unit variance over the masked entries (masked entries stay 0)."""
+    mean = masked_mean(x, mask)
+    variance = masked_mean((x - mean) ** 2, mask)
+    return (x - mean) * torch.rsqrt(variance + eps) * mask
+
+
+def policy_loss(logps, old_logps, advantages, mask, clip_range) -> tuple[torch.Tensor, dict]:
+    """PPO's clipped surrogate: mean over tokens of max(-A r, -A clip(r, 1 - c, 1 + c))."""
+    ratio = torch.exp(logps - old_logps)
+    losses = torch.maximum(-advantages * ratio, -advantages * ratio.clamp(1 - clip_range, 1 + clip_range))
+    clipped = ((ratio - 1).abs() > clip_range).float()
+    return masked_mean(losses, mask), {
+        "clipfrac": masked_mean(clipped, mask).item(),
+        "approx_kl": masked_mean(0.5 * (logps - old_logps) ** 2, mask).item(),
+    }
+
+
+def value_loss(values, old_values, returns, mask, clip_range) -> tuple[torch.Tensor, dict]:
+    """Clipped value loss: 0.5 x mean of max((v - R)^2, (v_old + clip(v - v_old) - R)^2)."""
+    clipped = old_values + (values - old_values).clamp(-clip_range, clip_range)
+    losses = torch.maximum((values - returns) ** 2, (clipped - returns) ** 2)
+    return 0.5 * masked_mean(losses, mask), {"value_clipfrac": masked_mean((losses > (values - returns) ** 2).float(), mask).item()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Rollout batches: prompt + response ids, per-token arrays aligned with `token_logps` (index j
+# of a row predicts token j + 1, so response token t of a prompt of length P sits at P + t - 1).
+
+PER_TOKEN = ("old_logps", "old_values", "rewards", "advantages", "returns")
+
+
+def rollout_example(prompt_ids: list[int], response_ids: list[int]) -> dict:
+    return {"input_ids": prompt_ids + response_ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + response_ids}
+
+
+def collate_rollouts(examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded ids and labels, and each per-token array at its shifted positions."""
+    batch = collate([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples], pad_token_id)
+    width = batch["input_ids"].shape[1] - 1
+    for key in PER_TOKEN:
+        if key not in examples[0]:
+            continue
+        tensor = torch.zeros(len(examples), width)
+        for row, example in enumerate(examples):
+            start = len(example["input_ids"]) - len(example[key]) - 1
+            tensor[row, start : start + len(example[key])] = torch.tensor(example[key])
+        batch[key] = tensor
+    return batch
+
+
+def policy_loss_fn(temperature: float, clip_range: float):
+    def loss(model, batch):
+        logps, mask = token_logps(model(**model_inputs(batch)).logits, batch["labels"], temperature)
+        return policy_loss(logps, batch["old_logps"], batch["advantages"], mask.float(), clip_range)
+
+    return loss
+
+
+def token_values(model, batch) -> torch.Tensor:
+    """The value model's estimate at every position that predicts a next token."""
+    return model(**model_inputs(batch)).logits.squeeze(-1)[:, :-1].float()
+
+
+def value_loss_fn(clip_range: float):
+    def loss(model, batch):
+        mask = (batch["labels"][:, 1:] != IGNORE_INDEX).float()
+        return value_loss(token_values(model, batch), batch["old_values"], batch["returns"], mask, clip_range)
+
+    return loss
+
+
+# ---------------------------------------------------------------------------------------------
+# The rollout loop
+
+
+@dataclass
+class Models:
+    policy: object  # trained; starts as the previous round's policy (SFT in round 1)
+    value: object  # trained; starts as the reward model (or the previous round's value model)
+    reference: object  # frozen: the SFT policy
+    reward_model: object  # frozen: the easy-trained PRM
+    tokenizer: object
+
+
+class PPOTrainer:
+    def __init__(self, models: Models, questions: list[dict], easy_gold: dict[str, str], config: PPOConfig,
+                 policy_train: TrainConfig, value_train: TrainConfig, sampling_config: sampling.SamplingConfig,
+                 grading: dict, score_batch_size: int):
+        self.config, self.questions, self.easy_gold, self.grading = config, questions, easy_gold, grading
+        self.sampling_config, self.score_batch_size = sampling_config, score_batch_size
+        self.tokenizer = models.tokenizer
+        self.reference, self.reward_model = models.reference, models.reward_model
+        rollouts = config.prompts_per_step * config.samples_per_prompt
+        self.minibatches = max(1, rollouts // policy_train.global_batch_size)
+        total = config.steps * config.ppo_epochs * self.minibatches
+        pad = self.tokenizer.pad_token_id
+        self.policy = Trainer(models.policy, policy_train, total, pad,
+                              policy_loss_fn(sampling_config.temperature, config.clip_range), collate_rollouts)
+        self.value = Trainer(models.value, value_train, total, pad, value_loss_fn(config.clip_range_value), collate_rollouts)
+        self.micro_batch_size = policy_train.micro_batch_size
+        for frozen in (self.reference, self.reward_model):
+            frozen.to(self.policy.device).eval().requires_grad_(False)
+
+    # -- rollouts ------------------------------------------------------------------------------
+
+    def rollout_questions(self, step: int) -> list[dict]:
+        rng = random.Random(f"{self.config.seed}-{step}")
+        count = self.config.prompts_per_step
+        pool = self.questions
+        chosen = rng.sample(pool, count) if count <= len(pool) else [rng.choice(pool) for _ in range(count)]
+        return chosen[self.policy.rank :: self.policy.world_size]
+
+    @torch.inference_mode()
+    def rollouts(self, step: int) -> tuple[list[dict], dict]:
+        """Sample, grade (easy only), score with the PRM, and compute advantages for one step."""
+        questions = self.rollout_questions(step)
+        policy = self.policy.module
+        policy.eval()
+        prompts = [sampling.encode_prompt(self.tokenizer, q["problem"]) for q in questions]
+        config = sampling.SamplingConfig(**{**self.sampling_config.__dict__, "num_samples": self.config.samples_per_prompt,
+                                            "seed": self.config.seed * 7919 + step})
+        samples = []
+        for question, prompt, group in zip(questions, prompts, sampling.generate(policy, self.tokenizer, prompts, config, progress=False)):
+            for index, sample in enumerate(group):
+                samples.append({"unique_id": question["unique_id"], "problem": question["problem"], "prompt_ids": prompt,
+                                "sample_index": index, "completion": sample["text"], "token_ids": sample["token_ids"],
+                                "finished": sample["finished"]})
+        graded = judge_samples([{"unique_id": s["unique_id"], "completion": s["completion"]} for s in samples],
+                               self.easy_gold, self.grading["timeout"], self.grading["workers"], cluster=False)
+        unit_scores = self._unit_scores(samples)
+        examples, stats = [], {"outcome": [], "process": [], "no_answer": [], "kl": [], "score": [], "length": []}
+        for sample, judged, scores in zip(samples, graded, unit_scores):
+            steps, answer = formats.parse_solution(sample["completion"])
+            ends = unit_end_tokens(self.tokenizer, sample["token_ids"], sample["completion"]) if scores else []
+            rewards = token_rewards(len(sample["token_ids"]), ends, scores, judged["correct"], answer is not None, self.config)
+            examples.append({**rollout_example(sample["prompt_ids"], sample["token_ids"]), "score_rewards": rewards})
+            if judged["correct"] is not None:
+                stats["outcome"].append(float(judged["correct"]))
+            stats["process"].append(sum(process_rewards(scores, self.config.process_upper_bound, self.config.step_bonus)))
+            stats["no_answer"].append(float(answer is None))
+            stats["score"].append(sum(rewards))
+            stats["length"].append(len(sample["token_ids"]))
+        self._advantages(examples, stats)
+        policy.train()
+        summary = {name: (sum(values) / len(values) if values else float("nan")) for name, values in stats.items()}
+        return examples, {"reward": summary.pop("score"), "kl": summary.pop("kl"), "easy_accuracy": summary.pop("outcome"),
+                          "process_reward": summary.pop("process"), "no_answer_rate": summary.pop("no_answer"),
+                          "response_tokens": summary.pop("length"), "num_rollouts": len(examples)}
+
+    def _unit_scores(self, samples: list[dict]) -> list[list[float]]:
+        """PRM per-unit probabilities; a solution the PRM cannot align gets none (and no process reward)."""
+        solutions = [{"problem": s["problem"], "completion": s["completion"], "finished": s["finished"]} for s in samples]
+        try:
+            return evaluator.score_solutions(self.reward_model, self.tokenizer, solutions, self.score_batch_size)
+        except evaluator.AlignmentError:
+            scores = []
+            for solution in solutions:
+                try:
+                    scores += evaluator.score_solutions(self.reward_model, self.tokenizer, [solution], 1)
+                except evaluator.AlignmentError as error:
+                    log.warning("no process reward for an unaligned solution: %s", error)
+                    scores.append([])
+            return scores
+
+    def _advantages(self, examples: list[dict], stats: dict) -> None:
+        """Old log-probs, reference log-probs and values in batches; KL-penalised rewards; GAE."""
+        device, temperature = self.policy.device, self.sampling_config.temperature
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+        for start in range(0, len(examples), self.micro_batch_size):
+            chunk = examples[start : start + self.micro_batch_size]
+            batch = {k: v.to(device) for k, v in collate_rollouts(chunk, self.tokenizer.pad_token_id).items()}
+            with autocast:
+                logps, mask = token_logps(self.policy.module(**model_inputs(batch)).logits, batch["labels"], temperature)
+                ref_logps, _ = token_logps(self.reference(**model_inputs(batch)).logits, batch["labels"], temperature)
+                values = token_values(self.value.module, batch)
+            for row, example in enumerate(chunk):
+                keep = mask[row]
+                example["old_logps"] = logps[row][keep].float().cpu().tolist()
+                example["old_values"] = values[row][keep].float().cpu().tolist()
+                kl = (logps[row][keep] - ref_logps[row][keep]).float().cpu()
+                example["rewards"] = (torch.tensor(example.pop("score_rewards")) - self.config.kl_coef * kl).tolist()
+                stats["kl"].append(float(kl.sum()))
+        batch = collate_rollouts(examples, self.tokenizer.pad_token_id)
+        mask = (batch["labels"][:, 1:] != IGNORE_INDEX).float()
+        advantages, returns = gae(batch["rewards"], batch["old_values"], mask, self.config.gamma, self.config.lam)
+        if self.config.whiten_advantages:
+            advantages = whiten(advantages, mask)
+        for row, example in enumerate(examples):
+            keep = mask[row].bool()
+            example["advantages"] = advantages[row][keep].tolist()
+            example["returns"] = returns[row][keep].tolist()
+            del example["rewards"]
+
+    # -- optimisation --------------------------------------------------------------------------
+
+    def update(self, examples: list[dict], step: int) -> dict:
+        rng = random.Random(f"{self.config.seed}-update-{step}")
+        size = math.ceil(len(examples) / self.minibatches)
+        records = []
+        for _ in range(self.config.ppo_epochs):
+            order = list(range(len(examples)))
+            rng.shuffle(order)
+            for start in range(0, len(order), size):
+                minibatch = [examples[i] for i in order[start : start + size]]
+                policy_record = self.policy.step(minibatch, local=True)
+                value_record = self.value.step(minibatch, local=True)
+                records.append({"policy_loss": policy_record["loss"], "value_loss": value_record["loss"],
+                                "clipfrac": policy_record["clipfrac"], "approx_kl": policy_record["approx_kl"],
+                                "value_clipfrac": value_record["value_clipfrac"], "lr": policy_record["lr"]})
+        return {key: sum(r[key] for r in records) / len(records) for key in records[0]}
+
+    def train(self, checkpoint_dir: str | None, fingerprint_extra: dict) -> tuple[object, object, list[dict]]:
+        policy_dir = f"{checkpoint_dir}/policy" if checkpoint_dir else None
+        value_dir = f"{checkpoint_dir}/value" if checkpoint_dir else None
+        fingerprint = run_fingerprint(self.policy.config, [{"questions": [q["unique_id"] for q in self.questions]}],
+                                      type(self.policy.engine).__name__, {**fingerprint_extra, "ppo": self.config.__dict__})
+        done, history, _ = self.policy.resume(policy_dir, fingerprint)
+        if done:
+            value_done, _, _ = self.value.resume(value_dir, fingerprint)
+            if value_done != done:
+                raise RuntimeError(f"{checkpoint_dir}: policy checkpoint at step {done}, value at {value_done}")
+        start = time.perf_counter()
+        progress = tqdm(range(done + 1, self.config.steps + 1), desc="ppo", initial=done, total=self.config.steps,
+                        disable=self.policy.rank != 0)
+        for step in progress:
+            examples, rollout_stats = self.rollouts(step)
+            record = {"step": step, **rollout_stats, **self.update(examples, step),
+                      "elapsed_s": round(time.perf_counter() - start, 3)}
+            history.append(record)
+            progress.set_postfix(reward=f"{record['reward']:.3f}", kl=f"{record['kl']:.3f}")
+            every = self.policy.config.checkpoint_every
+            if checkpoint_dir and every and step % every == 0 and step < self.config.steps:
+                self.value.checkpoint(value_dir, step, history, fingerprint)
+                self.policy.checkpoint(policy_dir, step, history, fingerprint)
+        return self.policy.finish(), self.value.finish(), history

@@ -1,0 +1,99 @@
+"""ReST-EM (Singh et al., 2023) against an easy-trained evaluator: sample from the current policy
+on every train question, keep the solutions that pass the filter, fine-tune on them, repeat.
+
+The filter is the only place where the algorithm meets supervision. Easy questions may use their
+gold answer (the `correct` field that `grade_train` wrote from easy gold only); hard questions are
+selected by evaluator score alone: `select` decides easy/hard from the level and never reads
+`correct` for a hard row, so even a graded file that carried hard outcomes could not leak them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, fields
+
+from easy2hard import formats
+from easy2hard.metrics import AGGREGATIONS, aggregate_steps
+
+EASY_FILTERS = ("answer", "score", "answer_and_score")
+HARD_FILTERS = ("top_k", "threshold", "top_k_threshold", "none")
+
+
+@dataclass
+class RestEmConfig:
+    easy_filter: str = "answer"  # answer: gold answer correct | score: evaluator only | answer_and_score: both
+    hard_filter: str = "top_k"  # top_k | threshold | top_k_threshold | none (hard questions not used)
+    top_k: int = 1  # solutions kept per question by score (top_k filters)
+    threshold: float = 0.5  # minimum aggregated evaluator score (threshold filters, answer_and_score)
+    max_per_question: int = 4  # cap per question, so easy questions do not swamp the kept set
+    aggregation: str = "min"  # step aggregation giving one score per solution
+
+    def __post_init__(self):
+        for name, value, allowed in [("easy_filter", self.easy_filter, EASY_FILTERS),
+                                     ("hard_filter", self.hard_filter, HARD_FILTERS),
+                                     ("aggregation", self.aggregation, AGGREGATIONS)]:
+            if value not in allowed:
+                raise ValueError(f"rest_em.{name}: {value!r} is not one of {list(allowed)}")
+
+    @classmethod
+    def from_dict(cls, config: dict) -> "RestEmConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in config.items() if k in known})
+
+
+def _score_filter(candidates: list[dict], mode: str, config: RestEmConfig) -> list[dict]:
+    """Candidates (best score first) that pass a score-only filter."""
+    if mode == "none":
+        return []
+    if mode in ("threshold", "top_k_threshold"):
+        candidates = [c for c in candidates if c["score"] >= config.threshold]
+    if mode in ("top_k", "top_k_threshold"):
+        candidates = candidates[: config.top_k]
+    return candidates
+
+
+def select(samples: list[dict], scores: dict[tuple[str, int], list[float]], easy_levels, config: RestEmConfig
+           ) -> tuple[list[dict], dict]:
+    """The kept solutions ({unique_id, level, sample_index, steps, answer, score}) and counts.
+
+    `samples` are graded train rows (unique_id, level, sample_index, completion, finished, and
+    `correct` for easy rows); `scores` maps (unique_id, sample_index) to the evaluator's per-unit
+    scores. Only finished solutions with an answer section are candidates; identical solutions
+    count once.
+    """
+    easy_levels = set(easy_levels)
+    by_question: dict[str, list[dict]] = defaultdict(list)
+    for row in samples:
+        by_question[row["unique_id"]].append(row)
+    kept, stats = [], Counter()
+    for unique_id in sorted(by_question):
+        rows = sorted(by_question[unique_id], key=lambda r: r["sample_index"])
+        easy = rows[0]["level"] in easy_levels
+        group = "easy" if easy else "hard"
+        stats[f"{group}_questions"] += 1
+        candidates, seen = [], set()
+        for row in rows:
+            steps, answer = formats.parse_solution(row["completion"])
+            text = row["completion"].strip()
+            if not row.get("finished", True) or answer is None or text in seen:
+                continue
+            seen.add(text)
+            if easy and config.easy_filter != "score" and not row["correct"]:
+                continue  # `correct` is read for easy rows only
+            score = aggregate_steps(scores[(unique_id, row["sample_index"])], config.aggregation)
+            candidates.append({"unique_id": unique_id, "level": row["level"], "sample_index": row["sample_index"],
+                               "steps": steps, "answer": answer, "score": score})
+        candidates.sort(key=lambda c: (-c["score"], c["sample_index"]))
+        if not easy:
+            chosen = _score_filter(candidates, config.hard_filter, config)
+        elif config.easy_filter == "answer":
+            chosen = candidates
+        elif config.easy_filter == "answer_and_score":
+            chosen = [c for c in candidates if c["score"] >= config.threshold]
+        else:
+            chosen = _score_filter(candidates, config.hard_filter, config)
+        chosen = chosen[: config.max_per_question]
+        stats[f"{group}_kept"] += len(chosen)
+        stats[f"{group}_questions_kept"] += bool(chosen)
+        kept += chosen
+    return kept, {**dict(stats), "filter": asdict(config)}

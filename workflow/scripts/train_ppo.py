@@ -1,0 +1,47 @@
+"""PPO, one round: policy and value model optimised against the frozen easy-trained PRM (process
+reward on every question, outcome reward from easy gold answers only) with a KL penalty to the
+frozen SFT reference."""
+
+import torch
+
+from easy2hard import cli, evaluator, modeling, ppo, sampling, training
+from easy2hard.io import read_jsonl
+
+if __name__ == "__main__":
+    p = cli.parser(__doc__)
+    p.add_argument("--policy", required=True, help="the previous round's policy (SFT in round 1)")
+    p.add_argument("--value", required=True, help="value initialisation: the reward model, or the previous round's value model")
+    p.add_argument("--reference", required=True, help="frozen reference policy (SFT)")
+    p.add_argument("--reward-model", required=True, help="frozen evaluator (PRM)")
+    p.add_argument("--train-easy", required=True, help="easy train questions with their gold answers")
+    p.add_argument("--train-hard", required=True, help="hard train questions (no answers)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--value-out", required=True)
+    args = p.parse_args()
+    cli.setup(args)
+    params = args.params
+    _, dtype = modeling.device_and_dtype()
+    policy, tokenizer = modeling.load_model(args.policy, dtype=torch.float32)  # fp32 master weights
+    value, _ = evaluator.load_backbone(args.value, dtype=torch.float32)
+    reference, _ = modeling.load_model(args.reference, dtype=dtype)
+    reward_model, _ = evaluator.load_backbone(args.reward_model, dtype=dtype)
+    easy = read_jsonl(args.train_easy, required=("unique_id", "problem", "level", "answer"))
+    hard = read_jsonl(args.train_hard, required=("unique_id", "problem", "level"))
+    sampling_config = sampling.SamplingConfig(**{**params["sampling"], "num_samples": 1})
+    trainer = ppo.PPOTrainer(
+        ppo.Models(policy, value, reference, reward_model, tokenizer),
+        questions=easy + hard,
+        easy_gold={row["unique_id"]: row["answer"] for row in easy},
+        config=ppo.PPOConfig.from_dict(params["ppo"]),
+        policy_train=training.TrainConfig.from_dict(params["policy_train"]),
+        value_train=training.TrainConfig.from_dict(params["value_train"]),
+        sampling_config=sampling_config,
+        grading=params["grading"],
+        score_batch_size=params["score_batch_size"],
+    )
+    policy, value, history = trainer.train(training.checkpoint_dir_for(args.out), {"inputs": vars(args)})
+    # Value first: the policy's save removes the run's checkpoints, so it must come last.
+    training.save_model(value, tokenizer, args.value_out, history, trainer.value.config)
+    training.save_model(policy, tokenizer, args.out, history, trainer.policy.config, {"ppo": params["ppo"]})
+    last = history[-1]
+    print(f"{len(history)} PPO steps; last reward {last['reward']:.3f}, KL {last['kl']:.3f}")
