@@ -17,7 +17,7 @@ rule rest_em_data:
         stats="results/rl/rest_em_r{round}/stats.json",
     params:
         cfg=lambda wildcards: rl_selection_params("rest_em"),
-        script=script("rest_em_data.py"),
+        script=script("rl_data.py") + " --algorithm rest_em",
     conda:
         "../envs/easy2hard.yaml"
     log:
@@ -58,7 +58,7 @@ rule dpo_pairs:
         stats="results/rl/dpo_r{round}/stats.json",
     params:
         cfg=lambda wildcards: rl_selection_params("dpo", DPO_PAIR_KEYS),
-        script=script("dpo_pairs.py"),
+        script=script("rl_data.py") + " --algorithm dpo",
     conda:
         "../envs/easy2hard.yaml"
     log:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import jsonschema
@@ -12,6 +13,16 @@ SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 
 class ConfigError(ValueError):
     pass
+
+
+def from_dict(cls, options: dict, section: str):
+    """A config dataclass (TrainConfig, RestEmConfig, ...) from its config section; an unknown key
+    is an error that names the section and the key."""
+    known = {field.name for field in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"unknown {section} option(s): {', '.join(unknown)}")
+    return cls(**options)
 
 
 def validate_config(config: dict, source: str = "config", schema_path: Path = SCHEMA) -> dict:

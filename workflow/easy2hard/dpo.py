@@ -9,13 +9,13 @@ round starts from (it is the reference), so no second copy of the model is held 
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from dataclasses import dataclass, fields
+from collections import Counter
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from easy2hard import formats
+from easy2hard import candidates
 from easy2hard.metrics import AGGREGATIONS, aggregate_steps
 from easy2hard.sampling import encode_prompt
 from easy2hard.training import IGNORE_INDEX, collate, model_inputs, token_logps
@@ -41,11 +41,6 @@ class DPOConfig:
         if not 0 <= self.label_smoothing < 0.5:
             raise ValueError(f"dpo.label_smoothing: {self.label_smoothing} is not in [0, 0.5)")
 
-    @classmethod
-    def from_dict(cls, config: dict) -> "DPOConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in config.items() if k in known})
-
 
 # ---------------------------------------------------------------------------------------------
 # Pairs
@@ -63,32 +58,23 @@ def make_pairs(samples: list[dict], scores: dict[tuple[str, int], list[float]], 
     `min_margin` (a correct-vs-incorrect easy pair needs no gap).
     """
     easy_levels = set(easy_levels)
-    by_question: dict[str, list[dict]] = defaultdict(list)
-    for row in samples:
-        by_question[row["unique_id"]].append(row)
     pairs, stats = [], Counter()
-    for unique_id in sorted(by_question):
-        rows = sorted(by_question[unique_id], key=lambda r: r["sample_index"])
+    for unique_id, rows in candidates.by_question(samples):
         use_answers = config.easy_use_answers and rows[0]["level"] in easy_levels
-        candidates, seen = [], set()
-        for row in rows:
-            steps, answer = formats.parse_solution(row["completion"])
-            text = row["completion"].strip()
-            if not (steps or answer) or text in seen:
-                continue
-            seen.add(text)
+        ranked = []
+        for row, _, answer in candidates.distinct(rows):
             score = aggregate_steps(scores[(unique_id, row["sample_index"])], config.aggregation)
             rank = (bool(row["correct"]) if use_answers else 0, score)
             complete = row.get("finished", True) and answer is not None
-            candidates.append({"row": row, "score": score, "rank": rank, "complete": complete})
-        candidates.sort(key=lambda c: (c["rank"], -c["row"]["sample_index"]), reverse=True)
+            ranked.append({"row": row, "score": score, "rank": rank, "complete": complete})
+        ranked.sort(key=lambda c: (c["rank"], -c["row"]["sample_index"]), reverse=True)
         stats["questions"] += 1
-        chosen_pool = [c for c in candidates if c["complete"]]
+        chosen_pool = [c for c in ranked if c["complete"]]
         made = 0
         for i in range(config.pairs_per_question):
-            if i >= len(chosen_pool) or i >= len(candidates):
+            if i >= len(chosen_pool) or i >= len(ranked):
                 break
-            chosen, rejected = chosen_pool[i], candidates[-1 - i]
+            chosen, rejected = chosen_pool[i], ranked[-1 - i]
             if not chosen["rank"] > rejected["rank"]:
                 break
             outcome_decided = chosen["rank"][0] > rejected["rank"][0]

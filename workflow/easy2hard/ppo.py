@@ -27,7 +27,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -57,14 +57,6 @@ class PPOConfig:
     step_bonus: float = 0.0  # added to every scored unit
     no_answer_penalty: float = -1.0  # at the last token of a solution without an answer section
     seed: int = 0
-
-    @classmethod
-    def from_dict(cls, config: dict) -> "PPOConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(config) - known
-        if unknown:
-            raise ValueError(f"unknown ppo option(s): {', '.join(sorted(unknown))}")
-        return cls(**config)
 
 
 # ---------------------------------------------------------------------------------------------

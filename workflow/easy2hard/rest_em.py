@@ -9,10 +9,10 @@ selected by evaluator score alone: `select` decides easy/hard from the level and
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, fields
+from collections import Counter
+from dataclasses import asdict, dataclass
 
-from easy2hard import formats
+from easy2hard import candidates
 from easy2hard.metrics import AGGREGATIONS, aggregate_steps
 
 EASY_FILTERS = ("answer", "score", "answer_and_score")
@@ -35,21 +35,16 @@ class RestEmConfig:
             if value not in allowed:
                 raise ValueError(f"rest_em.{name}: {value!r} is not one of {list(allowed)}")
 
-    @classmethod
-    def from_dict(cls, config: dict) -> "RestEmConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in config.items() if k in known})
 
-
-def _score_filter(candidates: list[dict], mode: str, config: RestEmConfig) -> list[dict]:
-    """Candidates (best score first) that pass a score-only filter."""
+def _score_filter(scored: list[dict], mode: str, config: RestEmConfig) -> list[dict]:
+    """Scored solutions (best first) that pass a score-only filter."""
     if mode == "none":
         return []
     if mode in ("threshold", "top_k_threshold"):
-        candidates = [c for c in candidates if c["score"] >= config.threshold]
+        scored = [c for c in scored if c["score"] >= config.threshold]
     if mode in ("top_k", "top_k_threshold"):
-        candidates = candidates[: config.top_k]
-    return candidates
+        scored = scored[: config.top_k]
+    return scored
 
 
 def select(samples: list[dict], scores: dict[tuple[str, int], list[float]], easy_levels, config: RestEmConfig
@@ -62,36 +57,29 @@ def select(samples: list[dict], scores: dict[tuple[str, int], list[float]], easy
     count once.
     """
     easy_levels = set(easy_levels)
-    by_question: dict[str, list[dict]] = defaultdict(list)
-    for row in samples:
-        by_question[row["unique_id"]].append(row)
     kept, stats = [], Counter()
-    for unique_id in sorted(by_question):
-        rows = sorted(by_question[unique_id], key=lambda r: r["sample_index"])
+    for unique_id, rows in candidates.by_question(samples):
         easy = rows[0]["level"] in easy_levels
         group = "easy" if easy else "hard"
         stats[f"{group}_questions"] += 1
-        candidates, seen = [], set()
-        for row in rows:
-            steps, answer = formats.parse_solution(row["completion"])
-            text = row["completion"].strip()
-            if not row.get("finished", True) or answer is None or text in seen:
+        scored = []
+        for row, steps, answer in candidates.distinct(rows):
+            if not row.get("finished", True) or answer is None:
                 continue
-            seen.add(text)
             if easy and config.easy_filter != "score" and not row["correct"]:
                 continue  # `correct` is read for easy rows only
             score = aggregate_steps(scores[(unique_id, row["sample_index"])], config.aggregation)
-            candidates.append({"unique_id": unique_id, "level": row["level"], "sample_index": row["sample_index"],
-                               "steps": steps, "answer": answer, "score": score})
-        candidates.sort(key=lambda c: (-c["score"], c["sample_index"]))
+            scored.append({"unique_id": unique_id, "level": row["level"], "sample_index": row["sample_index"],
+                           "steps": steps, "answer": answer, "score": score})
+        scored.sort(key=lambda c: (-c["score"], c["sample_index"]))
         if not easy:
-            chosen = _score_filter(candidates, config.hard_filter, config)
+            chosen = _score_filter(scored, config.hard_filter, config)
         elif config.easy_filter == "answer":
-            chosen = candidates
+            chosen = scored
         elif config.easy_filter == "answer_and_score":
-            chosen = [c for c in candidates if c["score"] >= config.threshold]
+            chosen = [c for c in scored if c["score"] >= config.threshold]
         else:
-            chosen = _score_filter(candidates, config.hard_filter, config)
+            chosen = _score_filter(scored, config.hard_filter, config)
         chosen = chosen[: config.max_per_question]
         stats[f"{group}_kept"] += len(chosen)
         stats[f"{group}_questions_kept"] += bool(chosen)

@@ -17,7 +17,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from easy2hard import formats
+from easy2hard.config import from_dict
 from easy2hard.io import atomic_output
 from easy2hard.launch import prepare_environment
 from easy2hard.modeling import device_and_dtype
@@ -56,11 +57,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, config: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(config) - known
-        if unknown:
-            raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-        return cls(**config)
+        return from_dict(cls, config, "training")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -499,6 +496,18 @@ def train(
         if checkpoint_dir and config.checkpoint_every and step % config.checkpoint_every == 0 and step < len(batches):
             trainer.checkpoint(checkpoint_dir, step, history, fingerprint)
     return trainer.finish(), history
+
+
+def drop_too_long(examples: list[dict | None], source: str, max_length: int) -> list[dict]:
+    """The examples that fit (builders return None for the others), with a warning that counts
+    the rest; none fitting is an error naming the data file."""
+    kept = [example for example in examples if example is not None]
+    if not kept:
+        raise SystemExit(f"{source}: no training examples fit in max_length {max_length} (or the file is empty)")
+    if len(kept) < len(examples):
+        log.warning("%s: skipped %d of %d examples longer than max_length %d", source, len(examples) - len(kept),
+                    len(examples), max_length)
+    return kept
 
 
 def checkpoint_dir_for(output_dir: str) -> str:

@@ -1,8 +1,6 @@
 """Stage 4: supervised fine-tuning of the base model on easy-level solutions (loss on solution
 tokens only), with the shared training loop (DeepSpeed on GPU, plain torch on CPU)."""
 
-import logging
-
 import torch
 
 from easy2hard import cli, modeling, training
@@ -20,9 +18,7 @@ if __name__ == "__main__":
     model, tokenizer = modeling.load_model(args.base, dtype=torch.float32)
     rows = read_jsonl(args.data, required=("problem", "steps", "answer"))
     examples = [training.sft_example(r["problem"], r["steps"], r["answer"], tokenizer, config.max_length) for r in rows]
-    if None in examples:
-        logging.warning("skipped %d of %d examples longer than max_length %d", examples.count(None), len(rows), config.max_length)
-        examples = [example for example in examples if example is not None]
+    examples = training.drop_too_long(examples, args.data, config.max_length)
     module, history = training.train(
         model, examples, config, tokenizer.pad_token_id, checkpoint_dir=training.checkpoint_dir_for(args.out)
     )

@@ -1,11 +1,10 @@
 """Iterative DPO, one round: the DPO loss against the round's starting policy (the reference),
 whose log-probabilities of every pair are computed once before training; the shared loop."""
 
-import logging
-
 import torch
 
 from easy2hard import cli, dpo, modeling, training
+from easy2hard.config import from_dict
 from easy2hard.io import read_jsonl
 
 if __name__ == "__main__":
@@ -16,15 +15,11 @@ if __name__ == "__main__":
     args = p.parse_args()
     cli.setup(args)
     config = training.TrainConfig.from_dict(args.params["train"])
-    dpo_config = dpo.DPOConfig.from_dict(args.params["dpo"])
+    dpo_config = from_dict(dpo.DPOConfig, args.params["dpo"], "rl.dpo")
     model, tokenizer = modeling.load_model(args.policy, dtype=torch.float32)
     rows = read_jsonl(args.pairs, required=("unique_id", "problem", "chosen", "rejected"))
     examples = [dpo.pair_example(row["problem"], row, tokenizer, config.max_length) for row in rows]
-    kept = [example for example in examples if example is not None]
-    if not kept:
-        raise SystemExit(f"{args.pairs}: no preference pairs (see the stats.json beside it)")
-    if len(kept) < len(examples):
-        logging.warning("skipped %d pairs longer than max_length %d", len(examples) - len(kept), config.max_length)
+    kept = training.drop_too_long(examples, args.pairs, config.max_length)  # none: see the stats.json beside it
     model.to(modeling.device_and_dtype()[0])
     references = dpo.reference_logps(model, kept, tokenizer.pad_token_id, dpo_config, config.micro_batch_size)
     kept = [{**example, "ref_logps": ref} for example, ref in zip(kept, references)]

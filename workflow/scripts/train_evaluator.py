@@ -1,8 +1,6 @@
 """Train an evaluator (PRM / ORM / OPRM): scalar head on a policy backbone, binary
 cross-entropy on the labelled tokens, with the shared training loop."""
 
-import logging
-
 import torch
 
 from easy2hard import cli, evaluator, training
@@ -22,11 +20,7 @@ if __name__ == "__main__":
     model, tokenizer = evaluator.load_backbone(args.init, dtype=torch.float32)  # fp32 master weights
     rows = read_jsonl(args.data, required=("unique_id", "problem", "steps", "answer", "labels", "kind"))
     examples = [evaluator.training_example(row, tokenizer, config.max_length, label_tokens) for row in rows]
-    kept = [example for example in examples if example is not None]
-    if not kept:
-        raise SystemExit(f"{args.data}: no training examples (see the stats.json beside it)")
-    if len(kept) < len(examples):
-        logging.warning("skipped %d examples longer than max_length %d", len(examples) - len(kept), config.max_length)
+    kept = training.drop_too_long(examples, args.data, config.max_length)  # none: see the stats.json beside it
     module, history = training.train(
         model, kept, config, tokenizer.pad_token_id, loss_fn=evaluator.bce_loss,
         checkpoint_dir=training.checkpoint_dir_for(args.out),

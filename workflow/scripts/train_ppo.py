@@ -5,6 +5,7 @@ frozen SFT reference."""
 import torch
 
 from easy2hard import cli, evaluator, modeling, ppo, sampling, training
+from easy2hard.config import from_dict
 from easy2hard.io import read_jsonl
 
 if __name__ == "__main__":
@@ -32,7 +33,7 @@ if __name__ == "__main__":
         ppo.Models(policy, value, reference, reward_model, tokenizer),
         questions=easy + hard,
         easy_gold={row["unique_id"]: row["answer"] for row in easy},
-        config=ppo.PPOConfig.from_dict(params["ppo"]),
+        config=from_dict(ppo.PPOConfig, params["ppo"], "rl.ppo"),
         policy_train=training.TrainConfig.from_dict(params["policy_train"]),
         value_train=training.TrainConfig.from_dict(params["value_train"]),
         sampling_config=sampling_config,

@@ -1,12 +1,19 @@
-"""Iterative DPO, data: preference pairs from the previous policy's train samples, ranked by the
-easy-trained evaluator (best vs worst per question)."""
+"""RL data from the previous policy's train samples and their evaluator scores: the ReST-EM filter
+(`--algorithm rest_em`: kept solutions as SFT rows) or DPO preference pairs (`--algorithm dpo`)."""
 
-from easy2hard import cli, dpo
+from easy2hard import cli, dpo, rest_em
+from easy2hard.config import from_dict
 from easy2hard.io import read_jsonl, write_json, write_jsonl
 from easy2hard.report import read_step_scores
 
+SELECT = {  # algorithm -> (config dataclass, selection function)
+    "rest_em": (rest_em.RestEmConfig, rest_em.select),
+    "dpo": (dpo.DPOConfig, dpo.make_pairs),
+}
+
 if __name__ == "__main__":
     p = cli.parser(__doc__)
+    p.add_argument("--algorithm", required=True, choices=sorted(SELECT))
     p.add_argument("--graded", required=True, help="graded train samples of the previous policy")
     p.add_argument("--scores", required=True, help="evaluator scores of the same samples")
     p.add_argument("--questions", required=True, nargs="+", help="train questions (easy and hard)")
@@ -16,10 +23,11 @@ if __name__ == "__main__":
     cli.setup(args)
     params = dict(args.params)
     easy_levels = params.pop("easy_levels")
-    config = dpo.DPOConfig.from_dict(params)
+    config_class, select = SELECT[args.algorithm]
+    config = from_dict(config_class, params, f"rl.{args.algorithm}")
     problems = {q["unique_id"]: q["problem"] for path in args.questions for q in read_jsonl(path, required=("unique_id", "problem"))}
     samples = read_jsonl(args.graded, required=("unique_id", "level", "sample_index", "completion"))
-    pairs, stats = dpo.make_pairs(samples, read_step_scores(args.scores), easy_levels, config)
-    write_jsonl(args.out, ({**pair, "problem": problems[pair["unique_id"]]} for pair in pairs))
+    rows, stats = select(samples, read_step_scores(args.scores), easy_levels, config)
+    write_jsonl(args.out, ({**row, "problem": problems[row["unique_id"]]} for row in rows))
     write_json(args.stats, stats)
-    print(f"{len(pairs)} pairs: {stats}")
+    print(f"{args.algorithm}: {len(rows)} rows; {stats}")
