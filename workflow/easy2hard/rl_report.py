@@ -45,7 +45,7 @@ def load_logs(models: dict[tuple[str, int], str]) -> pd.DataFrame:
     """Every round's train_log.jsonl, with the algorithm, the round and a step count across rounds."""
     frames = []
     for (algorithm, round_), folder in sorted(models.items()):
-        log = pd.DataFrame(read_jsonl(Path(folder) / "train_log.jsonl", required=("step", "loss")))
+        log = pd.DataFrame(read_jsonl(Path(folder) / "train_log.jsonl", required=("step",)))
         frames.append(log.assign(algorithm=algorithm, round=round_))
     if not frames:
         return pd.DataFrame(columns=["algorithm", "round", "step", "loss", "global_step"])

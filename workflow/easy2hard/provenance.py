@@ -1,0 +1,89 @@
+"""What produced an output: the rule's config slice (seeds included), the code version (git
+describe), the grader version, library versions, the command line and the inputs' fingerprints.
+
+Every stage script records it beside each output it writes (`cli.finish`): a file `x.jsonl` gets
+`x.jsonl.provenance.json`, a model folder gets `provenance.json` inside it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from easy2hard.io import atomic_output
+
+LIBRARIES = ("easy2hard", "torch", "transformers", "tokenizers", "datasets", "snakemake", "math-verify", "sympy",
+             "deepspeed", "numpy", "pandas")
+REPO = Path(__file__).resolve().parents[2]
+FILE_SUFFIX = ".provenance.json"
+FOLDER_FILE = "provenance.json"
+
+
+@functools.cache
+def git_describe(repo: str | os.PathLike = REPO) -> str | None:
+    """`git describe --always --dirty --tags` of the checkout, or None outside one."""
+    try:
+        result = subprocess.run(["git", "-C", str(repo), "describe", "--always", "--dirty", "--tags"],
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None
+
+
+def version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def fingerprint(path: str | os.PathLike) -> dict:
+    """Size and SHA-256 of a file; a folder: its files' names, sizes and SHA-256 (models are a few
+    files; the large weights are hashed too, in 1 MiB chunks)."""
+    path = Path(path)
+    if path.is_dir():
+        return {"files": {str(p.relative_to(path)): fingerprint(p) for p in sorted(path.rglob("*")) if p.is_file()
+                          and not p.name.endswith(FILE_SUFFIX) and p.name != FOLDER_FILE}}
+    if not path.exists():
+        return {"missing": True}
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def record(params: dict, inputs: dict[str, list[str]] | None = None) -> dict:
+    from easy2hard.grading import GRADER_VERSION
+
+    return {
+        "config": params,
+        "code_version": git_describe(),
+        "grader_version": GRADER_VERSION,
+        "libraries": {name: version(name) for name in LIBRARIES},
+        "python": platform.python_version(),
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "inputs": {name: {path: fingerprint(path) for path in paths} for name, paths in (inputs or {}).items()},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def location(output: str | os.PathLike) -> Path:
+    """Where the provenance of an output lives: inside a folder, beside a file."""
+    output = Path(output)
+    return output / FOLDER_FILE if output.is_dir() else output.with_name(output.name + FILE_SUFFIX)
+
+
+def write(output: str | os.PathLike, provenance: dict) -> Path:
+    target = location(output)
+    with atomic_output(target) as tmp:
+        tmp.write_text(json.dumps(provenance, indent=2, sort_keys=True, default=str) + "\n")
+    return target
