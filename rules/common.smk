@@ -102,7 +102,12 @@ def sampling_params(wildcards):
 
 def greedy_params(wildcards):
     """Greedy decoding depends only on these: changing temperature or N does not re-run it."""
-    return as_json({k: config["sampling"][k] for k in ("max_new_tokens", "batch_size", "engine") if k in config["sampling"]})
+    keys = ("max_new_tokens", "batch_size", "engine", "shard_questions")
+    return as_json({k: config["sampling"][k] for k in keys if k in config["sampling"]})
+
+
+# The sampling options of in-process samplers (rollouts, PPO): no per-split N, no output shards.
+SAMPLER_OPTIONS = {k: v for k, v in config["sampling"].items() if k not in ("num_samples", "shard_questions")}
 
 
 def tokenizer_text_inputs(wildcards):
@@ -133,7 +138,7 @@ def prm_data_params(wildcards):
         **config["evaluators"]["prm"],
         "easy_levels": config["data"]["easy_levels"],
         "grading": config["grading"],
-        "sampling": {k: v for k, v in config["sampling"].items() if k != "num_samples"},
+        "sampling": SAMPLER_OPTIONS,
     }
     return as_json(cfg)
 

@@ -118,7 +118,7 @@ rule ppo:
                     if k not in ("rounds", "policy_train", "value_train")},
             "policy_train": config["rl"]["ppo"]["policy_train"],
             "value_train": config["rl"]["ppo"]["value_train"],
-            "sampling": {k: v for k, v in config["sampling"].items() if k != "num_samples"},
+            "sampling": SAMPLER_OPTIONS,
             "grading": config["grading"],
             "score_batch_size": config["evaluators"]["score"]["batch_size"],
         }),

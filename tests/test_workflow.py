@@ -341,3 +341,22 @@ def test_unknown_report_generator_is_a_config_error(tmp_path):
     override.write_text("report:\n  generators: [sft, dpo_r3]\n")
     result = snakemake("-n", "--configfile", str(override), "--cores", "1")
     assert result.returncode != 0 and "report.generators" in result.stderr and "dpo_r3" in result.stderr
+
+
+def test_every_output_records_its_provenance(tiny_run):
+    results = tiny_run / "results"
+    files = [p for folder in ("samples", "graded", "eval", "scores", "rl") for p in (results / folder).rglob("*.jsonl")
+             if "/value/" not in str(p)]
+    files += list((results / "evaluators").glob("*/train.jsonl")) + list((results / "evaluators").glob("*/stats.json"))
+    assert len(files) > 30
+    for path in files:
+        record = json.loads(path.with_name(path.name + ".provenance.json").read_text())
+        assert record["code_version"] and record["libraries"]["torch"] and "config" in record, path
+    folders = [p for p in (results / "models").iterdir()] + list((results / "evaluators").glob("*/model"))
+    folders += [results / "data", results / "gold", results / "rl/ppo_r1/value"]
+    for folder in folders:
+        record = json.loads((folder / "provenance.json").read_text())
+        assert record["command"] and record["grader_version"], folder
+    sft = json.loads((results / "models/sft/provenance.json").read_text())
+    assert sft["config"]["seed"] == 42 and "results/models/base" in sft["inputs"]["base"]
+    assert not list(results.rglob("*.shards")) and not list(results.rglob("*.checkpoints"))

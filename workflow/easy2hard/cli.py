@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+from pathlib import Path
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -20,3 +22,28 @@ def setup(args: argparse.Namespace) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+
+
+# Arguments naming what a stage writes; every other argument naming an existing path is an input.
+OUTPUT_ARGS = ("out", "stats", "value_out", "out_csv", "out_md", "out_png", "data_dir", "gold_dir")
+
+
+def _existing_paths(value) -> list[str]:
+    values = value if isinstance(value, list) else [value]
+    return [v for v in values if isinstance(v, str) and v and Path(v).exists()]
+
+
+def finish(args: argparse.Namespace) -> None:
+    """Record provenance (config slice, code version, library versions, input fingerprints)
+    beside every output the stage wrote: `x.jsonl.provenance.json`, or `provenance.json` inside a
+    folder. Rank 0 only: the other processes of a multi-GPU job write nothing."""
+    from easy2hard import provenance
+
+    if int(os.environ.get("RANK", 0)) != 0:
+        return
+    outputs = [getattr(args, name) for name in OUTPUT_ARGS if getattr(args, name, None)]
+    inputs = {name: paths for name, value in vars(args).items()
+              if name not in OUTPUT_ARGS and name != "params" and (paths := _existing_paths(value))}
+    record = provenance.record(args.params, inputs)
+    for output in outputs:
+        provenance.write(output, record)

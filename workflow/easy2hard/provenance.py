@@ -45,15 +45,20 @@ def version(name: str) -> str | None:
         return None
 
 
+HASH_LIMIT = 256 << 20  # larger files (7b weights) are recorded by size and mtime: hashing them costs minutes
+
+
 def fingerprint(path: str | os.PathLike) -> dict:
-    """Size and SHA-256 of a file; a folder: its files' names, sizes and SHA-256 (models are a few
-    files; the large weights are hashed too, in 1 MiB chunks)."""
+    """Size and SHA-256 of a file (size and mtime above HASH_LIMIT); a folder: the same for each
+    of its files."""
     path = Path(path)
     if path.is_dir():
         return {"files": {str(p.relative_to(path)): fingerprint(p) for p in sorted(path.rglob("*")) if p.is_file()
                           and not p.name.endswith(FILE_SUFFIX) and p.name != FOLDER_FILE}}
     if not path.exists():
         return {"missing": True}
+    if path.stat().st_size > HASH_LIMIT:
+        return {"bytes": path.stat().st_size, "mtime": path.stat().st_mtime}
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):

@@ -20,9 +20,15 @@ picks one:
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import math
 import os
+import shutil
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Iterator
 
 import torch
@@ -30,6 +36,9 @@ from tqdm.auto import tqdm
 
 from easy2hard import engine as sampling_engine
 from easy2hard import formats
+from easy2hard.io import atomic_output, write_jsonl
+
+log = logging.getLogger(__name__)
 
 ENGINE_MODES = ("auto", "engine", "hf")
 
@@ -167,3 +176,43 @@ def sample_solutions(model, tokenizer, questions: list[dict], config: SamplingCo
                 "num_tokens": continuation["num_tokens"],
                 "finished": continuation["finished"],
             }
+
+
+def sample_in_shards(model, tokenizer, questions: list[dict], config: SamplingConfig, out: str,
+                     shard_questions: int, model_fingerprint: dict) -> int:
+    """`sample_solutions` into `out`, shard by shard, so a killed job resumes where it stopped.
+
+    Shards of `shard_questions` questions are written atomically to `<out>.shards/`; a re-run of
+    the same job (same settings, questions and model, checked by a fingerprint) skips the shards
+    already there. Shard k samples with seed `seed + k`, so a resumed run writes exactly what an
+    uninterrupted one would. The shards are joined into `out` (atomically) and removed.
+    """
+    shard_dir = Path(f"{out}.shards")
+    fingerprint = hashlib.sha256(json.dumps(
+        [asdict(config), shard_questions, [q["unique_id"] for q in questions], model_fingerprint], sort_keys=True
+    ).encode()).hexdigest()
+    marker = shard_dir / "fingerprint"
+    if shard_dir.exists() and (not marker.exists() or marker.read_text() != fingerprint):
+        log.warning("%s: removing shards of a run with other settings, questions or model", shard_dir)
+        shutil.rmtree(shard_dir)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(fingerprint)
+    num_shards = max(1, math.ceil(len(questions) / shard_questions))
+    paths = [shard_dir / f"shard-{k:05d}.jsonl" for k in range(num_shards)]
+    done = sum(path.exists() for path in paths)
+    if done:
+        log.info("resuming %s: %d of %d shards already sampled", out, done, num_shards)
+    for k, path in enumerate(paths):
+        if path.exists():
+            continue
+        shard = questions[k * shard_questions : (k + 1) * shard_questions]
+        write_jsonl(path, sample_solutions(model, tokenizer, shard, replace(config, seed=config.seed + k)))
+    count = 0
+    with atomic_output(out) as tmp, open(tmp, "wb") as joined:
+        for path in paths:
+            with open(path, "rb") as shard:
+                for line in shard:
+                    joined.write(line)
+                    count += 1
+    shutil.rmtree(shard_dir)
+    return count

@@ -26,3 +26,4 @@ if __name__ == "__main__":
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
     print(f"saved {sum(p.numel() for p in model.parameters()):,} parameters and a {len(tokenizer)}-token vocabulary")
+    cli.finish(args)

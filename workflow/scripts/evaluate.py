@@ -20,3 +20,4 @@ if __name__ == "__main__":
     judged = judge_samples(samples, gold, args.params["timeout"], args.params["workers"])
     write_jsonl(args.out, judged)
     print(f"{sum(r['correct'] for r in judged)} of {len(judged)} samples correct")
+    cli.finish(args)

@@ -15,3 +15,4 @@ if __name__ == "__main__":
     frame = evaluator_report.evaluator_quality(samples, grids, args.params["easy_levels"])
     evaluator_report.write(frame, args.out_csv, args.out_md, args.params["aggregation"])
     print(frame.to_string())
+    cli.finish(args)

@@ -18,3 +18,4 @@ if __name__ == "__main__":
     write_jsonl(args.out, judged)
     graded = [row["correct"] for row in judged if row["correct"] is not None]
     print(f"graded {len(graded)} easy samples ({sum(graded)} correct); {len(judged) - len(graded)} hard samples ungraded")
+    cli.finish(args)

@@ -17,3 +17,4 @@ if __name__ == "__main__":
     )
     write_jsonl(args.out, examples)
     write_json(args.stats, evaluator_data.summarize(examples))
+    cli.finish(args)

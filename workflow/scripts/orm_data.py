@@ -18,3 +18,4 @@ if __name__ == "__main__":
     write_jsonl(args.out, examples)
     write_json(args.stats, {"balancing": stats.__dict__, **evaluator_data.summarize(examples)})
     print(stats)
+    cli.finish(args)

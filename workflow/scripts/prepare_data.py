@@ -22,3 +22,4 @@ if __name__ == "__main__":
     write_jsonl(gold_dir / "test.jsonl", split.test_gold)
     write_json(data_dir / "summary.json", split.summary)
     print(split.summary)
+    cli.finish(args)

@@ -86,3 +86,4 @@ if __name__ == "__main__":
     write_jsonl(args.out, examples)
     write_json(args.stats, {"source": cfg["source"], "counts": counts, **evaluator_data.summarize(examples)})
     print(counts)
+    cli.finish(args)

@@ -3,7 +3,7 @@
 
 from easy2hard import cli, dpo, rest_em
 from easy2hard.config import from_dict
-from easy2hard.io import read_jsonl, write_json, write_jsonl
+from easy2hard.io import DataError, read_jsonl, write_json, write_jsonl
 from easy2hard.report import read_step_scores
 
 SELECT = {  # algorithm -> (config dataclass, selection function)
@@ -27,7 +27,13 @@ if __name__ == "__main__":
     config = from_dict(config_class, params, f"rl.{args.algorithm}")
     problems = {q["unique_id"]: q["problem"] for path in args.questions for q in read_jsonl(path, required=("unique_id", "problem"))}
     samples = read_jsonl(args.graded, required=("unique_id", "level", "sample_index", "completion"))
-    rows, stats = select(samples, read_step_scores(args.scores), easy_levels, config)
+    scores = read_step_scores(args.scores)
+    missing = [(s["unique_id"], s["sample_index"]) for s in samples if (s["unique_id"], s["sample_index"]) not in scores]
+    if missing:
+        raise DataError(f"{args.scores}: no scores for {len(missing)} of the {len(samples)} samples in {args.graded}"
+                        f" (first: question {missing[0][0]!r} sample {missing[0][1]})")
+    rows, stats = select(samples, scores, easy_levels, config)
     write_jsonl(args.out, ({**row, "problem": problems[row["unique_id"]]} for row in rows))
     write_json(args.stats, stats)
     print(f"{args.algorithm}: {len(rows)} rows; {stats}")
+    cli.finish(args)

@@ -20,3 +20,4 @@ if __name__ == "__main__":
     logs = rl_report.load_logs(rl_report.parse_pairs(args.models))
     rl_report.write(rounds, logs, args.out_csv, args.out_png)
     print(rl_report.summary(rounds))
+    cli.finish(args)

@@ -23,3 +23,4 @@ if __name__ == "__main__":
     scores = evaluator.score_solutions(model, tokenizer, solutions, args.params["batch_size"])
     rows = ({"unique_id": s["unique_id"], "sample_index": s["sample_index"], "step_scores": sc} for s, sc in zip(samples, scores))
     print(f"scored {write_jsonl(args.out, rows)} solutions")
+    cli.finish(args)

@@ -24,3 +24,4 @@ if __name__ == "__main__":
     )
     training.save_model(module, tokenizer, args.out, history, config, {"num_examples": len(examples)})
     print(f"{len(history)} steps on {len(examples)} examples; final loss {history[-1]['loss']:.4f}")
+    cli.finish(args)

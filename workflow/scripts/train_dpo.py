@@ -30,3 +30,4 @@ if __name__ == "__main__":
     training.save_model(module, tokenizer, args.out, history, config, {"dpo": dpo_config.__dict__, "num_pairs": len(kept)})
     last = history[-1]
     print(f"{len(history)} steps on {len(kept)} pairs; final loss {last['loss']:.4f}, reward accuracy {last['reward_accuracy']:.2f}")
+    cli.finish(args)

@@ -27,3 +27,4 @@ if __name__ == "__main__":
     )
     training.save_model(module, tokenizer, args.out, history, config, {"label_tokens": label_tokens, "num_examples": len(kept)})
     print(f"{len(history)} steps on {len(kept)} examples; final loss {history[-1]['loss']:.4f}")
+    cli.finish(args)
