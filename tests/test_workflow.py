@@ -38,9 +38,10 @@ def snakemake(*args: str, cwd: Path = REPO_ROOT, timeout: int = 600) -> subproce
     )
 
 
-def planned_jobs(*config_args: str) -> dict[str, tuple[str, list[str]]]:
-    """output file -> (rule, input files) for every job of the planned DAG (a forced dry run)."""
-    result = snakemake("-n", "--forceall", "--cores", "1", *config_args)
+def planned_jobs(*config_args: str, force: bool = True, cwd: Path = REPO_ROOT) -> dict[str, tuple[str, list[str]]]:
+    """output file -> (rule, input files) for every job of the planned DAG (a dry run, forced
+    unless `force` is False)."""
+    result = snakemake("-n", *(["--forceall"] if force else []), "--cores", "1", *config_args, cwd=cwd)
     assert result.returncode == 0, result.stderr
     jobs = {}
     for block in re.split(r"\n(?=(?:local)?rule \w+:)", result.stdout):
@@ -261,13 +262,14 @@ def test_changing_sampling_reruns_sampling_and_below_only(tiny_run, tmp_path):
     override = tmp_path / "hotter.yaml"
     override.write_text("sampling:\n  temperature: 0.9\n")
     tiny = str(REPO_ROOT / "tests" / "configs" / "tiny.yaml")
-    result = snakemake("-n", "--directory", str(tiny_run), "--configfile", tiny, str(override), "--cores", "1")
-    assert result.returncode == 0, result.stderr
-    stats = result.stdout.split("Job stats:")[1].split("Reasons:")[0]
-    planned = {line.split()[0] for line in stats.splitlines()[3:] if line.strip() and line.split()[0] != "total"}
+    jobs = planned_jobs("--directory", str(tiny_run), "--configfile", tiny, str(override), force=False)
+    planned = {rule for rule, _ in jobs.values()}
     assert {"sample", "evaluate", "score", "report"} <= planned
-    # Greedy decoding does not depend on the temperature, nor does anything upstream of sampling.
-    assert not planned & {"prepare_data", "base_model", "sft", "sample_greedy", "evaluate_greedy"}
+    # Nothing upstream of sampling re-runs, nor SFT's greedy decoding (no temperature in it); the
+    # RL policies are trained on sampled solutions, so they and their greedy samples do re-run.
+    assert not planned & {"prepare_data", "base_model", "sft"}
+    assert not {"results/samples/sft/test.greedy.jsonl", "results/eval/sft/test.greedy.jsonl"} & set(jobs)
+    assert {"results/models/dpo_r1", "results/samples/dpo_r1/test.greedy.jsonl"} <= set(jobs)
 
 
 def test_every_solution_has_one_score_per_unit(tiny_run):
@@ -340,7 +342,8 @@ def test_unknown_report_generator_is_a_config_error(tmp_path):
     override = tmp_path / "bad.yaml"
     override.write_text("report:\n  generators: [sft, dpo_r3]\n")
     result = snakemake("-n", "--configfile", str(override), "--cores", "1")
-    assert result.returncode != 0 and "report.generators" in result.stderr and "dpo_r3" in result.stderr
+    message = result.stdout + result.stderr
+    assert result.returncode != 0 and "report.generators" in message and "unknown policy dpo_r3" in message
 
 
 def test_every_output_records_its_provenance(tiny_run):
