@@ -68,6 +68,13 @@ def test_deep_merge_keeps_sibling_keys():
         (("report", "generators"), ["sft/../x"], "report.generators.0"),
         (("threads",), 0, "threads"),
         (("grading", "workers"), 1.5, "grading.workers"),
+        (("sampling", "shard_questions"), 0, "sampling.shard_questions"),
+        (("rl", "evaluator"), "gold", "rl.evaluator"),
+        (("rl", "dpo", "beta"), "0.1", "rl.dpo.beta"),
+        (("rl", "dpo", "label_smoothing"), 0.5, "rl.dpo.label_smoothing"),
+        (("rl", "rest_em", "filter", "hard_filter"), "answer", "rl.rest_em.filter.hard_filter"),
+        (("rl", "ppo", "rounds"), -1, "rl.ppo.rounds"),
+        (("rl", "ppo", "policy_train", "learning_rate"), 0, "rl.ppo.policy_train.learning_rate"),
     ],
 )
 def test_bad_value_names_the_field(path, value, field):
@@ -80,7 +87,7 @@ def test_bad_value_names_the_field(path, value, field):
     assert f"field '{field}'" in message
 
 
-@pytest.mark.parametrize("path", [("thrads",), ("sampling", "temprature")])
+@pytest.mark.parametrize("path", [("thrads",), ("sampling", "temprature"), ("rl", "ppo", "kl_coeff")])
 def test_unknown_key_is_named_with_its_dotted_path(path):
     config = base()
     target = config

@@ -348,17 +348,20 @@ def test_min_new_tokens_suppresses_eos(eos_model, tokenizer, prompts):
 # ------------------------------------------------------------------------------- routing, flags
 
 
-def test_auto_mode_on_cpu_uses_generate_and_unsupported_models(trained_model, tokenizer, prompts, monkeypatch):
+def test_auto_mode_uses_the_engine_when_supported_and_generate_otherwise(trained_model, tokenizer, prompts, monkeypatch):
     calls = []
     original = trained_model.generate
     monkeypatch.setattr(trained_model, "generate", lambda **kw: calls.append(kw) or original(**kw))
     config = SamplingConfig(num_samples=2, max_new_tokens=3, batch_size=4)
-    assert not sampling.use_engine(trained_model, config)
+    assert sampling.use_engine(trained_model, config)  # auto, CPU, a supported model
     list(sampling.generate(trained_model, tokenizer, prompts[:2], config, progress=False))
+    assert calls == []
+    hf = SamplingConfig(num_samples=2, max_new_tokens=3, batch_size=4, engine="hf")
+    list(sampling.generate(trained_model, tokenizer, prompts[:2], hf, progress=False))
     assert len(calls) == 1
-    monkeypatch.setenv("EASY2HARD_SAMPLING_ENGINE", "engine")
-    assert sampling.use_engine(trained_model, config)
-    assert not sampling.use_engine(trained_model, SamplingConfig(engine="hf"))
+    monkeypatch.setenv("EASY2HARD_SAMPLING_ENGINE", "hf")
+    assert not sampling.use_engine(trained_model, config)
+    assert sampling.use_engine(trained_model, SamplingConfig(engine="engine"))
     with pytest.raises(ValueError, match="sampling.engine"):
         sampling.use_engine(trained_model, SamplingConfig(engine="fast"))
     biased = copy.deepcopy(trained_model)
@@ -366,6 +369,9 @@ def test_auto_mode_on_cpu_uses_generate_and_unsupported_models(trained_model, to
     assert "sequence_bias" in engine.unsupported_reason(biased)
     with pytest.raises(ValueError, match="sequence_bias"):
         sampling.use_engine(biased, SamplingConfig(engine="engine"))
+    monkeypatch.delenv("EASY2HARD_SAMPLING_ENGINE")
+    with pytest.warns(UserWarning, match="falling back to generate"):
+        assert not sampling.use_engine(biased, SamplingConfig())
     # The model's attention implementation is restored after a run.
     assert trained_model.config._attn_implementation == "sdpa"
 

@@ -225,3 +225,33 @@ def test_grade_many_runs_pathological_pairs_in_parallel():
     verdicts = grade_many(pairs, timeout=1.0, workers=2)  # pytest-timeout bounds the whole call
     assert verdicts[:4] == [False] * 4 and verdicts[4] is True
     assert all(isinstance(v, bool) for v in verdicts)
+
+
+# --- a killed Snakemake run resumes training where it stopped ------------------------------------
+
+
+def test_a_killed_workflow_resumes_sft_from_its_checkpoint(tmp_path):
+    """SIGKILL Snakemake and its SFT job mid-training; `--unlock`, then `--rerun-incomplete` resumes
+    from the trainer's checkpoint (the model folder only ever appears complete)."""
+    override = tmp_path / "checkpoints.yaml"
+    override.write_text("sft:\n  checkpoint_every: 10\n  epochs: 30\n")
+    base = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO_ROOT / "Snakefile"), "--directory", str(tmp_path),
+            "--configfile", str(REPO_ROOT / "tests/configs/tiny.yaml"), str(override), "--cores", "1"]
+    job = subprocess.Popen([*base, "results/models/sft"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    marker = tmp_path / "results/models/sft.checkpoints/complete"
+    deadline = time.time() + 300
+    while not marker.exists() and time.time() < deadline and job.poll() is None:
+        time.sleep(0.1)
+    os.killpg(job.pid, signal.SIGKILL)  # Snakemake and the training process alike
+    job.wait()
+    assert marker.exists() and not (tmp_path / "results/models/sft").exists()
+    killed_at = marker.read_text().strip()
+    assert subprocess.run([*base, "--unlock"], capture_output=True, timeout=120).returncode == 0
+    rerun = subprocess.run([*base, "--rerun-incomplete", "results/models/sft"], capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    log = (tmp_path / "results/logs/sft.log").read_text()
+    assert f"resumed from results/models/sft.checkpoints/{killed_at}" in log
+    history = [json.loads(line) for line in (tmp_path / "results/models/sft/train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in history] == list(range(1, len(history) + 1))  # the killed run's steps kept, none redone
+    assert not (tmp_path / "results/models/sft.checkpoints").exists()

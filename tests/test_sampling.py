@@ -1,5 +1,6 @@
 """Sampling N solutions per question: row layout, EOS handling, seeding, greedy decoding with left
-padding, and the exact prompt the policy sees."""
+padding, and the exact prompt the policy sees -- through HF `generate` (the sampling engine,
+which `auto` picks for these models, has its own tests in test_engine.py)."""
 
 import copy
 
@@ -11,6 +12,11 @@ from easy2hard import formats, modeling, training
 from easy2hard.sampling import SamplingConfig, sample_solutions
 
 TINY = TINY_SHAPE
+
+
+@pytest.fixture(autouse=True)
+def generate_back_end(monkeypatch):
+    monkeypatch.setenv("EASY2HARD_SAMPLING_ENGINE", "hf")
 
 
 @pytest.fixture(scope="module")
