@@ -178,3 +178,19 @@ def rl_selection_params(algorithm, keys=None):
     section = config["rl"][algorithm]
     cfg = section["filter"] if algorithm == "rest_em" else {k: v for k, v in section.items() if k in keys}
     return as_json({**cfg, "aggregation": config["rl"]["aggregation"], "easy_levels": config["data"]["easy_levels"]})
+
+
+def ppo_value_init(wildcards):
+    """Round 1's value model starts from the reward model; later rounds continue the last one."""
+    if int(wildcards.round) == 1:
+        return f"results/evaluators/{RL_EVALUATOR}/model"
+    return f"results/rl/ppo_r{int(wildcards.round) - 1}/value"
+
+
+def rl_rounds(kind):
+    """ALGORITHM:ROUND=PATH for every reported algorithm's rounds (round 0: SFT, for evals)."""
+    pattern = {"greedy": "results/eval/{g}/valid.greedy.jsonl", "sampled": "results/eval/{g}/valid.jsonl",
+               "models": "results/models/{g}"}[kind]
+    first = 1 if kind == "models" else 0
+    return {f"{a}:{k}": pattern.format(g="sft" if k == 0 else f"{a}_r{k}")
+            for a in REPORTED_RL for k in range(first, RL_ROUNDS[a] + 1)}

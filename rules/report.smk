@@ -58,15 +58,6 @@ rule report:
         " --dataset {params.dataset:q} --provenance {input.provenance} --out-dir results/report > {log} 2>&1"
 
 
-def rl_rounds(kind):
-    """ALGORITHM:ROUND=PATH for every reported algorithm's rounds (round 0: SFT, for evals)."""
-    pattern = {"greedy": "results/eval/{g}/valid.greedy.jsonl", "sampled": "results/eval/{g}/valid.jsonl",
-               "models": "results/models/{g}"}[kind]
-    first = 1 if kind == "models" else 0
-    return {f"{a}:{k}": pattern.format(g="sft" if k == 0 else f"{a}_r{k}")
-            for a in REPORTED_RL for k in range(first, RL_ROUNDS[a] + 1)}
-
-
 rule rl_report:
     """RL training curves and validation accuracy per round (reads gold-graded validation samples)."""
     input:

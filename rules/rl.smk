@@ -93,13 +93,6 @@ rule dpo:
         " --pairs {input.pairs} --out {output} > {log} 2>&1"
 
 
-def ppo_value_init(wildcards):
-    """Round 1's value model starts from the reward model; later rounds continue the last one."""
-    if int(wildcards.round) == 1:
-        return f"results/evaluators/{RL_EVALUATOR}/model"
-    return f"results/rl/ppo_r{int(wildcards.round) - 1}/value"
-
-
 rule ppo:
     """PPO, one round: rollouts on all train questions, PRM process reward, easy-only outcome reward."""
     input:
