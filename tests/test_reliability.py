@@ -136,6 +136,20 @@ def test_a_crashed_ppo_run_resumes_to_the_same_policy(policy_dir, synthetic_spli
             assert torch.allclose(a, b, atol=1e-5)
 
 
+def test_ppo_checkpoints_of_different_steps_start_over(policy_dir, synthetic_split, tmp_path, caplog):
+    """Killed between saving the value model and the policy: no consistent state, so start over
+    (not stuck on an error at every re-run)."""
+    rows, _ = synthetic_split
+    checkpoints = tmp_path / "ppo.checkpoints"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        ppo_trainer(policy_dir, rows, crash_at=4).train(str(checkpoints), {})
+    (checkpoints / "value" / "complete").write_text("step-4")  # as if the value model had moved on
+    with caplog.at_level("INFO"):
+        _, _, history = ppo_trainer(policy_dir, rows).train(str(checkpoints), {})
+    assert "starting over" in caplog.text and "resumed from" not in caplog.text
+    assert [r["step"] for r in history] == [1, 2, 3, 4]
+
+
 # --- bad input stops a stage with the file and line, and leaves nothing -----------------------------
 
 

@@ -235,6 +235,27 @@ def test_token_rewards_worked_example():
     assert truncated == pytest.approx([0, 0, -0.2, 0, 0, -0.6 - 1.0])
 
 
+def test_an_unscorable_solution_gets_the_lowest_process_reward():
+    config = ppo.PPOConfig()
+    scores, ends = ppo.unscorable(5)
+    floor = ppo.token_rewards(5, ends, scores, correct=None, has_answer=True, config=config)
+    assert floor == pytest.approx([0, 0, 0, 0, -1.0])
+    for any_scores in ([0.0], [0.3, 0.9], [1.0]):  # no scored solution does worse
+        scored = ppo.token_rewards(5, list(range(len(any_scores))), any_scores, None, True, config)
+        assert sum(scored) >= sum(floor)
+
+
+def test_ppo_batch_sizes_must_split_the_rollouts_evenly():
+    train = lambda batch: training.TrainConfig(global_batch_size=batch, micro_batch_size=4)  # noqa: E731
+    ppo.check_batch_sizes(32, train(16), train(16), 1)
+    with pytest.raises(ValueError, match="value_train.global_batch_size"):
+        ppo.check_batch_sizes(32, train(16), train(8), 1)
+    with pytest.raises(ValueError, match=r"\(24\) must be a multiple"):
+        ppo.check_batch_sizes(24, train(16), train(16), 1)
+    with pytest.raises(ValueError, match="divide among 3 processes"):
+        ppo.check_batch_sizes(32, train(16), train(16), 3)
+
+
 def test_unit_end_tokens_point_at_the_step_newlines(tiny):
     _, tokenizer = tiny
     text = "2 + 3 = 5.\n\n5 * 4 = 20.\n\n# Answer\n\n20"

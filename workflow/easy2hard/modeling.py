@@ -4,6 +4,7 @@ built from config with a byte-level BPE tokenizer trained offline on the project
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import torch
@@ -93,7 +94,10 @@ def load_model(path: str, dtype: torch.dtype = torch.float32):
 
 
 def device_and_dtype() -> tuple[torch.device, torch.dtype]:
-    """bf16 on CUDA (the paper's setting), fp32 on CPU."""
+    """bf16 on CUDA (the paper's setting), fp32 on CPU. On CUDA, this process's GPU: the one of
+    its LOCAL_RANK under torchrun, so eight processes do not all load onto GPU 0."""
     if torch.cuda.is_available():
-        return torch.device("cuda"), torch.bfloat16
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+        return device, torch.bfloat16
     return torch.device("cpu"), torch.float32

@@ -26,6 +26,7 @@ import bisect
 import logging
 import math
 import random
+import shutil
 import time
 from dataclasses import dataclass
 
@@ -34,7 +35,8 @@ from tqdm.auto import tqdm
 
 from easy2hard import evaluator, formats, sampling
 from easy2hard.judge import judge_samples
-from easy2hard.training import IGNORE_INDEX, Trainer, TrainConfig, collate, model_inputs, run_fingerprint, token_logps
+from easy2hard.training import (IGNORE_INDEX, Trainer, TrainConfig, collate, latest_checkpoint, model_inputs,
+                                run_fingerprint, token_logps, world)
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,13 @@ def token_rewards(num_tokens: int, unit_ends: list[int], unit_scores: list[float
     if not has_answer:
         rewards[-1] += config.no_answer_penalty
     return rewards
+
+
+def unscorable(num_tokens: int) -> tuple[list[float], list[int]]:
+    """Unit scores and ends for a solution the PRM gives no score (empty, or not alignable): one
+    unit scored 0 at the last token, the lowest process reward there is -- never a better one than
+    a scored solution's, or the policy would learn to write what the PRM cannot read."""
+    return [0.0], [num_tokens - 1]
 
 
 def unit_end_chars(text: str) -> list[int]:
@@ -237,6 +246,21 @@ class Models:
     tokenizer: object
 
 
+def check_batch_sizes(rollouts: int, policy_train: TrainConfig, value_train: TrainConfig, world_size: int) -> None:
+    """Minibatches must split a step's rollouts evenly, the same way for both models, and each
+    process must get the same number (or accumulation and the schedule would drift, or hang)."""
+    problems = []
+    if policy_train.global_batch_size != value_train.global_batch_size:
+        problems.append("rl.ppo.value_train.global_batch_size must equal rl.ppo.policy_train.global_batch_size")
+    if rollouts % policy_train.global_batch_size:
+        problems.append(f"rl.ppo.prompts_per_step x samples_per_prompt ({rollouts}) must be a multiple of "
+                        f"rl.ppo.policy_train.global_batch_size ({policy_train.global_batch_size})")
+    if rollouts % world_size or policy_train.global_batch_size % world_size:
+        problems.append(f"rollouts per step ({rollouts}) and the minibatch must divide among {world_size} processes")
+    if problems:
+        raise ValueError("config: " + "; ".join(problems))
+
+
 class PPOTrainer:
     def __init__(self, models: Models, questions: list[dict], easy_gold: dict[str, str], config: PPOConfig,
                  policy_train: TrainConfig, value_train: TrainConfig, sampling_config: sampling.SamplingConfig,
@@ -246,7 +270,8 @@ class PPOTrainer:
         self.tokenizer = models.tokenizer
         self.reference, self.reward_model = models.reference, models.reward_model
         rollouts = config.prompts_per_step * config.samples_per_prompt
-        self.minibatches = max(1, rollouts // policy_train.global_batch_size)
+        check_batch_sizes(rollouts, policy_train, value_train, world()[1])
+        self.minibatches = rollouts // policy_train.global_batch_size
         total = config.steps * config.ppo_epochs * self.minibatches
         pad = self.tokenizer.pad_token_id
         self.policy = Trainer(models.policy, policy_train, total, pad,
@@ -286,7 +311,10 @@ class PPOTrainer:
         examples, stats = [], {"outcome": [], "process": [], "no_answer": [], "kl": [], "score": [], "length": []}
         for sample, judged, scores in zip(samples, graded, unit_scores):
             steps, answer = formats.parse_solution(sample["completion"])
-            ends = unit_end_tokens(self.tokenizer, sample["token_ids"], sample["completion"]) if scores else []
+            if scores:
+                ends = unit_end_tokens(self.tokenizer, sample["token_ids"], sample["completion"])
+            else:
+                scores, ends = unscorable(len(sample["token_ids"]))
             rewards = token_rewards(len(sample["token_ids"]), ends, scores, judged["correct"], answer is not None, self.config)
             examples.append({**rollout_example(sample["prompt_ids"], sample["token_ids"]), "score_rewards": rewards})
             if judged["correct"] is not None:
@@ -369,11 +397,14 @@ class PPOTrainer:
         value_dir = f"{checkpoint_dir}/value" if checkpoint_dir else None
         fingerprint = run_fingerprint(self.policy.config, [{"questions": [q["unique_id"] for q in self.questions]}],
                                       type(self.policy.engine).__name__, {**fingerprint_extra, "ppo": self.config.__dict__})
+        if checkpoint_dir and latest_checkpoint(policy_dir) != latest_checkpoint(value_dir):
+            # Killed between saving the two models: no consistent state to resume; start over.
+            log.warning("%s: policy and value checkpoints are from different steps; starting over", checkpoint_dir)
+            if self.policy.rank == 0:
+                shutil.rmtree(checkpoint_dir, ignore_errors=True)
         done, history, _ = self.policy.resume(policy_dir, fingerprint)
         if done:
-            value_done, _, _ = self.value.resume(value_dir, fingerprint)
-            if value_done != done:
-                raise RuntimeError(f"{checkpoint_dir}: policy checkpoint at step {done}, value at {value_done}")
+            self.value.resume(value_dir, fingerprint)
         start = time.perf_counter()
         progress = tqdm(range(done + 1, self.config.steps + 1), desc="ppo", initial=done, total=self.config.steps,
                         disable=self.policy.rank != 0)

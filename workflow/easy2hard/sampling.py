@@ -189,7 +189,8 @@ def sample_in_shards(model, tokenizer, questions: list[dict], config: SamplingCo
     """
     shard_dir = Path(f"{out}.shards")
     fingerprint = hashlib.sha256(json.dumps(
-        [asdict(config), shard_questions, [q["unique_id"] for q in questions], model_fingerprint], sort_keys=True
+        [asdict(config), os.environ.get("EASY2HARD_SAMPLING_ENGINE"), shard_questions,
+         [q["unique_id"] for q in questions], model_fingerprint], sort_keys=True
     ).encode()).hexdigest()
     marker = shard_dir / "fingerprint"
     if shard_dir.exists() and (not marker.exists() or marker.read_text() != fingerprint):
