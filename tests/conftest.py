@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from easy2hard import formats, modeling, synthetic
+from easy2hard import formats, modeling, synthetic, training
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The shared MATH files live beside the checkout and are never copied into the repo.
@@ -45,3 +45,19 @@ def synthetic_tokenizer(synthetic_split):
     rows, _ = synthetic_split
     texts = [formats.format_prompt(r["problem"]) + formats.format_solution(r["steps"], r["answer"]) for r in rows]
     return modeling.train_tokenizer(texts, 400)
+
+
+@pytest.fixture(scope="session")
+def trained_model(synthetic_split, synthetic_tokenizer):
+    """The tiny Llama briefly fine-tuned (150 steps, ~2 s) on the synthetic train problems, so its
+    greedy continuations depend on the prompt and often end in EOS (a random model emits the same
+    filler for every prompt). Shared by the sampling and engine tests: do not train it further."""
+    rows, _ = synthetic_split
+    examples = [training.sft_example(r["problem"], r["steps"], r["answer"], synthetic_tokenizer, 256) for r in rows]
+    config = training.TrainConfig(
+        learning_rate=5e-3, epochs=150 * 8 / len(examples), global_batch_size=8, micro_batch_size=8,
+        warmup_ratio=0.0, lr_scheduler="constant", deepspeed="never", seed=0,
+    )
+    model = modeling.build_tiny_llama(synthetic_tokenizer, TINY_SHAPE, seed=0)
+    module, _ = training.train(model, examples, config, synthetic_tokenizer.pad_token_id)
+    return module.eval()

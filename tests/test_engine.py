@@ -35,20 +35,6 @@ def tokenizer(synthetic_tokenizer):
 
 
 @pytest.fixture(scope="module")
-def trained_model(data, tokenizer):
-    """Briefly fine-tuned, so greedy continuations depend on the prompt and often end in EOS."""
-    rows, _ = data
-    examples = [training.sft_example(r["problem"], r["steps"], r["answer"], tokenizer, 256) for r in rows]
-    config = training.TrainConfig(
-        learning_rate=5e-3, epochs=150 * 8 / len(examples), global_batch_size=8, micro_batch_size=8,
-        warmup_ratio=0.0, lr_scheduler="constant", deepspeed="never", seed=0,
-    )
-    model = modeling.build_tiny_llama(tokenizer, TINY, seed=0)
-    module, _ = training.train(model, examples, config, tokenizer.pad_token_id)
-    return module.eval()
-
-
-@pytest.fixture(scope="module")
 def eos_model(trained_model, tokenizer):
     """The trained model with a bias towards EOS in its output layer (which HF generate applies
     too, unlike a generation_config setting): rows end at many different lengths."""

@@ -35,21 +35,6 @@ def random_model(tokenizer):
 
 
 @pytest.fixture(scope="module")
-def trained_model(data, tokenizer):
-    """Briefly fine-tuned (150 steps, ~2 s), so its greedy continuations depend on the prompt's
-    content (a random or barely trained model emits the same filler for every prompt)."""
-    rows, _ = data
-    examples = [training.sft_example(r["problem"], r["steps"], r["answer"], tokenizer, 256) for r in rows]
-    config = training.TrainConfig(
-        learning_rate=5e-3, epochs=150 * 8 / len(examples), global_batch_size=8, micro_batch_size=8,
-        warmup_ratio=0.0, lr_scheduler="constant", deepspeed="never", seed=0,
-    )
-    model = modeling.build_tiny_llama(tokenizer, TINY, seed=0)
-    module, _ = training.train(model, examples, config, tokenizer.pad_token_id)
-    return module.eval()
-
-
-@pytest.fixture(scope="module")
 def questions(data):
     _, test = data
     # Different levels give prompts of different lengths, so batches need padding.
