@@ -5,13 +5,12 @@ rule provenance:
     params:
         cfg=lambda wildcards: as_json({k: v for k, v in config.items() if k != "threads"}),
         script=script("provenance.py"),
-        repo=workflow.basedir,
     conda:
         "../envs/easy2hard.yaml"
     log:
         "results/logs/provenance.log",
     shell:
-        "{params.script} --params {params.cfg:q} --repo {params.repo} --out {output} > {log} 2>&1"
+        "{params.script} --params {params.cfg:q} --out {output} > {log} 2>&1"
 
 
 # Evaluator scores of each policy's test samples, one file per (evaluator, generator).

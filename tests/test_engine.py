@@ -12,7 +12,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from conftest import TINY_SHAPE
-from easy2hard import engine, modeling, sampling, training
+from easy2hard import engine, sampling
 from easy2hard.engine import EngineOptions, SamplingEngine, SamplingParams
 from easy2hard.sampling import SamplingConfig, sample_solutions
 

@@ -364,3 +364,12 @@ def test_round_accuracy_rows():
     table = {r["levels"]: r for r in rl_report.accuracy_rows(rows, EASY)}
     assert table["easy"]["accuracy"] == 50 and table["hard"]["accuracy"] == 100
     assert table["all"]["accuracy"] == pytest.approx(200 / 3) and table["all"]["num_problems"] == 2
+
+
+def test_dpo_resume_fingerprint_covers_the_pairs_not_the_reference_log_probs():
+    config = training.TrainConfig()
+    pair = {"chosen": {"input_ids": [1, 2], "labels": [-100, 2]}, "rejected": {"input_ids": [1, 3], "labels": [-100, 3]}}
+    fingerprint = training.run_fingerprint(config, [{**pair, "ref_logps": [-1.0, -2.0]}], "TorchEngine")
+    assert fingerprint == training.run_fingerprint(config, [{**pair, "ref_logps": [-1.0000001, -2.0]}], "TorchEngine")
+    other = {**pair, "rejected": {"input_ids": [1, 4], "labels": [-100, 4]}, "ref_logps": [-1.0, -2.0]}
+    assert fingerprint != training.run_fingerprint(config, [other], "TorchEngine")

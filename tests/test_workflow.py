@@ -4,7 +4,6 @@ default DAG runs end to end (tiny config) with a report that agrees with the gra
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
 import subprocess

@@ -23,6 +23,7 @@ The pure pieces (reward shaping, GAE, whitening, losses) are small functions tes
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 import math
 import random
@@ -122,19 +123,13 @@ def unit_end_tokens(tokenizer, token_ids: list[int], text: str) -> list[int]:
     """Index of the response token holding the character that ends each unit (the newline after a
     step; the last token for the answer), found on the sampled ids themselves by bisecting
     decoded prefix lengths."""
-    lengths: dict[int, int] = {}
 
-    class PrefixLength:  # decoded length of ids[: i + 1], computed on demand
-        def __getitem__(self, i):
-            if i not in lengths:
-                lengths[i] = len(tokenizer.decode(token_ids[: i + 1], skip_special_tokens=True))
-            return lengths[i]
-
-        def __len__(self):
-            return len(token_ids)
+    @functools.cache
+    def decoded_length(i: int) -> int:  # characters in ids[: i + 1]
+        return len(tokenizer.decode(token_ids[: i + 1], skip_special_tokens=True))
 
     last = len(token_ids) - 1
-    return [min(bisect.bisect_right(PrefixLength(), char), last) if char < len(text) else last
+    return [min(bisect.bisect_right(range(len(token_ids)), char, key=decoded_length), last) if char < len(text) else last
             for char in unit_end_chars(text)]
 
 
@@ -308,9 +303,10 @@ class PPOTrainer:
         graded = judge_samples([{"unique_id": s["unique_id"], "completion": s["completion"]} for s in samples],
                                self.easy_gold, self.grading["timeout"], self.grading["workers"], cluster=False)
         unit_scores = self._unit_scores(samples)
-        examples, stats = [], {"outcome": [], "process": [], "no_answer": [], "kl": [], "score": [], "length": []}
+        examples = []
+        stats = {"reward": [], "kl": [], "easy_accuracy": [], "process_reward": [], "no_answer_rate": [], "response_tokens": []}
         for sample, judged, scores in zip(samples, graded, unit_scores):
-            steps, answer = formats.parse_solution(sample["completion"])
+            _, answer = formats.parse_solution(sample["completion"])
             if scores:
                 ends = unit_end_tokens(self.tokenizer, sample["token_ids"], sample["completion"])
             else:
@@ -318,17 +314,15 @@ class PPOTrainer:
             rewards = token_rewards(len(sample["token_ids"]), ends, scores, judged["correct"], answer is not None, self.config)
             examples.append({**rollout_example(sample["prompt_ids"], sample["token_ids"]), "score_rewards": rewards})
             if judged["correct"] is not None:
-                stats["outcome"].append(float(judged["correct"]))
-            stats["process"].append(sum(process_rewards(scores, self.config.process_upper_bound, self.config.step_bonus)))
-            stats["no_answer"].append(float(answer is None))
-            stats["score"].append(sum(rewards))
-            stats["length"].append(len(sample["token_ids"]))
+                stats["easy_accuracy"].append(float(judged["correct"]))
+            stats["process_reward"].append(sum(process_rewards(scores, self.config.process_upper_bound, self.config.step_bonus)))
+            stats["no_answer_rate"].append(float(answer is None))
+            stats["reward"].append(sum(rewards))
+            stats["response_tokens"].append(len(sample["token_ids"]))
         self._advantages(examples, stats)
         policy.train()
-        summary = {name: (sum(values) / len(values) if values else float("nan")) for name, values in stats.items()}
-        return examples, {"reward": summary.pop("score"), "kl": summary.pop("kl"), "easy_accuracy": summary.pop("outcome"),
-                          "process_reward": summary.pop("process"), "no_answer_rate": summary.pop("no_answer"),
-                          "response_tokens": summary.pop("length"), "num_rollouts": len(examples)}
+        means = {name: (sum(values) / len(values) if values else float("nan")) for name, values in stats.items()}
+        return examples, {**means, "num_rollouts": len(examples)}
 
     def _unit_scores(self, samples: list[dict]) -> list[list[float]]:
         """PRM per-unit probabilities; a solution the PRM cannot align gets none (and no process reward)."""

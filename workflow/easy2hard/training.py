@@ -341,11 +341,16 @@ def run_fingerprint(config: TrainConfig, examples: list[dict], engine_kind: str,
     digest = hashlib.sha256()
     digest.update(json.dumps([asdict(config), world()[1], engine_kind, extra or {}], sort_keys=True).encode())
     for example in examples:
-        # Reference log-probs (DPO) are recomputed from the data on every run, and need not be
-        # bit-identical on GPU: they are not part of what a checkpoint must match.
-        data = {key: value for key, value in example.items() if not key.startswith("ref_")}
-        digest.update(json.dumps(data, sort_keys=True).encode())
+        digest.update(json.dumps(token_data(example), sort_keys=True).encode())
     return digest.hexdigest()
+
+
+def token_data(example: dict) -> dict:
+    """The ids and targets an example trains on (a preference pair: those of both sides). Values
+    derived from them, like DPO's reference log-probs, are recomputed on every run and need not be
+    bit-identical on GPU, so a checkpoint is matched on the data alone."""
+    return {key: token_data(value) if isinstance(value, dict) else value
+            for key, value in example.items() if isinstance(value, dict) or key in ("input_ids", "labels")}
 
 
 def usable_checkpoint(directory: str | None, fingerprint: str) -> str | None:

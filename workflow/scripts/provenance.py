@@ -6,9 +6,6 @@ from easy2hard.io import write_json
 
 if __name__ == "__main__":
     p = cli.parser(__doc__)
-    p.add_argument("--repo", required=True)
     p.add_argument("--out", required=True)
     args = p.parse_args()
-    record = provenance.record(args.params)
-    record["code_version"] = provenance.git_describe(args.repo)
-    write_json(args.out, record)
+    write_json(args.out, provenance.record(args.params))
