@@ -57,13 +57,21 @@ def fingerprint(path: str | os.PathLike) -> dict:
                           and not p.name.endswith(FILE_SUFFIX) and p.name != FOLDER_FILE}}
     if not path.exists():
         return {"missing": True}
-    if path.stat().st_size > HASH_LIMIT:
-        return {"bytes": path.stat().st_size, "mtime": path.stat().st_mtime}
+    stat = path.stat()
+    if stat.st_size > HASH_LIMIT:
+        return {"bytes": stat.st_size, "mtime": stat.st_mtime}
+    return {"bytes": stat.st_size, "sha256": _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)}
+
+
+@functools.cache
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    """Keyed on size and mtime too: a stage that fingerprints its model twice (the sampler's shard
+    check, then its provenance) reads it once, and a rewritten file is read again."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
-    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    return digest.hexdigest()
 
 
 def record(params: dict, inputs: dict[str, list[str]] | None = None) -> dict:
