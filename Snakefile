@@ -28,6 +28,14 @@ include: "rules/report.smk"
 report: "workflow/report/workflow.rst"
 
 
+onsuccess:
+    warn_sampling_fallbacks()
+
+
+onerror:
+    warn_sampling_fallbacks()
+
+
 rule all:
     input:
         "results/graded/sft/train.jsonl",

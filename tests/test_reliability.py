@@ -75,6 +75,9 @@ def test_a_killed_sampling_job_resumes_from_its_last_shard(policy_dir, synthetic
     assert f"{len(finished)} of 10 shards already sampled" in resumed.stderr
     assert out.read_text() == reference.read_text()  # the same samples as the uninterrupted run
     assert not shards.exists()
+    # The provenance counts the back end of every shard, the ones sampled before the kill too.
+    assert provenance.read(out)["sampling"] == provenance.read(reference)["sampling"] == {
+        "mode": "hf", "backend": "hf", "prompts": {"hf": 30}, "fallbacks": [], "unexpected_fallback": False}
 
 
 def test_shards_of_another_model_are_not_reused(policy_dir, synthetic_tokenizer, synthetic_split, tmp_path):
@@ -86,7 +89,7 @@ def test_shards_of_another_model_are_not_reused(policy_dir, synthetic_tokenizer,
     stale.mkdir()
     (stale / "fingerprint").write_text("another model")
     write_jsonl(stale / "shard-00000.jsonl", [{"unique_id": "stale"}])
-    count = sampling.sample_in_shards(model, tokenizer, rows[:4], config, out, 2, provenance.fingerprint(policy_dir))
+    count, _ = sampling.sample_in_shards(model, tokenizer, rows[:4], config, out, 2, provenance.fingerprint(policy_dir))
     written = [json.loads(line) for line in Path(out).read_text().splitlines()]
     assert count == len(written) == 8 and "stale" not in {row["unique_id"] for row in written}
 
@@ -215,6 +218,31 @@ def test_provenance_beside_a_file_and_inside_a_folder(tmp_path):
     assert saved["code_version"] and saved["grader_version"]
     # A folder's fingerprint leaves its own provenance out, so recording it changes nothing.
     assert list(provenance.fingerprint(folder)["files"]) == ["weights.bin"]
+    assert provenance.read(data) == saved and provenance.read(tmp_path / "no-such.jsonl") is None
+
+
+def test_end_of_run_check_finds_fallbacks_on_models_the_engine_should_run(tmp_path):
+    """What the Snakefile's onsuccess / onerror hook prints: outputs (files and model folders)
+    sampled by generate although the engine is meant to run the model; by-design fallbacks and
+    outputs without sampling are not reported."""
+    def sampled_by(fallbacks):
+        return {"sampling": {"mode": "auto", "backend": "hf", "prompts": {"hf": 1}, "fallbacks": fallbacks}}
+
+    (tmp_path / "samples").mkdir()
+    samples = write_jsonl(tmp_path / "samples" / "test.jsonl", [])
+    provenance.write(samples, sampled_by([{"reason": "engine failed: RuntimeError()", "expected": False}]))
+    ppo = tmp_path / "models" / "ppo_r1"
+    ppo.mkdir(parents=True)
+    provenance.write(ppo, sampled_by([{"reason": "its forward takes no cache", "expected": False},
+                                      {"reason": "sliding window", "expected": True}]))
+    by_design = write_jsonl(tmp_path / "samples" / "valid.jsonl", [])
+    provenance.write(by_design, sampled_by([{"reason": "sliding window", "expected": True}]))
+    provenance.write(write_jsonl(tmp_path / "data.jsonl", []), {"config": {}})
+    (tmp_path / "broken.provenance.json").write_text("{")
+    assert provenance.unexpected_sampling_fallbacks(tmp_path) == {
+        str(ppo / "provenance.json"): ["its forward takes no cache"],
+        str(tmp_path / "samples" / "test.jsonl.provenance.json"): ["engine failed: RuntimeError()"],
+    }
 
 
 # --- the grader never raises on random input -----------------------------------------------------

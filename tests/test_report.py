@@ -378,3 +378,27 @@ def test_cli_reports_missing_scores(eval_files, score_files, tmp_path):
     result = run_cli(eval_files, tmp_path / "report", scores=score_files)
     assert result.returncode == 1
     assert str(prm) in result.stderr and "no scores for" in result.stderr
+
+
+def test_cli_reports_which_back_end_sampled(eval_files, tmp_path):
+    """report_settings.json and report.md name the sampling back end of every policy's test
+    solutions, read through the evaluation's provenance to the samples' provenance, and warn when
+    some fell back to generate on a model the engine should have run."""
+    from easy2hard import provenance
+
+    sampled, greedy = eval_files
+    engine = {"mode": "auto", "backend": "engine", "prompts": {"engine": 6}, "fallbacks": [], "unexpected_fallback": False}
+    fallback = {"mode": "auto", "backend": "hf", "prompts": {"hf": 2}, "unexpected_fallback": True,
+                "fallbacks": [{"reason": "its forward takes no position_ids", "expected": False}]}
+    for generator, record in (("sft", engine), ("base", fallback)):
+        samples = tmp_path / f"{generator}.samples.jsonl"
+        samples.write_text("")
+        provenance.write(samples, {"sampling": record})
+        provenance.write(sampled[generator], {"inputs": {"samples": {str(samples): {}}}})
+    result = run_cli(eval_files, tmp_path / "report")
+    assert result.returncode == 0, result.stderr
+    settings = json.loads((tmp_path / "report" / "report_settings.json").read_text())
+    assert settings["sampling"] == {"sft": {"sampled": engine, "greedy": None}, "base": {"sampled": fallback, "greedy": None}}
+    text = (tmp_path / "report" / "report.md").read_text(encoding="utf-8").split("## Provenance")[1]
+    assert "sft sampled: engine; base sampled: hf" in text
+    assert "Warning: some samples fell back to `generate`" in text and "its forward takes no position_ids" in text

@@ -494,6 +494,17 @@ def test_deepspeed_cpu_matches_torch_engine(stage, deepspeed_run, torch_referenc
     trained = tiny_model(tokenizer)
     trained.load_state_dict(torch.load(work / f"stage{stage}.pt"))
     assert max_abs_diff(trained, tiny_model(tokenizer)) > 1e-2  # four Adam steps really moved it
-    difference = max_abs_diff(trained, reference)
-    print(f"stage {stage}: max |DeepSpeed - TorchEngine| = {difference:.2e}, {result['seconds']:.1f}s")
-    assert difference < 1e-5
+    ours, theirs = trained.state_dict(), reference.state_dict()
+    differences = torch.cat([(ours[k].float() - theirs[k].float()).abs().flatten() for k in ours])
+    print(f"stage {stage}: |DeepSpeed - TorchEngine| max {differences.max():.2e}, mean {differences.mean():.1e}, "
+          f"{int((differences > 1e-6).sum())} of {differences.numel()} weights above 1e-6; {result['seconds']:.1f}s")
+    # Why these bounds: DeepSpeed sums gradients in another float32 order, and Adam divides by
+    # sqrt(v) + eps, so a weight whose gradient is near eps turns that rounding into a visible part
+    # of a step. Plain torch alone shows the same: this training with padded instead of packed
+    # micro-batches (the same maths, another order) ends up to 1.4e-5 apart, mean 4e-9, only 3 of
+    # 41,632 weights beyond 1e-6 (and DeepSpeed was measured at 1.6e-5 on one x86 CPU, under 1e-5 on
+    # another). A real bug (a lost or extra step, a wrong learning rate, averaging or clipping)
+    # moves nearly every weight by about a whole step, lr = 1e-2: a hundredth of a step for the
+    # largest difference and 1e-7 on average separate the two by orders of magnitude.
+    assert differences.max() < DS_CONFIG["learning_rate"] / 100
+    assert differences.mean() < 1e-7

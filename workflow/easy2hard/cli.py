@@ -33,8 +33,9 @@ def _existing_paths(value) -> list[str]:
     return [v for v in values if isinstance(v, str) and v and Path(v).exists()]
 
 
-def finish(args: argparse.Namespace) -> None:
-    """Record provenance (config slice, code version, library versions, input fingerprints)
+def finish(args: argparse.Namespace, **facts) -> None:
+    """Record provenance (config slice, code version, library versions, input fingerprints, and
+    what the stage reports about itself in ``facts``, e.g. ``sampling=``: which back end sampled)
     beside every output the stage wrote: `x.jsonl.provenance.json`, or `provenance.json` inside a
     folder. Rank 0 only: the other processes of a multi-GPU job write nothing."""
     from easy2hard import provenance
@@ -44,6 +45,6 @@ def finish(args: argparse.Namespace) -> None:
     outputs = [getattr(args, name) for name in OUTPUT_ARGS if getattr(args, name, None)]
     inputs = {name: paths for name, value in vars(args).items()
               if name not in OUTPUT_ARGS and name != "params" and (paths := _existing_paths(value))}
-    record = provenance.record(args.params, inputs)
+    record = {**provenance.record(args.params, inputs), **facts}
     for output in outputs:
         provenance.write(output, record)

@@ -43,7 +43,7 @@ What it does, exactly:
 Not done: paged / block KV (slots are whole-length rows), prefix sharing across *different*
 prompts, speculative decoding, compiling prefill or the sampling step, models whose cache is not
 plain full attention (sliding window, linear attention), flash-attention-2 / flex attention
-(auto mode falls back to ``generate`` for those, see ``unsupported_reason``).
+(auto mode falls back to ``generate`` for those, see ``check_support``).
 """
 
 from __future__ import annotations
@@ -66,6 +66,9 @@ except ImportError as error:  # pragma: no cover - exercised only with old trans
     Cache = CacheLayerMixin = object  # type: ignore[misc,assignment]
 
 DECODE_ATTENTION = "easy2hard_sdpa"
+# The KV-cache argument of a model's forward: transformers 5.24 renamed ``past_key_values`` to
+# ``cache`` (the old name stays a deprecated alias until 5.40); the engine passes whichever it has.
+CACHE_ARGUMENTS = ("cache", "past_key_values")
 SUPPORTED_ATTENTION = ("sdpa", "eager", DECODE_ATTENTION)
 
 # generation_config settings that make HF's generate add a logits processor this engine does not apply
@@ -277,30 +280,56 @@ class SlotCache(Cache):
 # ------------------------------------------------------------------------------------- checks
 
 
-def unsupported_reason(model) -> str | None:
-    """Why the engine cannot reproduce ``model.generate`` for this model (None: it can)."""
+def cache_argument(model) -> str | None:
+    """The name under which ``model.forward`` takes its KV cache (None: it takes none)."""
+    parameters = inspect.signature(model.forward).parameters
+    return next((name for name in CACHE_ARGUMENTS if name in parameters), None)
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    """Why the engine cannot reproduce ``model.generate`` for a model.
+
+    ``by_design``: the model is one the engine does not aim to reproduce (encoder-decoder, sliding
+    window or linear attention, flash / flex attention, a logits processor in its generation
+    config). Otherwise the model is a plain decoder the engine is meant to run and the environment
+    stopped it (a transformers without cache layers, a forward signature it does not know): a
+    fallback then is a bug to report, not a property of the model.
+    """
+
+    reason: str
+    by_design: bool
+
+
+def check_support(model) -> Unsupported | None:
+    """None when the engine reproduces ``model.generate`` for this model; else why not."""
     if _IMPORT_ERROR is not None:
-        return f"transformers without cache layers ({_IMPORT_ERROR})"
+        return Unsupported(f"transformers without cache layers ({_IMPORT_ERROR})", by_design=False)
     config = model.config
     if getattr(config, "is_encoder_decoder", False):
-        return "encoder-decoder model"
+        return Unsupported("encoder-decoder model", by_design=True)
     attention = getattr(config, "_attn_implementation", None)
     if attention not in SUPPORTED_ATTENTION:
-        return f"attention implementation {attention!r} (supported: sdpa, eager)"
+        return Unsupported(f"attention implementation {attention!r} (supported: sdpa, eager)", by_design=True)
     try:
         layers = DynamicCache(config=config).layers
     except Exception as error:  # noqa: BLE001 - any failure means: not a plain decoder cache
-        return f"cannot build its cache ({error})"
+        return Unsupported(f"cannot build its cache ({error})", by_design=False)
     if layers and any(type(layer) is not DynamicLayer for layer in layers):
-        return "not plain full attention (sliding-window or linear-attention layers)"
-    parameters = inspect.signature(model.forward).parameters
-    if not {"position_ids", "past_key_values", "attention_mask"} <= set(parameters):
-        return "its forward takes no position_ids / past_key_values / attention_mask"
+        return Unsupported("not plain full attention (sliding-window or linear-attention layers)", by_design=True)
+    parameters = set(inspect.signature(model.forward).parameters)
+    if cache_argument(model) is None or not {"position_ids", "attention_mask"} <= parameters:
+        return Unsupported(
+            f"its forward takes no position_ids / attention_mask / {' or '.join(CACHE_ARGUMENTS)}", by_design=False
+        )
     generation = getattr(model, "generation_config", None)
     if generation is not None:
         for name, neutral in _NEUTRAL_GENERATION.items():
             if getattr(generation, name, None) not in neutral:
-                return f"generation_config.{name}={getattr(generation, name)!r} (a logits processor the engine lacks)"
+                return Unsupported(
+                    f"generation_config.{name}={getattr(generation, name)!r} (a logits processor the engine lacks)",
+                    by_design=True,
+                )
     return None
 
 
@@ -325,9 +354,9 @@ class SamplingEngine:
     """Samples ``num_samples`` continuations of each prompt; see the module docstring."""
 
     def __init__(self, model, options: EngineOptions | None = None):
-        reason = unsupported_reason(model)
-        if reason is not None:
-            raise ValueError(f"sampling engine: unsupported model: {reason}")
+        unsupported = check_support(model)
+        if unsupported is not None:
+            raise ValueError(f"sampling engine: unsupported model: {unsupported.reason}")
         self.model = model
         self.options = options or EngineOptions()
         self.device = next(model.parameters()).device
@@ -337,13 +366,14 @@ class SamplingEngine:
         self.stats = EngineStats()
         self._compiled = None
         self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._cache_argument = cache_argument(model)
 
     # -- model calls ------------------------------------------------------------------------
 
     def _decode_forward(self, input_ids, position_ids, attention_mask):
         output = self.model(
             input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask,
-            past_key_values=self.cache, use_cache=True,
+            use_cache=True, **{self._cache_argument: self.cache},
         )
         return output.logits[:, -1, :]
 
@@ -403,7 +433,7 @@ class SamplingEngine:
         kwargs = {"logits_to_keep": 1} if self._keeps_logits else {}
         output = self.model(
             input_ids=ids, attention_mask=self._mask(allowed[:, None]), position_ids=positions,
-            past_key_values=cache, use_cache=True, **kwargs,
+            use_cache=True, **{self._cache_argument: cache}, **kwargs,
         )
         self.stats.prefill_calls += 1
         self.stats.prefilled_prompts += len(prompts)

@@ -3,6 +3,7 @@ built from config with a byte-level BPE tokenizer trained offline on the project
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 from pathlib import Path
@@ -29,13 +30,31 @@ def resolve_model_path(name_or_path: str) -> str:
 
 
 def load_pretrained(name_or_path: str, gguf_file: str | None = None, dtype: torch.dtype | str = torch.float32):
-    """(model, tokenizer) from the hub, a local folder, or a GGUF file inside a folder."""
+    """(model, tokenizer) from the hub, a local folder, or a GGUF file inside a folder (its
+    weights de-quantised into a plain model that ``save_pretrained`` writes)."""
     path = resolve_model_path(name_or_path)
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
+    if gguf_file:
+        model = plain_model(model)
     ensure_pad_token(tokenizer, model)
     return model, tokenizer
+
+
+def plain_model(model):
+    """The same weights in a model without a quantisation marker. transformers de-quantises GGUF
+    tensors into ordinary float weights at load time but keeps the model flagged as GGUF-quantised,
+    and ``save_pretrained`` refuses such a model. Rebuilding from the config without its
+    ``quantization_config`` and loading the state dict strictly also proves that no weight is still
+    packed in GGUF blocks (the names and shapes would not match)."""
+    config = copy.deepcopy(model.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=model.dtype)
+    plain.load_state_dict(model.state_dict(), strict=True)
+    plain.generation_config = copy.deepcopy(model.generation_config)
+    return plain.train(model.training)
 
 
 def ensure_pad_token(tokenizer, model=None) -> None:

@@ -262,6 +262,7 @@ class PPOTrainer:
                  grading: dict, score_batch_size: int):
         self.config, self.questions, self.easy_gold, self.grading = config, questions, easy_gold, grading
         self.sampling_config, self.score_batch_size = sampling_config, score_batch_size
+        self.sampling_usage = sampling.BackendUsage()  # rollouts of this process, by back end
         self.tokenizer = models.tokenizer
         self.reference, self.reward_model = models.reference, models.reward_model
         rollouts = config.prompts_per_step * config.samples_per_prompt
@@ -294,8 +295,9 @@ class PPOTrainer:
         prompts = [sampling.encode_prompt(self.tokenizer, q["problem"]) for q in questions]
         config = sampling.SamplingConfig(**{**self.sampling_config.__dict__, "num_samples": self.config.samples_per_prompt,
                                             "seed": self.config.seed * 7919 + step})
+        groups = sampling.generate(policy, self.tokenizer, prompts, config, progress=False, usage=self.sampling_usage)
         samples = []
-        for question, prompt, group in zip(questions, prompts, sampling.generate(policy, self.tokenizer, prompts, config, progress=False)):
+        for question, prompt, group in zip(questions, prompts, groups):
             for index, sample in enumerate(group):
                 samples.append({"unique_id": question["unique_id"], "problem": question["problem"], "prompt_ids": prompt,
                                 "sample_index": index, "completion": sample["text"], "token_ids": sample["token_ids"],

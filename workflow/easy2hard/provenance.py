@@ -95,6 +95,29 @@ def location(output: str | os.PathLike) -> Path:
     return output / FOLDER_FILE if output.is_dir() else output.with_name(output.name + FILE_SUFFIX)
 
 
+def read(output: str | os.PathLike) -> dict | None:
+    """The provenance recorded for an output (None when it has none, e.g. a hand-made file)."""
+    target = location(output)
+    if not target.exists():
+        return None
+    return json.loads(target.read_text(encoding="utf-8"))
+
+
+def unexpected_sampling_fallbacks(root: str | os.PathLike) -> dict[str, list[str]]:
+    """Provenance files under `root` whose outputs were (partly) sampled by `generate` although the
+    sampling engine is meant to run the model, with the reasons: the end-of-run warning."""
+    found = {}
+    for path in sorted(Path(root).rglob(f"*{FOLDER_FILE}")):
+        try:
+            sampling = json.loads(path.read_text(encoding="utf-8")).get("sampling") or {}
+        except (OSError, ValueError):
+            continue  # a provenance file being written or damaged is not this check's business
+        reasons = [f["reason"] for f in sampling.get("fallbacks", []) if not f["expected"]]
+        if reasons:
+            found[str(path)] = reasons
+    return found
+
+
 def write(output: str | os.PathLike, provenance: dict) -> Path:
     target = location(output)
     with atomic_output(target) as tmp:

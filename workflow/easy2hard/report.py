@@ -406,6 +406,22 @@ def _intro(df: pd.DataFrame, settings: dict) -> str:
     )
 
 
+def _sampling_backends(settings: dict) -> list[str]:
+    """Which back end sampled each policy's test solutions (from the samples' provenance), and a
+    warning when any fell back to generate on a model the engine is meant to run."""
+    records = {(g, kind): record for g, by_kind in (settings.get("sampling") or {}).items()
+               for kind, record in by_kind.items() if record}
+    if not records:
+        return []
+    described = "; ".join(f"{g} {kind}: {record['backend']}" for (g, kind), record in records.items())
+    lines = [f"Sampling back end of the test solutions (engine: `easy2hard.engine`; hf: transformers `generate`): {described}."]
+    unexpected = sorted({f["reason"] for record in records.values() for f in record["fallbacks"] if not f["expected"]})
+    if unexpected:
+        lines.append("**Warning: some samples fell back to `generate` on a model the sampling engine is meant to "
+                     f"run** ({'; '.join(unexpected)}).")
+    return [" ".join(lines), ""]
+
+
 def _provenance(settings: dict) -> list[str]:
     upstream = settings.get("upstream") or {}
     versions = [f"{name} `{upstream[key]}`" for name, key in (("code version", "code_version"),
@@ -418,6 +434,7 @@ def _provenance(settings: dict) -> list[str]:
         "the whole configuration, code and grader versions and library versions of the run are in "
         f"`{settings.get('provenance_file', 'provenance.json')}`" + (f" ({', '.join(versions)})." if versions else "."),
         "",
+        *_sampling_backends(settings),
     ]
 
 

@@ -17,6 +17,13 @@ picks one:
 * ``auto`` (default): ``engine`` when the model is supported (on CPU too: refilling finished rows
   makes it 1.6x faster than the best ``generate`` batch size on the offline default), ``hf``
   otherwise. ``$EASY2HARD_SAMPLING_ENGINE`` sets the mode when the config leaves it unset.
+
+Which back end sampled what is never silent: ``generate`` counts prompts per back end and every
+fallback in a ``BackendUsage``, which the stages log and write into the provenance of their
+outputs (``sampling`` key) and the report copies into its settings. A fallback on a model the
+engine does not reproduce by design (sliding window, logits processors, ...) is logged; one on a
+model it is meant to run (an engine failure, a transformers API it does not know) is a warning,
+repeated at the end of the Snakemake run.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import math
 import os
 import shutil
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -37,7 +44,7 @@ from tqdm.auto import tqdm
 
 from easy2hard import engine as sampling_engine
 from easy2hard import formats
-from easy2hard.io import atomic_output, write_jsonl
+from easy2hard.io import atomic_output, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -76,33 +83,84 @@ def _left_pad(sequences: list[list[int]], pad_id: int, device) -> dict[str, torc
     return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
 
 
-def use_engine(model, config: SamplingConfig) -> bool:
-    """Whether ``generate`` goes through the sampling engine (see the module docstring)."""
+@dataclass
+class BackendUsage:
+    """Which back end sampled how many prompts, and why any fell back to ``generate``."""
+
+    mode: str = "auto"
+    prompts: dict[str, int] = field(default_factory=dict)  # "engine" / "hf" -> prompts sampled
+    fallbacks: list[dict] = field(default_factory=list)  # {"reason", "expected"}, each reason once
+
+    def count(self, backend: str, prompts: int = 1) -> None:
+        self.prompts[backend] = self.prompts.get(backend, 0) + prompts
+
+    def fall_back(self, reason: str, expected: bool) -> None:
+        """Record (and announce) that ``auto`` samples with ``generate``: a log line where the engine
+        does not reproduce the model by design, a warning where it should have run."""
+        if not any(f["reason"] == reason for f in self.fallbacks):
+            self.fallbacks.append({"reason": reason, "expected": expected})
+        if expected:
+            log.info("sampling with generate: the engine does not reproduce this model (%s)", reason)
+        else:
+            warnings.warn(f"sampling engine unsupported ({reason}); falling back to generate, although the "
+                          "engine is meant to run this model (sampling is slower than it should be)", stacklevel=3)
+
+    @property
+    def unexpected_fallback(self) -> bool:
+        return any(not f["expected"] for f in self.fallbacks)
+
+    def merge(self, other: "BackendUsage") -> None:
+        for backend, prompts in other.prompts.items():
+            self.count(backend, prompts)
+        self.fallbacks += [f for f in other.fallbacks if f not in self.fallbacks]
+
+    def as_record(self) -> dict:
+        """The ``sampling`` entry of a provenance record."""
+        backends = sorted(self.prompts)
+        return {"mode": self.mode, "backend": "+".join(backends) or None, "prompts": dict(self.prompts),
+                "fallbacks": list(self.fallbacks), "unexpected_fallback": self.unexpected_fallback}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "BackendUsage":
+        return cls(record["mode"], dict(record["prompts"]), list(record["fallbacks"]))
+
+
+def engine_mode(config: SamplingConfig) -> str:
     mode = config.engine or os.environ.get("EASY2HARD_SAMPLING_ENGINE") or "auto"
     if mode not in ENGINE_MODES:
         raise ValueError(
             f"config: field 'sampling.engine' (or $EASY2HARD_SAMPLING_ENGINE): {mode!r} is not one of {list(ENGINE_MODES)}"
         )
+    return mode
+
+
+def use_engine(model, config: SamplingConfig, usage: BackendUsage | None = None) -> bool:
+    """Whether ``generate`` goes through the sampling engine (see the module docstring); a
+    fallback under ``auto`` is recorded in ``usage``."""
+    mode = engine_mode(config)
     if mode == "hf":
         return False
-    reason = sampling_engine.unsupported_reason(model)
-    if mode == "engine":
-        if reason is not None:
-            raise ValueError(f"sampling engine requested but unsupported: {reason}")
+    unsupported = sampling_engine.check_support(model)
+    if unsupported is None:
         return True
-    if reason is not None:
-        warnings.warn(f"sampling engine unsupported ({reason}); falling back to generate", stacklevel=3)
-    return reason is None
+    if mode == "engine":
+        raise ValueError(f"sampling engine requested but unsupported: {unsupported.reason}")
+    (usage if usage is not None else BackendUsage()).fall_back(unsupported.reason, unsupported.by_design)
+    return False
 
 
 def generate(
-    model, tokenizer, prompts: list[list[int]], config: SamplingConfig, progress: bool = True, desc: str = "sample"
+    model, tokenizer, prompts: list[list[int]], config: SamplingConfig, progress: bool = True, desc: str = "sample",
+    usage: BackendUsage | None = None,
 ) -> Iterator[list[dict]]:
     """For each prompt (token ids), yield its N continuations: {text, token_ids, num_tokens, finished}
-    (token_ids: the sampled ids up to and including EOS, which PPO scores as they were drawn)."""
+    (token_ids: the sampled ids up to and including EOS, which PPO scores as they were drawn).
+    ``usage`` counts the prompts each back end sampled and records any fallback."""
+    usage = usage if usage is not None else BackendUsage()
+    usage.mode = engine_mode(config)
     num_samples = 1 if config.greedy else config.num_samples
     bar = tqdm(total=len(prompts) * num_samples, desc=desc, unit="seq", disable=not progress, mininterval=2)
-    if use_engine(model, config):
+    if use_engine(model, config, usage):
         options = sampling_engine.EngineOptions(num_slots=max(1, config.batch_size // num_samples) * num_samples)
         params = sampling_engine.SamplingParams(
             max_new_tokens=config.max_new_tokens, eos_token_id=tokenizer.eos_token_id, greedy=config.greedy,
@@ -112,15 +170,16 @@ def generate(
         try:
             runner = sampling_engine.SamplingEngine(model, options)
             for group in runner.run(prompts, num_samples, params, pad_token_id=tokenizer.pad_token_id, on_finished=bar.update):
+                usage.count("engine")
                 yield [_decode(tokenizer, torch.tensor(tokens, dtype=torch.long)) for tokens in group]
                 yielded += 1
         except Exception as error:  # noqa: BLE001
             # The engine's CUDA-graph path has not met every GPU/driver yet: under `auto` a failure
             # costs speed, not the run (an explicit `engine` re-raises). Prompts already answered
             # are not sampled again.
-            if (config.engine or os.environ.get("EASY2HARD_SAMPLING_ENGINE") or "auto") != "auto":
+            if usage.mode != "auto":
                 raise
-            warnings.warn(f"sampling engine failed ({error!r}); falling back to generate", stacklevel=2)
+            usage.fall_back(f"engine failed: {error!r}", expected=False)
             prompts = prompts[yielded:]
             bar.reset(total=len(prompts) * num_samples)
         else:
@@ -144,6 +203,7 @@ def generate(
                 pad_token_id=tokenizer.pad_token_id,
             )
         generated = output[:, encoded["input_ids"].shape[1] :].cpu()
+        usage.count("hf", len(generated) // num_samples)
         for offset in range(0, len(generated), num_samples):
             yield [_decode(tokenizer, tokens) for tokens in generated[offset : offset + num_samples]]
         bar.update(len(generated))
@@ -162,10 +222,11 @@ def _decode(tokenizer, tokens: torch.Tensor) -> dict:
     }
 
 
-def sample_solutions(model, tokenizer, questions: list[dict], config: SamplingConfig, progress: bool = True):
+def sample_solutions(model, tokenizer, questions: list[dict], config: SamplingConfig, progress: bool = True,
+                     usage: BackendUsage | None = None):
     """Yield one row per (question, sample) with the decoded completion."""
     prompts = [encode_prompt(tokenizer, question["problem"]) for question in questions]
-    for question, continuations in zip(questions, generate(model, tokenizer, prompts, config, progress)):
+    for question, continuations in zip(questions, generate(model, tokenizer, prompts, config, progress, usage=usage)):
         for index, continuation in enumerate(continuations):
             yield {
                 "unique_id": question["unique_id"],
@@ -179,13 +240,15 @@ def sample_solutions(model, tokenizer, questions: list[dict], config: SamplingCo
 
 
 def sample_in_shards(model, tokenizer, questions: list[dict], config: SamplingConfig, out: str,
-                     shard_questions: int, model_fingerprint: dict) -> int:
-    """`sample_solutions` into `out`, shard by shard, so a killed job resumes where it stopped.
+                     shard_questions: int, model_fingerprint: dict) -> tuple[int, BackendUsage]:
+    """`sample_solutions` into `out`, shard by shard, so a killed job resumes where it stopped;
+    returns the number of rows and which back end sampled them (all shards, resumed ones too).
 
-    Shards of `shard_questions` questions are written atomically to `<out>.shards/`; a re-run of
-    the same job (same settings, questions and model, checked by a fingerprint) skips the shards
-    already there. Shard k samples with seed `seed + k`, so a resumed run writes exactly what an
-    uninterrupted one would. The shards are joined into `out` (atomically) and removed.
+    Shards of `shard_questions` questions are written atomically to `<out>.shards/`, each after
+    its back-end record (`shard-NNNNN.usage.json`); a re-run of the same job (same settings,
+    questions and model, checked by a fingerprint) skips the shards already there. Shard k samples
+    with seed `seed + k`, so a resumed run writes exactly what an uninterrupted one would. The
+    shards are joined into `out` (atomically) and removed.
     """
     shard_dir = Path(f"{out}.shards")
     fingerprint = hashlib.sha256(json.dumps(
@@ -203,11 +266,16 @@ def sample_in_shards(model, tokenizer, questions: list[dict], config: SamplingCo
     done = sum(path.exists() for path in paths)
     if done:
         log.info("resuming %s: %d of %d shards already sampled", out, done, num_shards)
+    usage = BackendUsage(engine_mode(config))
     for k, path in enumerate(paths):
-        if path.exists():
-            continue
-        shard = questions[k * shard_questions : (k + 1) * shard_questions]
-        write_jsonl(path, sample_solutions(model, tokenizer, shard, replace(config, seed=config.seed + k)))
+        usage_path = path.with_suffix(".usage.json")
+        if not path.exists():
+            shard, shard_usage = questions[k * shard_questions : (k + 1) * shard_questions], BackendUsage()
+            rows = list(sample_solutions(model, tokenizer, shard, replace(config, seed=config.seed + k), usage=shard_usage))
+            write_json(usage_path, shard_usage.as_record())
+            write_jsonl(path, rows)
+        usage.merge(BackendUsage.from_record(json.loads(usage_path.read_text())))
+    log.info("%s: sampled by %s", out, json.dumps(usage.as_record()))
     count = 0
     with atomic_output(out) as tmp, open(tmp, "wb") as joined:
         for path in paths:
@@ -216,4 +284,4 @@ def sample_in_shards(model, tokenizer, questions: list[dict], config: SamplingCo
                     joined.write(line)
                     count += 1
     shutil.rmtree(shard_dir)
-    return count
+    return count, usage

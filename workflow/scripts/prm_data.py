@@ -20,7 +20,7 @@ def human_labels(args, cfg):
     examples, counts = evaluator_data.prm800k_examples(
         records, levels, cfg["easy_levels"], test_problems, ", ".join(cfg["prm800k"]["files"])
     )
-    return examples, dict(counts)
+    return examples, dict(counts), None
 
 
 def automatic_labels(args, cfg):
@@ -47,7 +47,8 @@ def automatic_labels(args, cfg):
             prompts.append(sampling.encode_prompt(tokenizer, easy[solution["unique_id"]]["problem"], prefix))
             owners.append((index, prefix))
     config = sampling.SamplingConfig(**{**cfg["sampling"], "num_samples": auto["rollouts"], "seed": auto["seed"]})
-    continuations = list(sampling.generate(model, tokenizer, prompts, config, desc="rollouts"))
+    usage = sampling.BackendUsage()
+    continuations = list(sampling.generate(model, tokenizer, prompts, config, desc="rollouts", usage=usage))
     pairs = []
     for (index, prefix), group in zip(owners, continuations):
         gold = easy[needs_rollouts[index]["unique_id"]]["answer"]
@@ -67,7 +68,7 @@ def automatic_labels(args, cfg):
             continue
         examples.append(evaluator_data.auto_prm_example(solution, problem, groups, auto["estimate"]))
     counts.update(questions=len(questions), solutions=len(solutions), rolled_out=len(needs_rollouts), rollouts=len(pairs))
-    return examples, dict(counts)
+    return examples, dict(counts), usage.as_record()
 
 
 if __name__ == "__main__":
@@ -82,8 +83,8 @@ if __name__ == "__main__":
     args = p.parse_args()
     cli.setup(args)
     cfg = args.params
-    examples, counts = human_labels(args, cfg) if cfg["source"] == "prm800k" else automatic_labels(args, cfg)
+    examples, counts, rollouts = human_labels(args, cfg) if cfg["source"] == "prm800k" else automatic_labels(args, cfg)
     write_jsonl(args.out, examples)
     write_json(args.stats, {"source": cfg["source"], "counts": counts, **evaluator_data.summarize(examples)})
     print(counts)
-    cli.finish(args)
+    cli.finish(args, **({"sampling": rollouts} if rollouts else {}))

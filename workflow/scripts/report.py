@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from easy2hard import provenance
 from easy2hard.io import DataError
 from easy2hard.metrics import AGGREGATIONS
 from easy2hard.report import OUTPUT_FILES, compute_metrics, report_aggregations, write_report
@@ -70,6 +71,14 @@ def load_provenance(path: str | None) -> dict:
         raise DataError(f"{path}: malformed JSON ({error.msg})") from None
 
 
+def sampling_backend(evaluated: str) -> dict | None:
+    """Which back end sampled the solutions graded in `evaluated`: the `sampling` record of the
+    samples file that the evaluation's provenance names as its input (None when not recorded)."""
+    samples = ((provenance.read(evaluated) or {}).get("inputs") or {}).get("samples") or {}
+    records = [(provenance.read(path) or {}).get("sampling") for path in samples]
+    return records[0] if len(records) == 1 else None
+
+
 def report_settings(args: argparse.Namespace, sampled, greedy, scores, aggregations) -> dict:
     """Everything the numbers depend on besides the inputs' content: report_settings.json."""
     upstream = load_provenance(args.provenance)
@@ -87,6 +96,8 @@ def report_settings(args: argparse.Namespace, sampled, greedy, scores, aggregati
             "greedy": {g: file_record(p) for g, p in greedy.items()},
             "scores": {g: {e: file_record(p) for e, p in by_e.items()} for g, by_e in scores.items()},
         },
+        "sampling": {g: {"sampled": sampling_backend(path), "greedy": sampling_backend(greedy[g]) if g in greedy else None}
+                     for g, path in sampled.items()},
         "provenance_file": Path(args.provenance).name if args.provenance else None,
         # The key facts of the run, copied so report.md can cite them; the rest stays in provenance.json.
         "upstream": {key: upstream.get(key) for key in ("code_version", "grader_version") if key in upstream},

@@ -18,7 +18,7 @@ if __name__ == "__main__":
     model, tokenizer = modeling.load_model(args.model, dtype=dtype)
     model.to(device).eval()
     questions = [q for path in args.questions for q in read_jsonl(path, required=("unique_id", "problem", "level"))]
-    count = sampling.sample_in_shards(model, tokenizer, questions, config, args.out, shard_questions,
-                                      provenance.fingerprint(args.model))
-    print(f"wrote {count} samples for {len(questions)} questions")
-    cli.finish(args)
+    count, usage = sampling.sample_in_shards(model, tokenizer, questions, config, args.out, shard_questions,
+                                             provenance.fingerprint(args.model))
+    print(f"wrote {count} samples for {len(questions)} questions; back end: {usage.as_record()['backend']}")
+    cli.finish(args, sampling=usage.as_record())
