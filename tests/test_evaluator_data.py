@@ -572,7 +572,8 @@ def test_automatic_step_labels_never_use_hard_questions(easy_and_hard, monkeypat
         problems_seen.append(problem)
         return [problem, prefix]
 
-    def fake_generate(model, tokenizer, prompts, config, progress=True, desc="sample"):
+    def fake_generate(model, tokenizer, prompts, config, progress=True, desc="sample", usage=None):
+        usage.count("engine", len(prompts))
         for _ in prompts:
             yield [{"text": f"\n\n# Answer\n\n{i}"} for i in range(config.num_samples)]
 
@@ -586,7 +587,8 @@ def test_automatic_step_labels_never_use_hard_questions(easy_and_hard, monkeypat
         "sampling": {"max_new_tokens": 8, "batch_size": 4},
         "grading": {"timeout": 1.0, "workers": 1},
     }
-    examples, counts = script.automatic_labels(args, cfg)
+    examples, counts, rollouts = script.automatic_labels(args, cfg)
+    assert rollouts["prompts"] == {"engine": counts["rollouts"] // 3}  # the back end, for the provenance
     assert examples
     assert {e["unique_id"] for e in examples} == easy_ids
     assert counts["questions"] == len(easy_ids)
