@@ -10,7 +10,7 @@ rule sft:
         script=lambda wildcards, resources: script("sft.py", gpus=resources.gpu),
     resources:
         gpu=TRAIN_GPUS,
-    threads: config["threads"]
+    threads: config["threads"]["train"]
     conda:
         "../envs/easy2hard.yaml"
     log:

@@ -102,7 +102,7 @@ class BackendUsage:
         if expected:
             log.info("sampling with generate: the engine does not reproduce this model (%s)", reason)
         else:
-            warnings.warn(f"sampling engine unsupported ({reason}); falling back to generate, although the "
+            warnings.warn(f"sampling engine not used ({reason}); falling back to generate, although the "
                           "engine is meant to run this model (sampling is slower than it should be)", stacklevel=3)
 
     @property
