@@ -36,7 +36,7 @@ rule prm_data:
         args=prm_data_args,
     resources:
         gpu=INFERENCE_GPUS,
-    threads: config["threads"]["inference"]
+    threads: config["threads"]["per_job"]
     conda:
         "../envs/easy2hard.yaml"
     log:
@@ -78,7 +78,7 @@ rule train_evaluator:
         script=lambda wildcards, resources: script("train_evaluator.py", gpus=resources.gpu),
     resources:
         gpu=TRAIN_GPUS,
-    threads: config["threads"]["train"]
+    threads: config["threads"]["per_job"]
     conda:
         "../envs/easy2hard.yaml"
     log:
@@ -101,7 +101,7 @@ rule score:
         script=script("score.py"),
     resources:
         gpu=INFERENCE_GPUS,
-    threads: config["threads"]["inference"]
+    threads: config["threads"]["per_job"]
     conda:
         "../envs/easy2hard.yaml"
     log:

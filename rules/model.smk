@@ -8,7 +8,7 @@ rule base_model:
         cfg=lambda wildcards: as_json(config["model"]),
         script=script("build_base_model.py"),
         text=lambda wildcards, input: " ".join(f"--{k.replace('_', '-')} {v}" for k, v in input.items()),
-    threads: config["threads"]["inference"]
+    threads: config["threads"]["per_job"]
     conda:
         "../envs/easy2hard.yaml"
     log:

@@ -39,7 +39,7 @@ rule rest_em:
         script=lambda wildcards, resources: script("sft.py", gpus=resources.gpu),
     resources:
         gpu=TRAIN_GPUS,
-    threads: config["threads"]["train"]
+    threads: config["threads"]["per_job"]
     conda:
         "../envs/easy2hard.yaml"
     log:
@@ -83,7 +83,7 @@ rule dpo:
         script=lambda wildcards, resources: script("train_dpo.py", gpus=resources.gpu),
     resources:
         gpu=TRAIN_GPUS,
-    threads: config["threads"]["train"]
+    threads: config["threads"]["per_job"]
     conda:
         "../envs/easy2hard.yaml"
     log:
@@ -118,7 +118,7 @@ rule ppo:
         script=lambda wildcards, resources: script("train_ppo.py", gpus=resources.gpu),
     resources:
         gpu=TRAIN_GPUS,
-    threads: config["threads"]["train"]
+    threads: config["threads"]["per_job"]
     conda:
         "../envs/easy2hard.yaml"
     log:

@@ -10,7 +10,7 @@ rule sample:
         script=script("sample.py"),
     resources:
         gpu=INFERENCE_GPUS,
-    threads: config["threads"]["inference"]
+    threads: config["threads"]["per_job"]
     conda:
         "../envs/easy2hard.yaml"
     log:

@@ -10,7 +10,7 @@ rule sft:
         script=lambda wildcards, resources: script("sft.py", gpus=resources.gpu),
     resources:
         gpu=TRAIN_GPUS,
-    threads: config["threads"]["train"]
+    threads: config["threads"]["sft"]
     conda:
         "../envs/easy2hard.yaml"
     log:

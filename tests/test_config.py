@@ -66,7 +66,7 @@ def test_deep_merge_keeps_sibling_keys():
         (("data", "easy_levels"), [0, 2], "data.easy_levels.0"),
         (("data", "easy_levels"), "1,2,3", "data.easy_levels"),
         (("report", "generators"), ["sft/../x"], "report.generators.0"),
-        (("threads", "train"), 0, "threads.train"),
+        (("threads", "sft"), 0, "threads.sft"),
         (("grading", "workers"), 1.5, "grading.workers"),
         (("sampling", "shard_questions"), 0, "sampling.shard_questions"),
         (("rl", "evaluator"), "gold", "rl.evaluator"),
@@ -150,10 +150,10 @@ def test_zero_micro_batch_is_a_config_error():
 
 def test_every_problem_is_listed_with_the_source():
     config = base()
-    config["threads"]["inference"] = 0
+    config["threads"]["per_job"] = 0
     config["sft"]["learning_rate"] = "fast"
     message = error_for(config, source="configs/mine.yaml")
-    assert "configs/mine.yaml: field 'threads.inference'" in message
+    assert "configs/mine.yaml: field 'threads.per_job'" in message
     assert "configs/mine.yaml: field 'sft.learning_rate'" in message
 
 

@@ -150,6 +150,40 @@ def test_every_stage_wrote_its_output(tiny_run):
     assert not list(results.rglob(".*.*")), "temporary files left behind"
 
 
+def test_every_sampling_job_used_the_engine_and_says_so(tiny_run):
+    """The tiny run's model is a plain Llama: samples, greedy decodes, PRM rollouts and PPO rollouts
+    are all drawn by the engine, each output's provenance says so, and so does the report."""
+    results = tiny_run / "results"
+    outputs = [*results.glob("samples/*/*.jsonl"), results / "evaluators/prm/train.jsonl", results / "models/ppo_r1"]
+    assert len(outputs) > 10
+    for output in outputs:
+        record = json.loads((output / "provenance.json" if output.is_dir() else Path(f"{output}.provenance.json")).read_text())
+        sampling = record["sampling"]
+        assert sampling["backend"] == "engine" and not sampling["fallbacks"], (output, sampling)
+        assert sampling["prompts"]["engine"] > 0
+    settings = json.loads((results / "report/report_settings.json").read_text())
+    assert {kind: record["backend"] for kind, record in settings["sampling"]["sft"].items()} == {
+        "sampled": "engine", "greedy": "engine"}
+    assert "sft sampled: engine; sft greedy: engine" in (results / "report/report.md").read_text()
+
+
+def test_a_fallback_the_engine_should_not_need_is_printed_at_the_end_of_a_run(tiny_run):
+    """The job logs go unread: Snakemake's onsuccess hook repeats such fallbacks on the console."""
+    fake = tiny_run / "results" / "samples" / "elsewhere" / "test.jsonl.provenance.json"
+    fake.parent.mkdir(parents=True)
+    fake.write_text(json.dumps({"sampling": {"mode": "auto", "backend": "hf", "prompts": {"hf": 3}, "fallbacks": [
+        {"reason": "its forward takes no position_ids / attention_mask / cache or past_key_values", "expected": False}]}}))
+    try:
+        result = snakemake("--directory", str(tiny_run), "--configfile", str(REPO_ROOT / "tests" / "configs" / "tiny.yaml"),
+                           "--cores", "1", "--forcerun", "provenance", "results/report/provenance.json")
+    finally:
+        fake.unlink()
+        fake.parent.rmdir()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "WARNING: the sampling engine fell back to transformers' generate" in result.stderr
+    assert f"{Path('results') / fake.relative_to(tiny_run / 'results')}: its forward takes no" in result.stderr
+
+
 def test_samples_and_grading_follow_the_split(tiny_run):
     results = tiny_run / "results"
     easy_ids = {row["unique_id"] for row in read_jsonl(results / "data/train_easy.jsonl")}

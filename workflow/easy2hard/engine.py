@@ -17,7 +17,8 @@ What it does, exactly:
   and a per-row 4D mask hides everything outside ``[start[row], T]``. When T reaches L, or the
   dead prefix in front of every live row reaches the slack, the live region is shifted to the
   front of the buffers (one copy; ``defrags`` in the stats). Decode steps attend over
-  ``[0, ceil((T+1)/attend_bucket)*attend_bucket)`` only, not the whole buffer.
+  ``[0, ceil((T+1)/attend_bucket)*attend_bucket)`` only, not the whole buffer (bucket 64 when
+  compiled, so that few shapes are captured; 1 otherwise).
 * **Continuous refilling and compaction.** Every ``sync_every`` decode steps the host reads which
   rows have finished (EOS or ``max_new_tokens``), hands their tokens out, and refills free slots
   with the next jobs as soon as ``refill_min_free`` slots are free (``refill=False``: only when all
@@ -120,7 +121,9 @@ class EngineOptions:
     refill_min_free: int | None = None  # refill once this many slots are free; None: max(1, num_slots // 8)
     compact: bool = True  # shrink the batch to a power of two when the work runs out
     sync_every: int | None = None  # decode steps between host syncs; None: 8 on CUDA, 1 elsewhere
-    attend_bucket: int = 64  # decode attends over the cache rounded up to this many slots (0: whole cache)
+    # decode attends over the cache rounded up to this many slots (0: whole cache); None: 64 when the
+    # decode step is compiled (few shapes to capture), else 1 (decode is bound by reading the cache)
+    attend_bucket: int | None = None
     slack: int | None = None  # extra cache length; None: max(64, max_new_tokens // 4)
     prefill_tokens: int = 32768  # padded prompt tokens per prefill forward
     memory_fraction: float = 0.8  # CUDA: fewer slots when their KV cache would not fit in this much free memory
@@ -362,6 +365,8 @@ class SamplingEngine:
         self.device = next(model.parameters()).device
         self.compile = self.options.compile if self.options.compile is not None else self.device.type == "cuda"
         self.sync_every = self.options.sync_every or (8 if self.device.type == "cuda" else 1)
+        bucket = self.options.attend_bucket
+        self.attend_bucket = bucket if bucket is not None else (64 if self.compile else 1)
         self.cache: SlotCache | None = None
         self.stats = EngineStats()
         self._compiled = None
@@ -650,7 +655,7 @@ class SamplingEngine:
             # -- one decode step: every row feeds its last token at the shared cursor
             cache = self.cache
             cache.cursor.fill_(cursor)
-            bucket = opts.attend_bucket
+            bucket = self.attend_bucket
             view = length if bucket <= 0 else min(length, -(-(cursor + 1) // bucket) * bucket)
             cache.view_len = view
             allowed = (arange[:view][None, :] >= start[:, None]) & (arange[:view][None, :] <= cursor)
