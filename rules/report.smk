@@ -45,6 +45,7 @@ rule report:
         aggregations=" ".join(config["report"]["aggregations"]),
         default_aggregation=config["evaluators"]["aggregation"],
         dataset=DATASET_NAME,
+        grader=config["grading"]["mode"],
         script=script("report.py"),
     conda:
         "../envs/easy2hard.yaml"
@@ -54,7 +55,8 @@ rule report:
         "{params.script} --sampled {params.sampled} --greedy {params.greedy} --scores {params.scores}"
         " --easy-levels {params.easy_levels} --num-draws {params.num_draws} --seed {params.seed}"
         " --aggregations {params.aggregations} --default-aggregation {params.default_aggregation}"
-        " --dataset {params.dataset:q} --provenance {input.provenance} --out-dir results/report > {log} 2>&1"
+        " --dataset {params.dataset:q} --grader {params.grader} --provenance {input.provenance}"
+        " --out-dir results/report > {log} 2>&1"
 
 
 rule rl_report:

@@ -580,15 +580,15 @@ def test_automatic_step_labels_never_use_hard_questions(easy_and_hard, monkeypat
     monkeypatch.setattr(modeling, "load_model", lambda path, dtype=None: (StubModel(), object()))
     monkeypatch.setattr(sampling, "encode_prompt", fake_encode)
     monkeypatch.setattr(sampling, "generate", fake_generate)
-    monkeypatch.setattr(script, "grade_many", lambda pairs, timeout, workers: [a == g for a, g in pairs])
+    monkeypatch.setattr(script, "grade_many", lambda pairs, timeout, workers, mode, stats: [a == g for a, g in pairs])
     args = SimpleNamespace(graded=str(folder / "graded.jsonl"), train_easy=str(folder / "train_easy.jsonl"), policy="unused")
     cfg = {
         "auto": {"num_questions": 100, "rollouts": 3, "estimate": estimate, "seed": 0},
         "sampling": {"max_new_tokens": 8, "batch_size": 4},
-        "grading": {"timeout": 1.0, "workers": 1},
+        "grading": {"mode": "lenient", "timeout": 1.0, "workers": 1},
     }
-    examples, counts, rollouts = script.automatic_labels(args, cfg)
-    assert rollouts["prompts"] == {"engine": counts["rollouts"] // 3}  # the back end, for the provenance
+    examples, counts, facts = script.automatic_labels(args, cfg)
+    assert facts["sampling"]["prompts"] == {"engine": counts["rollouts"] // 3}  # the back end, for the provenance
     assert examples
     assert {e["unique_id"] for e in examples} == easy_ids
     assert counts["questions"] == len(easy_ids)

@@ -33,3 +33,21 @@ def test_questions_without_gold_stay_ungraded():
     judged = judge_samples([sample("easy", 0, "3"), sample("hard", 0, "4")], {"easy": "3"}, timeout=5.0, cluster=False)
     assert [r["correct"] for r in judged] == [True, None]
     assert "answer_cluster" not in judged[0]
+
+
+def test_every_mode_records_both_graders_and_the_configured_one_on_top():
+    from easy2hard.grading import GradingStats
+
+    samples = [sample("a", 0, r"\frac{2}{4}"), sample("a", 1, r"\frac12"), sample("a", 2, "0.25"), sample("a", 3, "x")]
+    stats = GradingStats()
+    judged = judge_samples(samples, {"a": r"\frac{1}{2}"}, timeout=5.0, workers=1, mode="prm800k", every_mode=True,
+                           stats=stats)
+    lenient = [r["verdicts"]["lenient"] for r in judged]
+    strict = [r["verdicts"]["prm800k"] for r in judged]
+    assert [v["correct"] for v in lenient] == [True, True, False, False]
+    assert [v["answer_cluster"] for v in lenient] == [0, 0, 1, 2]
+    assert [v["correct"] for v in strict] == [False, True, False, False]
+    assert [v["answer_cluster"] for v in strict] == [0, 1, 2, 3]
+    # The configured mode (here prm800k) fills the fields every later stage reads.
+    assert [(r["correct"], r["answer_cluster"]) for r in judged] == [(v["correct"], v["answer_cluster"]) for v in strict]
+    assert stats.pairs > 0 and stats.timeouts == 0

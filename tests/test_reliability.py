@@ -109,7 +109,7 @@ def ppo_trainer(policy_dir, rows, crash_at=None):
     trainer = ppo.PPOTrainer(
         ppo.Models(policy, value, reference, reward_model, tokenizer), easy, {r["unique_id"]: r["answer"] for r in easy},
         ppo.PPOConfig(steps=4, prompts_per_step=4), training.TrainConfig(**train), training.TrainConfig(**train),
-        sampling.SamplingConfig(max_new_tokens=16, batch_size=16, engine="hf"), {"timeout": 5.0, "workers": 1}, 8,
+        sampling.SamplingConfig(max_new_tokens=16, batch_size=16, engine="hf"), {"mode": "lenient", "timeout": 5.0, "workers": 1}, 8,
     )
     if crash_at is not None:
         update = trainer.update
@@ -175,7 +175,7 @@ def test_bad_inputs_name_the_file_and_line_and_leave_no_output(policy_dir, tmp_p
                            [], "no scores for 1 of the 1 samples"),
     }
     params = {
-        "grade_train.py": {"timeout": 5.0, "workers": 1}, "evaluate.py": {"timeout": 5.0, "workers": 1},
+        "grade_train.py": {"mode": "lenient", "timeout": 5.0, "workers": 1}, "evaluate.py": {"mode": "lenient", "timeout": 5.0, "workers": 1},
         "sample.py": SAMPLING, "score.py": {"batch_size": 4},
         "rl_data.py": {"easy_levels": [1, 2, 3], "aggregation": "min"},
     }

@@ -45,11 +45,21 @@ WEIGHTED_MIN = {"q1": 1.0, "q2": 1.0, "q3": 0.5, "q4": 1.0, "q5": 0.0, "q6": 0.5
 BEST_MIN = {"q1": 0.0, "q2": 1.0, "q3": 0.5, "q4": 1.0, "q5": 0.0, "q6": 0.5}
 
 
+# Under the second grader ("prm800k") q1's right answer is written in a form only the lenient
+# grader accepts (say an unreduced fraction): wrong there, for the samples and the greedy decode.
+STRICT_WRONG = {"q1"}
+
+
+def verdicts(correct, cluster, uid):
+    return {"lenient": {"correct": correct, "answer_cluster": cluster},
+            "prm800k": {"correct": correct and uid not in STRICT_WRONG, "answer_cluster": cluster}}
+
+
 def sample_rows(spec):
     return [
         dict(unique_id=uid, level=level, subject=subject, sample_index=index,
              answer=None if cluster == -1 else f"a{cluster}", answer_cluster=cluster,
-             correct=cluster == right)
+             correct=cluster == right, verdicts=verdicts(cluster == right, cluster, uid))
         for uid, level, subject, clusters, right, _ in spec
         for index, cluster in enumerate(clusters)
     ]
@@ -58,7 +68,7 @@ def sample_rows(spec):
 def greedy_rows(spec):
     return [
         dict(unique_id=uid, level=level, subject=subject, sample_index=0,
-             answer="g", answer_cluster=0, correct=greedy_correct)
+             answer="g", answer_cluster=0, correct=greedy_correct, verdicts=verdicts(greedy_correct, 0, uid))
         for uid, level, subject, _, _, greedy_correct in spec
     ]
 
@@ -113,8 +123,9 @@ SFT_GROUPS = {"easy", "hard", "all", "level_1", "level_2", "level_3", "level_4",
 
 def test_columns_and_rows(metrics):
     assert COLUMNS == ["generator", "evaluator", "method", "aggregation", "n", "levels", "accuracy", "std",
-                       "num_problems"]
+                       "num_problems", "grader"]
     assert list(metrics.columns) == COLUMNS
+    assert set(metrics.grader) == {"lenient"}
     sft = metrics[metrics.generator == "sft"]
     assert set(sft.levels) == SFT_GROUPS
     assert sorted(sft[sft.method == "majority"].n.unique()) == [1, 2, 4]
@@ -402,3 +413,29 @@ def test_cli_reports_which_back_end_sampled(eval_files, tmp_path):
     text = (tmp_path / "report" / "report.md").read_text(encoding="utf-8").split("## Provenance")[1]
     assert "sft sampled: engine; base sampled: hf" in text
     assert "Warning: some samples fell back to `generate`" in text and "its forward takes no position_ids" in text
+
+
+def test_a_second_grader_at_the_largest_n(eval_files, score_files, tmp_path):
+    """The other grader's verdicts (the rows' `verdicts`) give rows at n = N only, labelled by the
+    grader, and report.md a second main table; the curves and plots stay the configured grader's."""
+    sampled, greedy = eval_files
+    df = compute_metrics(sampled, greedy, [1, 2, 3], 50, 0, score_files, ["min"], grader="lenient",
+                         other_graders=["prm800k"])
+    strict = df[df.grader == "prm800k"]
+    assert set(strict.n) == {1, 4} and set(strict[strict.method != "greedy"].n) == {4}
+    lenient = df[df.grader == "lenient"]
+    assert sorted(lenient[lenient.method == "majority"].n.unique()) == [1, 2, 4]
+    # q1 (easy) is right under the lenient grader by majority and greedy, wrong under the strict one.
+    assert pick(lenient, "sft", "majority", 4, "easy").accuracy == pytest.approx(0.5)
+    assert pick(strict, "sft", "majority", 4, "easy").accuracy == pytest.approx(1 / 6)  # q2 0, q3 0.5
+    assert pick(strict, "sft", "greedy", 1, "easy").accuracy == pytest.approx(1 / 3)
+    assert pick(strict, "sft", "majority", 4, "hard").accuracy == pick(lenient, "sft", "majority", 4, "hard").accuracy
+    write_report(df, tmp_path / "report", {**SETTINGS, "grader": "lenient"})
+    text = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    assert "## Main result (largest N, step aggregation `min`, `lenient` grader)" in text
+    second = text.split("## Main result under the `prm800k` grader")[1].split("\n## ")[0]
+    assert "| sft | Majority@4 | 16.7 | 41.7 | 29.2 |" in second and "authors'" in second
+    missing = tmp_path / "old.jsonl"
+    write_jsonl(missing, [{k: v for k, v in row.items() if k != "verdicts"} for row in read_jsonl(sampled["sft"])])
+    with pytest.raises(DataError, match="verdicts.prm800k"):
+        compute_metrics({"sft": missing}, {"sft": greedy["sft"]}, [1, 2, 3], 5, 0, other_graders=["prm800k"])

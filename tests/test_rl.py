@@ -341,7 +341,7 @@ def test_ppo_runs_and_updates_both_models(tiny, synthetic_split, tmp_path):
         ppo.Models(policy, value, reference, reward_model, tokenizer), easy + hard,
         {r["unique_id"]: r["answer"] for r in easy}, ppo.PPOConfig(steps=2, prompts_per_step=4, samples_per_prompt=2),
         training.TrainConfig(**train), training.TrainConfig(**train),
-        sampling.SamplingConfig(max_new_tokens=24, batch_size=16, engine="hf"), {"timeout": 5.0, "workers": 1}, 8,
+        sampling.SamplingConfig(max_new_tokens=24, batch_size=16, engine="hf"), {"mode": "lenient", "timeout": 5.0, "workers": 1}, 8,
     )
     policy, value, history = trainer.train(None, {})
     assert [r["step"] for r in history] == [1, 2]

@@ -207,7 +207,7 @@ def test_report_agrees_with_graded_samples(tiny_run, tmp_path):
     import os
 
     results = tiny_run / "results"
-    columns = ["generator", "evaluator", "method", "aggregation", "n", "levels", "accuracy", "std", "num_problems"]
+    columns = ["generator", "evaluator", "method", "aggregation", "n", "levels", "accuracy", "std", "num_problems", "grader"]
     groups = {"easy": {1, 2, 3}, "hard": {4, 5}, "all": {1, 2, 3, 4, 5}}
     prm_path = results / "scores/prm/sft/test.jsonl"
     prm = {(r["unique_id"], r["sample_index"]): min(r["step_scores"], default=0.0) for r in read_jsonl(prm_path)}
@@ -236,12 +236,13 @@ def test_report_agrees_with_graded_samples(tiny_run, tmp_path):
         ("prm", "best_of_n", "min"): best,
     }
 
-    def check(metrics_csv, sampled, greedy):
+    def check(metrics_csv, sampled, greedy, grader="lenient", ns=(1, 2, 4)):
         with open(metrics_csv, newline="") as handle:
-            metrics = list(csv.DictReader(handle))
-        assert list(metrics[0]) == columns
+            metrics = [r for r in csv.DictReader(handle) if r["grader"] == grader]
+        assert metrics and list(metrics[0]) == columns
         lookup = {tuple(r[c] for c in columns[:4]) + (int(r["n"]), r["levels"]): r for r in metrics}
         assert len(lookup) == len(metrics)  # one row per key
+        assert {int(r["n"]) for r in metrics if r["method"] == "majority"} == set(ns)
         by_question = defaultdict(list)
         for row in sampled:
             by_question[row["unique_id"]].append(row)
@@ -258,12 +259,18 @@ def test_report_agrees_with_graded_samples(tiny_run, tmp_path):
                 assert float(row["accuracy"]) == pytest.approx(expected), (method, name)
                 assert (int(row["num_problems"]), float(row["std"])) == (len(questions), 0.0)
             # One sample: every method scores it, on the same random subsets.
-            assert len({lookup[("sft", e, m, a, 1, name)]["accuracy"] for e, m, a in methods}) == 1
+            if 1 in ns:
+                assert len({lookup[("sft", e, m, a, 1, name)]["accuracy"] for e, m, a in methods}) == 1
         return metrics
 
     sampled = read_jsonl(results / "eval/sft/test.jsonl")
     greedy = read_jsonl(results / "eval/sft/test.greedy.jsonl")
     metrics = check(results / "report/metrics.csv", sampled, greedy)
+    # The authors' grader, from the evaluation's `verdicts`, at N = 4 only.
+    def graded_by(rows, grader):
+        return [dict(r, **r["verdicts"][grader]) for r in rows]
+
+    check(results / "report/metrics.csv", graded_by(sampled, "prm800k"), graded_by(greedy, "prm800k"), "prm800k", (4,))
     # Every evaluator and aggregation has its rows, and the settings name the exact inputs.
     assert {(r["evaluator"], r["aggregation"]) for r in metrics if r["method"] == "best_of_n"} == {
         (e, a) for e in ("prm", "orm", "oprm") for a in ("min", "prod", "last", "mean")}
@@ -277,6 +284,8 @@ def test_report_agrees_with_graded_samples(tiny_run, tmp_path):
     order = {uid: i for i, uid in enumerate(sorted({r["unique_id"] for r in sampled}))}
     sampled = [dict(r, correct=r["answer_cluster"] == order[r["unique_id"]] % 2) for r in sampled]
     greedy = [dict(r, correct=order[r["unique_id"]] % 3 == 0) for r in greedy]
+    sampled, greedy = ([dict(r, verdicts={**r["verdicts"], "lenient": {"correct": r["correct"], "answer_cluster": r["answer_cluster"]}})
+                        for r in rows] for rows in (sampled, greedy))
     for name, rows in [("test.jsonl", sampled), ("test.greedy.jsonl", greedy)]:
         (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
     command = [sys.executable, str(REPO_ROOT / "workflow/scripts/report.py"), "--sampled", f"sft={tmp_path / 'test.jsonl'}",

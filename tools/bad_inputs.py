@@ -37,9 +37,9 @@ prepare("train row with level as a string", [good_math, {**good_math, "unique_id
 prepare("train rows with level null / easy answer null (skipped, counted)", [{**good_math, "unique_id": f"a/{i}", "problem": f"{i}+1?"} for i in range(3)] + [{**good_math, "unique_id": "n/1", "problem": "7+7?", "level": None}, {**good_math, "unique_id": "n/2", "problem": "8+8?", "answer": None}], [{**good_math, "unique_id": "t/1"}])
 print("  summary:", json.loads((work / "data/summary.json").read_text()).get("dropped", (work / "data/summary.json").read_text()[:300]))
 sample = {"unique_id": "q1", "level": 1, "sample_index": 0, "completion": "1 + 1 = 2.\n\n# Answer\n\n2"}
-run("samples file with a truncated line", "grade_train.py", {"timeout": 5, "workers": 1}, "--samples", jsonl("s.jsonl", [sample, '{"unique_id": "q2"']),
+run("samples file with a truncated line", "grade_train.py", {"mode": "lenient", "timeout": 5, "workers": 1}, "--samples", jsonl("s.jsonl", [sample, '{"unique_id": "q2"']),
     "--train-easy", jsonl("e.jsonl", [{"unique_id": "q1", "answer": "2"}]), "--out", str(work / "graded.jsonl"), out=str(work / "graded.jsonl"))
-run("samples file missing `completion`", "evaluate.py", {"timeout": 5, "workers": 1}, "--samples", jsonl("s2.jsonl", [{"unique_id": "q1", "sample_index": 0}]),
+run("samples file missing `completion`", "evaluate.py", {"mode": "lenient", "timeout": 5, "workers": 1}, "--samples", jsonl("s2.jsonl", [{"unique_id": "q1", "sample_index": 0}]),
     "--gold", jsonl("g.jsonl", [{"unique_id": "q1", "answer": "2"}]), "--out", str(work / "eval.jsonl"), out=str(work / "eval.jsonl"))
 run("scores with NaN", "rl_data.py", {"easy_levels": [1, 2, 3], "aggregation": "min"}, "--algorithm", "dpo", "--graded", jsonl("gr.jsonl", [{**sample, "correct": True}]),
     "--scores", jsonl("sc.jsonl", ['{"unique_id": "q1", "sample_index": 0, "step_scores": [NaN]}']), "--questions", jsonl("q.jsonl", [{"unique_id": "q1", "problem": "1+1"}]),

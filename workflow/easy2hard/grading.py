@@ -1,53 +1,70 @@
 r"""Answer grading for MATH: normalisation, equivalence under a hard timeout, answer clustering.
 
-``is_equivalent(pred, gold)`` decides in three tiers:
+Two modes (``grading.mode``; every stage grades with the configured one, and the evaluation
+stage records both verdicts):
 
-1. In-process and exact: equal normalised strings; two rational literals (``0.5``,
-   ``\frac{1}{2}``, ``-3``) compared as fractions; two plain words compared case-insensitively.
-2. Otherwise a symbolic check in a worker process: math-verify ``parse``/``verify``, then a
-   PRM800K-style sympy comparison (tuples and intervals element-wise, brackets must agree).
-3. The worker runs under a hard timeout (pebble kills and replaces it); timeout or error -> False.
+* ``lenient`` (default): ``is_equivalent(pred, gold)`` decides in three tiers:
 
-The normaliser follows what the Hendrycks MATH normaliser and the PRM800K grader do (units,
-``\text{}``, ``dfrac``, ``\frac12``, ``x =``, thousands commas, ...), written from scratch.
+  1. In-process and exact: equal normalised strings; two rational literals (``0.5``,
+     ``\frac{1}{2}``, ``-3``) compared as fractions; two plain words compared case-insensitively;
+     a tuple, interval or list against a value or a sequence of another length is False.
+  2. Otherwise a symbolic check in a worker process: math-verify ``parse``/``verify``, then a
+     PRM800K-style sympy comparison (tuples and intervals element-wise, brackets must agree).
+  3. The worker runs under a hard timeout: past it the worker is killed and the pair counts as
+     not equivalent (``GradingStats.timeouts``). A worker that dies, breaks or cannot start is
+     no verdict: the check is repeated on a fresh worker, then ``GradingError`` is raised.
+
+* ``prm800k``: the authors' grader (the PRM800K ``grade_answer`` with its sympy path switched
+  off, as in Edward-Sun/easy-to-hard): two string normal forms, nothing symbolic, so unreduced
+  fractions and decimals for fractions are wrong (``easy2hard.prm800k``, written from scratch).
+
+The lenient normaliser follows what the Hendrycks MATH normaliser and the PRM800K grader do
+(units, ``\text{}``, ``dfrac``, ``\frac12``, ``x =``, thousands commas including ``1,\! 000``,
+percent signs and words, mixed numbers ``7 3/4`` / ``2\frac12``, ...), written from scratch.
 Deliberate differences from PRM800K: the symbolic tier is lenient (``\frac{2}{4}`` equals
 ``\frac12``; PRM800K requires reduced fractions and exact integers), while rational literals
 are compared exactly (``0.333333`` is not ``\frac13``, although math-verify alone would say so).
 
-Worker processes come from a ``forkserver`` that preloads this module, sympy and math-verify,
-so replacing a killed worker is a cheap fork. As with any forkserver/spawn multiprocessing,
-scripts that call the pool must guard their entry point with ``if __name__ == "__main__"``.
+Workers are separate interpreters (``easy2hard.grading_workers``) rather than multiprocessing
+children: those re-import the caller's ``__main__``, which broke unguarded scripts and code read
+from stdin. So any calling context works: scripts with or without a ``__main__`` guard,
+``python -``, ``python -c``, notebooks, threads, forked children and Snakemake ``run:`` blocks.
+Throughput comes from deciding each distinct normalised pair once (samples repeat answers),
+caching normal forms and verdicts per process, and running symbolic checks in parallel.
 """
-
 from __future__ import annotations
 
-import atexit
 import importlib.metadata
 import logging
-import multiprocessing
-import multiprocessing.forkserver
-import os
 import re
 import string
-import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from fractions import Fraction
+from functools import lru_cache
 
-import pebble
 from tqdm import tqdm
 
+from easy2hard import grading_workers, prm800k
 from easy2hard.formats import extract_answer
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "GRADER_VERSION",
+    "MODES",
+    "GradingError",
+    "GradingStats",
     "cluster_answers",
+    "cluster_many",
     "extract_answer",
     "grade_many",
     "is_equivalent",
     "normalize_answer",
 ]
 
-GRADER_VERSION = f"easy2hard-grader-1 + math-verify {importlib.metadata.version('math-verify')}"
+GRADER_VERSION = f"easy2hard-grader-2 + math-verify {importlib.metadata.version('math-verify')}"
 
 # ---------------------------------------------------------------------------------------------
 # Normalisation (pure string rewriting; never raises, linear-ish in the input length)
@@ -87,7 +104,7 @@ _MACROS = [
 _UNIT_WORDS = (
     r"(?:(?:square|sq\.?|cubic) ?)?(?:units?|cm|mm|km|meters?|centimeters?|inch(?:es)?|feet|foot|ft"
     r"|yards?|miles?|seconds?|minutes?|hours?|days?|weeks?|months?|years?|degrees?|dollars?"
-    r"|cents?|mph|pounds?|ounces?)"
+    r"|cents?|mph|pounds?|ounces?|percent|per ?cent)"
 )
 _NUMBER_WITH_UNIT = re.compile(
     r"(-?[\d.,/]+|-?\\frac\{\d+\}\{\d+\})\s*" + _UNIT_WORDS + r"(?:\^\{?[23]\}?)?\.?"
@@ -97,6 +114,10 @@ _TRAILING_UNIT_TEXT = re.compile(r"\s*[A-Za-z][A-Za-z\s.]*")
 _AFTER_UNIT = re.compile(r"(?:\^\{?[23]\}?)?\s*\.?\s*")
 _ASSIGNMENT = re.compile(r"(?:[A-Za-z]|\\[A-Za-z]+)(?:_\{?\w+\}?)?'?(?:=|\\in)(?P<value>[^=]+)")
 _THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+# ",\!" is MATH's thousands separator, also with a space after it ("11,\! 111,\! 100")
+_MARKED_THOUSANDS = re.compile(r"(\d),\\!\s*(?=\d{3}(?!\d))")
+# "7 3/4" is the mixed number 31/4, not 73/4 (whitespace is squashed later)
+_SPACED_MIXED_NUMBER = re.compile(r"(-?\d+)\s+(\d+)\s*/\s*(\d+)")
 _DECIMAL = re.compile(r"-?\d+\.\d+")
 _SLASH_FRACTION = re.compile(r"(-?)(\d+)/(\d+)")
 _MIXED_NUMBER = re.compile(r"(-?)(\d{1,12})\\frac\{(\d{1,12})\}\{(\d{1,12})\}")
@@ -106,19 +127,22 @@ _BOX_OPENER = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _TOKEN = re.compile(r"\\[A-Za-z]+|\\.|.", re.DOTALL)
 
 
+@lru_cache(maxsize=1 << 16)
 def normalize_answer(answer: str | None) -> str | None:
     r"""Canonical string form of a final answer (None for None or an empty answer).
 
     Two answers with the same normal form are equivalent; the converse needs ``is_equivalent``.
+    Cached: a run's samples repeat the same answers many times.
     """
     if answer is None:
         return None
-    text = _peel(str(answer).translate(_UNICODE))
+    text = _MARKED_THOUSANDS.sub(r"\1", _peel(str(answer).translate(_UNICODE)))
     text = _SPACING.sub(" ", _LAYOUT.sub("", text).replace(r"\!", ""))
     text = _DEGREES.sub("", text)
     text = text.replace(r"\%", "").replace("%", "").replace(r"\$", "").replace("$", "")
     text = _LIST_WORD.sub(",", text)
     text = _remove_text_commands(text).replace("{,}", ",").strip()
+    text = _SPACED_MIXED_NUMBER.sub(r"\1\\frac{\2}{\3}", text) if _SPACED_MIXED_NUMBER.fullmatch(text) else text
     if _THOUSANDS.fullmatch(text):  # before squashing spaces: "2, 500" is a list, "2,500" is not
         text = text.replace(",", "")
     text = re.sub(r",+", ",", _squash_whitespace(text))  # "7, -2, \text{ and } -5"
@@ -260,11 +284,35 @@ def _canonical_number(text: str) -> str:
 
 _RATIONAL_LITERAL = re.compile(r"(-?)(?:(\d+(?:\.\d+)?)|\\frac\{(-?\d+)\}\{(-?\d+)\})")
 _WORD = re.compile(r"[A-Za-z]{3,}")
+MODES = ("lenient", "prm800k")
+_CACHE_LIMIT = 1 << 17  # distinct verdicts kept per process (a few MB)
+_verdict_cache: dict[tuple[str, str], bool] = {}
 
 
-def is_equivalent(pred: str | None, gold: str | None, timeout: float = 5.0) -> bool:
-    """Whether a predicted final answer matches the gold one (False on None/empty or timeout)."""
-    return _grade_normalized([(normalize_answer(pred), normalize_answer(gold))], timeout)[0]
+class GradingError(RuntimeError):
+    """A symbolic check got no verdict: its worker died, broke or could not start, twice."""
+
+
+@dataclass
+class GradingStats:
+    """What grading did, for a stage's log and provenance (``as_record``)."""
+
+    pairs: int = 0  # (pred, gold) pairs asked for
+    distinct: int = 0  # distinct normalised pairs among them: each is decided once
+    cached: int = 0  # distinct pairs decided by an earlier call in this process
+    in_process: int = 0  # decided by the exact rules, no worker
+    symbolic: int = 0  # sent to a worker
+    timeouts: int = 0  # symbolic checks past the timeout: counted as not equivalent
+    retries: int = 0  # symbolic checks repeated on a fresh worker after a worker failure
+
+    def as_record(self) -> dict:
+        return asdict(self)
+
+
+def is_equivalent(pred: str | None, gold: str | None, timeout: float = 5.0, mode: str = "lenient") -> bool:
+    """Whether a predicted final answer matches the gold one under ``mode`` (False on None/empty,
+    or when the symbolic check runs past ``timeout`` seconds; GradingError when it gets no verdict)."""
+    return grade_many([(pred, gold)], timeout=timeout, mode=mode)[0]
 
 
 def grade_many(
@@ -272,50 +320,135 @@ def grade_many(
     timeout: float = 5.0,
     workers: int | None = None,
     progress: bool = False,
+    mode: str = "lenient",
+    stats: GradingStats | None = None,
 ) -> list[bool]:
-    """``is_equivalent`` over (pred, gold) pairs, slow checks in parallel; order preserved.
-
-    ``workers`` sets the size of the shared pool (None: as before, at first one per CPU).
-    """
+    """``is_equivalent`` over (pred, gold) pairs; order preserved. Each distinct normalised pair is
+    decided once, symbolic checks run in parallel on ``workers`` processes (None: one per CPU),
+    and ``stats`` counts what happened (timeouts included)."""
+    if mode == "prm800k":
+        return _grade_prm800k(pairs, stats if stats is not None else GradingStats())
+    _check_mode(mode)
     normalized = [(normalize_answer(pred), normalize_answer(gold)) for pred, gold in pairs]
-    return _grade_normalized(normalized, timeout, workers, progress)
+    return _grade_normalized(normalized, timeout, workers, progress, stats if stats is not None else GradingStats())
 
 
-def cluster_answers(answers: Sequence[str | None], timeout: float = 5.0, workers: int | None = None) -> list[int]:
+def cluster_answers(
+    answers: Sequence[str | None], timeout: float = 5.0, workers: int | None = None, mode: str = "lenient",
+    stats: GradingStats | None = None,
+) -> list[int]:
     """Cluster id per answer for majority voting (first-appearance order; -1 for no answer).
 
     Each distinct normal form joins the earliest cluster whose representative (first member)
-    it is equivalent to, else founds a new cluster: deterministic, and no chaining a~b~c.
+    it is equivalent to, else founds a new cluster: deterministic, and no chaining a~b~c. The
+    verdicts between all distinct forms are computed in one parallel batch first.
     """
-    normalized = [normalize_answer(answer) for answer in answers]
-    representatives: list[str] = []
-    cluster_of: dict[str, int] = {}
-    for form in dict.fromkeys(form for form in normalized if form is not None):
-        verdicts = _grade_normalized([(form, rep) for rep in representatives], timeout, workers)
-        cluster_of[form] = verdicts.index(True) if True in verdicts else len(representatives)
-        if cluster_of[form] == len(representatives):
-            representatives.append(form)
-    return [-1 if form is None else cluster_of[form] for form in normalized]
+    return cluster_many([answers], timeout, workers, mode, stats)[0]
+
+
+def cluster_many(
+    groups: Sequence[Sequence[str | None]], timeout: float = 5.0, workers: int | None = None, mode: str = "lenient",
+    stats: GradingStats | None = None,
+) -> list[list[int]]:
+    """``cluster_answers`` for many groups (e.g. the samples of each question) in one batch."""
+    _check_mode(mode)
+    stats = stats if stats is not None else GradingStats()
+    normal = prm800k.normal_forms if mode == "prm800k" else normalize_answer
+    forms = [[normal(answer) for answer in answers] for answers in groups]
+    distinct = [list(dict.fromkeys(form for form in group if form is not None)) for group in forms]
+    candidates = [(later, earlier) for group in distinct for i, later in enumerate(group) for earlier in group[:i]]
+    if mode == "prm800k":
+        verdicts = [prm800k.forms_equal(a, b) for a, b in candidates]
+        stats.pairs += len(candidates)
+        stats.distinct += len(candidates)
+        stats.in_process += len(candidates)
+    else:
+        verdicts = _grade_normalized(candidates, timeout, workers, False, stats)
+    equivalent = dict(zip(candidates, verdicts))
+    clustered = []
+    for group, unique in zip(forms, distinct):
+        representatives: list = []
+        cluster_of = {}
+        for form in unique:
+            match = next((i for i, rep in enumerate(representatives) if equivalent[(form, rep)]), None)
+            cluster_of[form] = len(representatives) if match is None else match
+            if match is None:
+                representatives.append(form)
+        clustered.append([-1 if form is None else cluster_of[form] for form in group])
+    return clustered
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"config: field 'grading.mode': {mode!r} is not one of {list(MODES)}")
 
 
 def _grade_normalized(
     pairs: Sequence[tuple[str | None, str | None]],
     timeout: float,
-    workers: int | None = None,
-    progress: bool = False,
+    workers: int | None,
+    progress: bool,
+    stats: GradingStats,
 ) -> list[bool]:
-    """Verdicts for normalised pairs: in-process where decidable, the rest on the pool."""
-    verdicts = [_decide_in_process(pred, gold) for pred, gold in pairs]
-    slow = [index for index, verdict in enumerate(verdicts) if verdict is None]
-    bar = tqdm(total=len(pairs), initial=len(pairs) - len(slow), disable=not progress, unit="pair")
+    """Verdicts for normalised pairs: each distinct pair once, in-process where decidable, the
+    rest in parallel on the worker pool."""
+    unique = list(dict.fromkeys(pairs))
+    stats.pairs += len(pairs)
+    stats.distinct += len(unique)
+    verdicts: dict = {}
+    slow = []
+    for pair in unique:
+        known = _verdict_cache.get(pair)
+        if known is not None:
+            verdicts[pair] = known
+            stats.cached += 1
+            continue
+        decided = _decide_in_process(*pair)
+        if decided is None:
+            slow.append(pair)
+        else:
+            verdicts[pair] = decided
+            stats.in_process += 1
     if slow:
-        pool = _shared_pool(workers)
-        futures = {index: pool.schedule(_symbolic_equivalent, args=pairs[index], timeout=timeout) for index in slow}
-        for index, future in futures.items():
-            verdicts[index] = _result_or_false(future)
-            bar.update(1)
-    bar.close()
-    return verdicts
+        pool = grading_workers.shared_pool(workers)
+        stats.symbolic += len(slow)
+        bar = tqdm(total=len(slow), disable=not progress, unit="pair", desc="symbolic checks", mininterval=2)
+        with ThreadPoolExecutor(max_workers=min(pool.size, len(slow))) as threads:
+            for pair, (verdict, timed_out, retried) in zip(slow, threads.map(lambda p: _check(pool, *p, timeout), slow)):
+                verdicts[pair] = verdict
+                stats.timeouts += timed_out
+                stats.retries += retried
+                if not timed_out:
+                    _remember(pair, verdict)
+                bar.update(1)
+        bar.close()
+    return [verdicts[pair] for pair in pairs]
+
+
+def _check(pool, pred: str, gold: str, timeout: float) -> tuple[bool, bool, bool]:
+    """(verdict, timed out, retried) of one symbolic check. A timeout is a genuine "not shown
+    equivalent" (False); a worker that dies, breaks or cannot start gives no verdict: the check is
+    repeated once on a fresh worker, then GradingError."""
+    failure = None
+    for attempt in range(2):
+        worker = pool.acquire()
+        try:
+            return worker.check(pred, gold, timeout), False, attempt > 0
+        except grading_workers.CheckTimeout:
+            log.warning("symbolic check timed out after %.1fs (counted as not equivalent): %.80r vs %.80r",
+                        timeout, pred, gold)
+            return False, True, attempt > 0
+        except grading_workers.WorkerFailure as error:
+            failure = error
+        finally:
+            pool.release(worker)
+    raise GradingError(f"no verdict for {pred!r} vs {gold!r}: the grading worker failed twice ({failure})")
+
+
+def _remember(pair: tuple[str, str], verdict: bool) -> None:
+    if len(_verdict_cache) >= _CACHE_LIMIT:
+        _verdict_cache.clear()
+    _verdict_cache[pair] = verdict
 
 
 def _decide_in_process(pred: str | None, gold: str | None) -> bool | None:
@@ -330,7 +463,36 @@ def _decide_in_process(pred: str | None, gold: str | None) -> bool | None:
     if _WORD.fullmatch(pred) and _WORD.fullmatch(gold):
         # Plain words (names, days); sympy would read them as products of letters.
         return pred.casefold() == gold.casefold()
+    if _item_count(pred) != _item_count(gold):
+        # A tuple, interval or list never equals a single value or one of another length (the
+        # symbolic tier would compare "-[0,1)" with an endpoint).
+        return False
     return None
+
+
+def _item_count(form: str) -> int:
+    """Top-level comma-separated items of a normal form, inside one pair of brackets (a leading
+    sign included: "-[0,1)" is an interval) or bare ("1,2"); 1 for a single value."""
+    body = form.lstrip("+-")
+    if len(body) >= 2 and body[0] in "([" and body[-1] in ")]" and _closes_at_end(body):
+        body = body[1:-1]
+    elif body.startswith(r"\{") and body.endswith(r"\}"):
+        body = body[2:-2]
+    depth, items = 0, 1
+    for char in body:
+        depth += (char in "([{") - (char in ")]}")
+        items += char == "," and depth == 0
+    return items
+
+
+def _closes_at_end(text: str) -> bool:
+    """Whether the bracket opening `text` closes at its last character (not "(1)+(2)")."""
+    depth = 0
+    for index, char in enumerate(text):
+        depth += (char in "([{") - (char in ")]}")
+        if depth == 0:
+            return index == len(text) - 1
+    return False
 
 
 def _rational(text: str) -> Fraction | None:
@@ -347,19 +509,29 @@ def _rational(text: str) -> Fraction | None:
         return None
 
 
-def _result_or_false(future: pebble.ProcessFuture) -> bool:
-    """A worker's verdict; a timeout (worker killed), crash or exception counts as False."""
-    try:
-        return bool(future.result())
-    except Exception:
-        return False
+def _grade_prm800k(pairs: Sequence[tuple[str | None, str | None]], stats: GradingStats) -> list[bool]:
+    """The authors' grading mode: string normal forms only, in-process (``easy2hard.prm800k``)."""
+    unique = {pair: prm800k.is_equivalent(*pair) for pair in dict.fromkeys(pairs)}
+    stats.pairs += len(pairs)
+    stats.distinct += len(unique)
+    stats.in_process += len(unique)
+    return [unique[pair] for pair in pairs]
 
 
 # ---------------------------------------------------------------------------------------------
-# Worker side (runs in pool processes only)
+# Worker side (runs in easy2hard.grading_workers processes only)
 
 
-def _symbolic_equivalent(pred: str, gold: str) -> bool:
+def preload_symbolic() -> None:
+    """Import what the symbolic checks need, so that a worker's first check is as fast as the rest."""
+    import math_verify  # noqa: F401
+    import sympy  # noqa: F401
+    from sympy.parsing import sympy_parser  # noqa: F401
+
+    symbolic_equivalent("1", "1")
+
+
+def symbolic_equivalent(pred: str, gold: str) -> bool:
     """math-verify, then the PRM800K-style sympy comparison; the caller enforces the timeout."""
     return _math_verify_equal(pred, gold) or _sympy_equal(pred, gold)
 
@@ -461,69 +633,3 @@ def _to_sympy(latex: str):
     symbols = {letter: sympy.Symbol(letter) for letter in string.ascii_letters}
     transformations = standard_transformations + (implicit_multiplication_application,)
     return parse_expr(text, local_dict=symbols, transformations=transformations)
-
-
-# ---------------------------------------------------------------------------------------------
-# The worker pool: lazily created, shared by threads, forgotten in forked children
-
-_pool_lock = threading.Lock()
-_pool: pebble.ProcessPool | None = None
-_pool_pid: int | None = None
-_pool_workers: int | None = None  # the size last asked for; None: one per CPU
-
-
-def _shared_pool(workers: int | None = None) -> pebble.ProcessPool:
-    """The module's pool, created on first use (again after a fork: the parent owns the old),
-    and resized when a caller asks for another number of workers."""
-    global _pool, _pool_pid, _pool_workers
-    with _pool_lock:
-        if workers is not None and workers != _pool_workers:
-            _pool_workers = workers
-            if _pool is not None and _pool_pid == os.getpid():
-                _pool.stop()
-                _pool.join()
-            _pool = None
-        if _pool is None or _pool_pid != os.getpid() or not _pool.active:
-            _pool = _new_pool(_pool_workers or _cpu_count())
-            _pool_pid = os.getpid()
-        return _pool
-
-
-def _new_pool(workers: int) -> pebble.ProcessPool:
-    context = multiprocessing.get_context("forkserver")
-    # Workers fork from a server that already imported the heavy modules: restarts are cheap.
-    context.set_forkserver_preload(["easy2hard.grading", "sympy", "math_verify"])
-    return pebble.ProcessPool(max_workers=max(1, workers), context=context)
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def _after_fork_in_child() -> None:
-    global _pool_lock
-    # A lock held by another parent thread at fork time would stay locked forever here.
-    _pool_lock = threading.Lock()
-    # The parent's forkserver is not this process's child (waitpid on it fails), so forget it
-    # and let the next pool start one of its own. ForkServer has no public reset.
-    server = multiprocessing.forkserver._forkserver
-    try:
-        if server._forkserver_alive_fd is not None:
-            os.close(server._forkserver_alive_fd)
-        server._forkserver_address = server._forkserver_alive_fd = server._forkserver_pid = None
-        server._lock = threading.Lock()
-    except AttributeError:  # another Python's private layout: leave it (children rarely grade)
-        pass
-
-
-@atexit.register
-def _shutdown_pool() -> None:
-    if _pool is not None and _pool_pid == os.getpid():
-        _pool.stop()
-        _pool.join()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from easy2hard import evaluator, formats, sampling
+from easy2hard.grading import GradingStats
 from easy2hard.judge import judge_samples
 from easy2hard.training import (IGNORE_INDEX, Trainer, TrainConfig, collate, latest_checkpoint, model_inputs,
                                 run_fingerprint, token_logps, world)
@@ -263,6 +264,7 @@ class PPOTrainer:
         self.config, self.questions, self.easy_gold, self.grading = config, questions, easy_gold, grading
         self.sampling_config, self.score_batch_size = sampling_config, score_batch_size
         self.sampling_usage = sampling.BackendUsage()  # rollouts of this process, by back end
+        self.grading_stats = GradingStats()  # their grading (easy questions), timeouts included
         self.tokenizer = models.tokenizer
         self.reference, self.reward_model = models.reference, models.reward_model
         rollouts = config.prompts_per_step * config.samples_per_prompt
@@ -303,7 +305,8 @@ class PPOTrainer:
                                 "sample_index": index, "completion": sample["text"], "token_ids": sample["token_ids"],
                                 "finished": sample["finished"]})
         graded = judge_samples([{"unique_id": s["unique_id"], "completion": s["completion"]} for s in samples],
-                               self.easy_gold, self.grading["timeout"], self.grading["workers"], cluster=False)
+                               self.easy_gold, self.grading["timeout"], self.grading["workers"], cluster=False,
+                               mode=self.grading["mode"], stats=self.grading_stats)
         unit_scores = self._unit_scores(samples)
         examples = []
         stats = {"reward": [], "kl": [], "easy_accuracy": [], "process_reward": [], "no_answer_rate": [], "response_tokens": []}

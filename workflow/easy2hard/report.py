@@ -37,7 +37,7 @@ from easy2hard.metrics import (
 
 SAMPLE_FIELDS = ("unique_id", "level", "subject", "sample_index", "answer", "answer_cluster", "correct")
 SCORE_FIELDS = ("unique_id", "sample_index", "step_scores")
-COLUMNS = ["generator", "evaluator", "method", "aggregation", "n", "levels", "accuracy", "std", "num_problems"]
+COLUMNS = ["generator", "evaluator", "method", "aggregation", "n", "levels", "accuracy", "std", "num_problems", "grader"]
 NOT_APPLICABLE = "-"  # evaluator / aggregation of the methods that use no evaluator
 EVALUATOR_METHODS = ("weighted", "best_of_n")
 SUMMARY_GROUPS = ("easy", "hard", "all")
@@ -70,11 +70,15 @@ class Samples:
 # Loading
 
 
-def load_samples(path: str | os.PathLike) -> Samples:
-    """Read and validate an evaluation JSONL file; every question must have the same sample count."""
+def load_samples(path: str | os.PathLike, grader: str | None = None) -> Samples:
+    """Read and validate an evaluation JSONL file; every question must have the same sample count.
+    `grader`: read `correct` / `answer_cluster` as that grading mode gave them (the row's
+    `verdicts`) instead of the configured mode's (the row's own fields)."""
     path = Path(path)
     questions: dict[str, dict[int, dict]] = defaultdict(dict)
     for row in read_jsonl(path, required=SAMPLE_FIELDS):
+        if grader is not None:
+            row = {**row, **_verdicts_of(path, row, grader)}
         _check_row(path, row)
         samples = questions[row["unique_id"]]
         if row["sample_index"] in samples:
@@ -97,6 +101,14 @@ def load_samples(path: str | os.PathLike) -> Samples:
         clusters=np.array([[row["answer_cluster"] for row in samples] for samples in rows]),
         correct=np.array([[row["correct"] for row in samples] for samples in rows], dtype=bool),
     )
+
+
+def _verdicts_of(path: Path, row: dict, grader: str) -> dict:
+    verdicts = (row.get("verdicts") or {}).get(grader)
+    if not isinstance(verdicts, dict) or "correct" not in verdicts or "answer_cluster" not in verdicts:
+        raise DataError(f"{path}: question {row['unique_id']!r} sample {row['sample_index']!r}: no verdicts of the "
+                        f"{grader!r} grader (field 'verdicts.{grader}'); re-run the evaluation stage")
+    return {"correct": verdicts["correct"], "answer_cluster": verdicts["answer_cluster"]}
 
 
 def _is_int(value) -> bool:
@@ -211,6 +223,8 @@ def compute_metrics(
     seed: int,
     scores: dict[str, dict[str, str | os.PathLike]] | None = None,
     aggregations=AGGREGATIONS,
+    grader: str = "lenient",
+    other_graders=(),
 ) -> pd.DataFrame:
     """Accuracy of every generator x method (x evaluator x aggregation) x n x group, one row per number.
 
@@ -218,6 +232,8 @@ def compute_metrics(
     Columns are COLUMNS: method is greedy | majority | weighted | best_of_n; evaluator and
     aggregation are "-" for greedy and majority; n runs over 1, 2, 4, ..., N (greedy: 1);
     accuracy and std are fractions, std across the random subset draws (0 for greedy and n = N).
+    `grader` names the grading mode of the evaluation files' own verdicts (every n); each of
+    `other_graders` is read from their `verdicts` and reported at n = N only (the second table).
     """
     scores = scores or {}
     if set(sampled) != set(greedy):
@@ -226,32 +242,36 @@ def compute_metrics(
         raise ValueError(f"scores name generators without samples: {sorted(set(scores) - set(sampled))}")
     rows = []
     for generator, sampled_path in sampled.items():
-        samples = load_samples(sampled_path)
-        greedy_samples = _load_greedy(greedy[generator], samples, sampled_path)
-        masks = group_masks(samples, easy_levels)
-        ns = ns_for(samples.num_samples)
+        grids = None
+        for name in (grader, *other_graders):
+            stored = None if name == grader else name
+            samples = load_samples(sampled_path, stored)
+            greedy_samples = _load_greedy(greedy[generator], samples, sampled_path, stored)
+            masks = group_masks(samples, easy_levels)
+            ns = ns_for(samples.num_samples) if name == grader else [samples.num_samples]
+            if grids is None:  # the scores do not depend on the grader
+                grids = {e: load_scores(path, samples, sampled_path) for e, path in scores.get(generator, {}).items()}
 
-        def add(method, n, matrix, evaluator=NOT_APPLICABLE, aggregation=NOT_APPLICABLE):
-            key = dict(generator=generator, evaluator=evaluator, method=method, aggregation=aggregation, n=n)
-            rows.extend(_group_rows(key, matrix, masks))
+            def add(method, n, matrix, evaluator=NOT_APPLICABLE, aggregation=NOT_APPLICABLE):
+                key = dict(generator=generator, evaluator=evaluator, method=method, aggregation=aggregation, n=n)
+                rows.extend({**row, "grader": name} for row in _group_rows(key, matrix, masks))
 
-        add("greedy", 1, greedy_samples.correct.astype(float))
-        for n in ns:
-            add("majority", n, maj_at_k_matrix(samples.clusters, samples.correct, n, num_draws, seed))
-        for evaluator, path in scores.get(generator, {}).items():
-            grid = load_scores(path, samples, sampled_path)
-            for how in aggregations:
-                weights = aggregate_grid(grid, how)
-                for n in ns:
-                    add("weighted", n, weighted_vote_matrix(samples.clusters, samples.correct, weights, n, num_draws, seed),
-                        evaluator, how)
-                    add("best_of_n", n, best_of_n_matrix(weights, samples.correct, n, num_draws, seed), evaluator, how)
+            add("greedy", 1, greedy_samples.correct.astype(float))
+            for n in ns:
+                add("majority", n, maj_at_k_matrix(samples.clusters, samples.correct, n, num_draws, seed))
+            for evaluator, grid in grids.items():
+                for how in aggregations:
+                    weights = aggregate_grid(grid, how)
+                    for n in ns:
+                        add("weighted", n, weighted_vote_matrix(samples.clusters, samples.correct, weights, n, num_draws,
+                                                                seed), evaluator, how)
+                        add("best_of_n", n, best_of_n_matrix(weights, samples.correct, n, num_draws, seed), evaluator, how)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _load_greedy(path, samples: Samples, sampled_path) -> Samples:
+def _load_greedy(path, samples: Samples, sampled_path, grader: str | None = None) -> Samples:
     """Greedy decodes: one sample per question, the same questions (and levels) as the sampled file."""
-    greedy = load_samples(path)
+    greedy = load_samples(path, grader)
     if greedy.num_samples != 1:
         raise DataError(f"{path}: greedy file must hold one sample per question, found {greedy.num_samples}")
     if greedy.unique_ids != samples.unique_ids:
@@ -326,9 +346,9 @@ def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, settings: dict) -
     with atomic_output(out_dir / REPORT_MD) as tmp:
         tmp.write_text(render_markdown(df, settings), encoding="utf-8")
     with atomic_output(out_dir / CURVES_PNG) as tmp:
-        plot_accuracy_vs_n(df, settings, tmp)
+        plot_accuracy_vs_n(graded_by(df, settings), settings, tmp)
     with atomic_output(out_dir / AGGREGATIONS_PNG) as tmp:
-        plot_aggregations(df, settings, tmp)
+        plot_aggregations(graded_by(df, settings), settings, tmp)
     with atomic_output(out_dir / SETTINGS_JSON) as tmp:
         tmp.write_text(json.dumps(settings, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
 
@@ -351,6 +371,14 @@ def _cells(rows: pd.DataFrame, groups, with_std: bool = False) -> list[str]:
 def _counts(rows: pd.DataFrame, groups) -> list[str]:
     counts = dict(zip(rows["levels"], rows["num_problems"]))
     return [f"{counts[g]:,}" if g in counts else "0" for g in groups]
+
+
+def graded_by(df: pd.DataFrame, settings: dict, grader: str | None = None) -> pd.DataFrame:
+    """The rows of one grader (default: the configured one, settings["grader"], whose rows cover
+    every n; the other graders' cover n = N only)."""
+    if grader is None:
+        grader = settings.get("grader") or (df["grader"].iloc[0] if len(df) else None)
+    return df[df["grader"] == grader]
 
 
 def _max_n(rows: pd.DataFrame) -> int:
@@ -383,6 +411,15 @@ def _generator_section(generator: str, rows: pd.DataFrame, aggregation: str) -> 
         body.append(["Problems", *_counts(greedy, groups)])
         lines += [f"{title}, N = {max_n}:", "", *_markdown_table(["", *names], body), ""]
     return lines
+
+
+GRADER_NOTES = {
+    "lenient": "The `lenient` grader: normal forms, then math-verify and sympy (unreduced fractions, decimals "
+               "for fractions and equivalent expressions count as right).",
+    "prm800k": "The `prm800k` grader is the authors' (PRM800K `grade_answer` with its sympy path off, as the "
+               "paper's numbers were graded): string normal forms only, so an unreduced fraction or a decimal "
+               "for a fraction is wrong. Compare these numbers with the paper's.",
+}
 
 
 def _intro(df: pd.DataFrame, settings: dict) -> str:
@@ -440,9 +477,15 @@ def _provenance(settings: dict) -> list[str]:
 
 def render_markdown(df: pd.DataFrame, settings: dict) -> str:
     dataset, aggregation = settings.get("dataset", "MATH"), settings["default_aggregation"]
-    lines = [f"# Easy-to-hard generalization on {dataset}", "", _intro(df, settings), "",
-             f"## Main result (largest N, step aggregation `{aggregation}`)", "", *_main_table(df, aggregation), ""]
-    for generator, rows in df.groupby("generator", sort=False):
+    primary = graded_by(df, settings)
+    grader = primary["grader"].iloc[0] if len(primary) else settings.get("grader")
+    lines = [f"# Easy-to-hard generalization on {dataset}", "", _intro(primary, settings), "",
+             f"## Main result (largest N, step aggregation `{aggregation}`, `{grader}` grader)", "",
+             *_main_table(primary, aggregation), ""]
+    for other in [g for g in dict.fromkeys(df["grader"]) if g != grader]:
+        lines += [f"## Main result under the `{other}` grader (largest N, step aggregation `{aggregation}`)", "",
+                  GRADER_NOTES.get(other, ""), "", *_main_table(graded_by(df, settings, other), aggregation), ""]
+    for generator, rows in primary.groupby("generator", sort=False):
         lines += _generator_section(generator, rows, aggregation)
     return "\n".join(lines + _provenance(settings))
 

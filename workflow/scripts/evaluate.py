@@ -2,6 +2,7 @@
 with per-question answer clusters for majority voting."""
 
 from easy2hard import cli
+from easy2hard.grading import GradingStats
 from easy2hard.io import DataError, read_jsonl, write_jsonl
 from easy2hard.judge import judge_samples
 
@@ -17,7 +18,12 @@ if __name__ == "__main__":
     missing = sorted({s["unique_id"] for s in samples} - set(gold))
     if missing:
         raise DataError(f"{args.gold}: no gold answer for {len(missing)} sampled question(s), e.g. {missing[0]}")
-    judged = judge_samples(samples, gold, args.params["timeout"], args.params["workers"])
+    # Both graders' verdicts: `correct` / `answer_cluster` under grading.mode, `verdicts` under each.
+    stats = GradingStats()
+    judged = judge_samples(samples, gold, args.params["timeout"], args.params["workers"], mode=args.params["mode"],
+                           every_mode=True, stats=stats)
     write_jsonl(args.out, judged)
-    print(f"{sum(r['correct'] for r in judged)} of {len(judged)} samples correct")
-    cli.finish(args)
+    for mode in judged[0]["verdicts"] if judged else ():
+        print(f"{sum(r['verdicts'][mode]['correct'] for r in judged)} of {len(judged)} samples correct ({mode})")
+    print(f"grading: {stats.as_record()}")
+    cli.finish(args, grading=stats.as_record())

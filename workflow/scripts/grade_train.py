@@ -2,6 +2,7 @@
 Hard train questions have no gold answer in any file this stage can read; they stay null."""
 
 from easy2hard import cli
+from easy2hard.grading import GradingStats
 from easy2hard.io import read_jsonl, write_jsonl
 from easy2hard.judge import judge_samples
 
@@ -14,8 +15,11 @@ if __name__ == "__main__":
     cli.setup(args)
     easy_gold = {row["unique_id"]: row["answer"] for row in read_jsonl(args.train_easy, required=("unique_id", "answer"))}
     samples = read_jsonl(args.samples, required=("unique_id", "completion"))
-    judged = judge_samples(samples, easy_gold, args.params["timeout"], args.params["workers"], cluster=False)
+    stats = GradingStats()
+    judged = judge_samples(samples, easy_gold, args.params["timeout"], args.params["workers"], cluster=False,
+                           mode=args.params["mode"], stats=stats)
     write_jsonl(args.out, judged)
     graded = [row["correct"] for row in judged if row["correct"] is not None]
     print(f"graded {len(graded)} easy samples ({sum(graded)} correct); {len(judged) - len(graded)} hard samples ungraded")
-    cli.finish(args)
+    print(f"grading ({args.params['mode']}): {stats.as_record()}")
+    cli.finish(args, grading=stats.as_record())

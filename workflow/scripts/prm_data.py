@@ -5,7 +5,7 @@ import random
 from collections import Counter, defaultdict
 
 from easy2hard import cli, evaluator_data, modeling, sampling
-from easy2hard.grading import extract_answer, grade_many
+from easy2hard.grading import GradingStats, extract_answer, grade_many
 from easy2hard.io import read_jsonl, write_json, write_jsonl
 
 
@@ -20,7 +20,7 @@ def human_labels(args, cfg):
     examples, counts = evaluator_data.prm800k_examples(
         records, levels, cfg["easy_levels"], test_problems, ", ".join(cfg["prm800k"]["files"])
     )
-    return examples, dict(counts), None
+    return examples, dict(counts), {}
 
 
 def automatic_labels(args, cfg):
@@ -53,7 +53,9 @@ def automatic_labels(args, cfg):
     for (index, prefix), group in zip(owners, continuations):
         gold = easy[needs_rollouts[index]["unique_id"]]["answer"]
         pairs += [(extract_answer(prefix + c["text"]), gold) for c in group]
-    verdicts = iter(grade_many(pairs, timeout=cfg["grading"]["timeout"], workers=cfg["grading"]["workers"]))
+    grading_stats = GradingStats()
+    verdicts = iter(grade_many(pairs, timeout=cfg["grading"]["timeout"], workers=cfg["grading"]["workers"],
+                               mode=cfg["grading"]["mode"], stats=grading_stats))
     outcomes = defaultdict(list)
     for (index, _), group in zip(owners, continuations):
         outcomes[index].append([next(verdicts) for _ in group])
@@ -68,7 +70,7 @@ def automatic_labels(args, cfg):
             continue
         examples.append(evaluator_data.auto_prm_example(solution, problem, groups, auto["estimate"]))
     counts.update(questions=len(questions), solutions=len(solutions), rolled_out=len(needs_rollouts), rollouts=len(pairs))
-    return examples, dict(counts), usage.as_record()
+    return examples, dict(counts), {"sampling": usage.as_record(), "grading": grading_stats.as_record()}
 
 
 if __name__ == "__main__":
@@ -83,8 +85,8 @@ if __name__ == "__main__":
     args = p.parse_args()
     cli.setup(args)
     cfg = args.params
-    examples, counts, rollouts = human_labels(args, cfg) if cfg["source"] == "prm800k" else automatic_labels(args, cfg)
+    examples, counts, facts = human_labels(args, cfg) if cfg["source"] == "prm800k" else automatic_labels(args, cfg)
     write_jsonl(args.out, examples)
     write_json(args.stats, {"source": cfg["source"], "counts": counts, **evaluator_data.summarize(examples)})
-    print(counts)
-    cli.finish(args, **({"sampling": rollouts} if rollouts else {}))
+    print(counts, facts)
+    cli.finish(args, **facts)

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from easy2hard import provenance
+from easy2hard.grading import GRADER_VERSION, MODES
 from easy2hard.io import DataError
 from easy2hard.metrics import AGGREGATIONS
 from easy2hard.report import OUTPUT_FILES, compute_metrics, report_aggregations, write_report
@@ -91,6 +92,9 @@ def report_settings(args: argparse.Namespace, sampled, greedy, scores, aggregati
         "aggregations": aggregations,
         "default_aggregation": args.default_aggregation,
         "ties": "broken by expectation (fraction of tied answers or samples that are correct)",
+        "grader": args.grader,
+        "graders": {"every n": args.grader, "largest N only": [m for m in MODES if m != args.grader],
+                    "version": GRADER_VERSION},
         "inputs": {
             "sampled": {g: file_record(p) for g, p in sampled.items()},
             "greedy": {g: file_record(p) for g, p in greedy.items()},
@@ -120,6 +124,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--default-aggregation", choices=AGGREGATIONS, default="min",
                         help="aggregation of the tables and plot (always computed)")
     parser.add_argument("--dataset", default="MATH", help="dataset name for titles")
+    parser.add_argument("--grader", choices=MODES, default="lenient",
+                        help="grading.mode: the grader of the evaluation files' own verdicts (the others are "
+                             "read from their `verdicts` and reported at the largest N)")
     parser.add_argument("--provenance", help="the run's provenance.json (cited in report.md)")
     parser.add_argument("--out-dir", required=True)
     return parser.parse_args(argv)
@@ -133,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     aggregations = report_aggregations(args.aggregations, args.default_aggregation)
     try:
         settings = report_settings(args, sampled, greedy, scores, aggregations)
-        df = compute_metrics(sampled, greedy, args.easy_levels, args.num_draws, args.seed, scores, aggregations)
+        df = compute_metrics(sampled, greedy, args.easy_levels, args.num_draws, args.seed, scores, aggregations,
+                             args.grader, [m for m in MODES if m != args.grader])
         write_report(df, args.out_dir, settings)
     except ValueError as error:  # DataError included: bad inputs get one clear line, no traceback
         print(f"error: {error}", file=sys.stderr)

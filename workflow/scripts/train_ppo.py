@@ -46,4 +46,4 @@ if __name__ == "__main__":
     training.save_model(policy, tokenizer, args.out, history, trainer.policy.config, {"ppo": params["ppo"]})
     last = history[-1]
     print(f"{len(history)} PPO steps; last reward {last['reward']:.3f}, KL {last['kl']:.3f}")
-    cli.finish(args, sampling=trainer.sampling_usage.as_record())
+    cli.finish(args, sampling=trainer.sampling_usage.as_record(), grading=trainer.grading_stats.as_record())
