@@ -43,7 +43,7 @@ rule report:
         num_draws=config["report"]["num_draws"],
         seed=config["report"]["seed"],
         aggregations=" ".join(config["report"]["aggregations"]),
-        default_aggregation=config["evaluators"]["aggregation"],
+        evaluator_aggregation=" ".join(f"{e}={how}" for e, how in config["evaluators"]["aggregation"].items()),
         dataset=DATASET_NAME,
         grader=config["grading"]["mode"],
         script=script("report.py"),
@@ -54,7 +54,7 @@ rule report:
     shell:
         "{params.script} --sampled {params.sampled} --greedy {params.greedy} --scores {params.scores}"
         " --easy-levels {params.easy_levels} --num-draws {params.num_draws} --seed {params.seed}"
-        " --aggregations {params.aggregations} --default-aggregation {params.default_aggregation}"
+        " --aggregations {params.aggregations} --evaluator-aggregation {params.evaluator_aggregation}"
         " --dataset {params.dataset:q} --grader {params.grader} --provenance {input.provenance}"
         " --out-dir results/report > {log} 2>&1"
 

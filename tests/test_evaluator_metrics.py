@@ -214,30 +214,57 @@ def test_missing_score_row_raises(report_files):
 
 
 def test_render_markdown_tables(report_files):
-    markdown = evaluator_report.render_markdown(quality(report_files), "min")
+    markdown = evaluator_report.render_markdown(quality(report_files), {"prm": "min", "flat": "last"})
     assert "## AUC: telling correct from incorrect final answers" in markdown
     assert "| evaluator | aggregation | easy | hard | all |" in markdown
-    assert "| prm | min | 0.667 | 0.500 | 0.675 |" in markdown
+    assert "| prm | min * | 0.667 | 0.500 | 0.675 |" in markdown
     assert "## Best-of-3 accuracy (%)" in markdown
-    assert "| prm | min | 100.0 | 0.0 | 66.7 |" in markdown
+    assert "| prm | min * | 100.0 | 0.0 | 66.7 |" in markdown
     assert "| prm | last | 100.0 | 100.0 | 100.0 |" in markdown
+    assert "| flat | last * |" in markdown and "| flat | min |" in markdown
     assert "| majority | - | 50.0 | 0.0 | 33.3 |" in markdown
     assert "| pass@1 | - | 50.0 | 33.3 | 44.4 |" in markdown
     auc_table = markdown.split("## Best-of")[0]
     assert "majority" not in auc_table and "pass@1" not in auc_table
     assert "Problems: easy 2, hard 1, all 3" in markdown
-    assert "Default step aggregation: min." in markdown
+    assert "Step aggregation of each evaluator in the pipeline (marked *): prm min, flat last." in markdown
 
 
 def test_write_report(report_files):
     df = quality(report_files)
-    evaluator_report.write(df, report_files / "out" / "evaluators.csv", report_files / "out" / "evaluators.md", "min")
+    evaluator_report.write(df, report_files / "out" / "evaluators.csv", report_files / "out" / "evaluators.md", {"prm": "min", "flat": "min"})
     import pandas as pd
 
     back = pd.read_csv(report_files / "out" / "evaluators.csv")
     assert list(back.columns) == evaluator_report.COLUMNS
     assert len(back) == len(df)
     assert (report_files / "out" / "evaluators.md").read_text().startswith("# Evaluator quality (validation)")
+
+
+def test_truncated_or_answerless_samples_never_win_best_of_n(report_files):
+    """b1 wins best-of-3 by its min score; truncated, or without an answer, it ranks last."""
+    samples, grids = evaluator_report.load_inputs(report_files / "valid.jsonl", {"prm": report_files / "prm.jsonl"})
+    assert cell(evaluator_report.evaluator_quality(samples, grids, [1, 2, 3]), "prm", "min", "easy", "best_of_n") == 1.0
+    for change in ({"finished": False}, {"answer": None, "answer_cluster": -1, "correct": False}):
+        rows = read_jsonl(report_files / "valid.jsonl")
+        for row in rows:
+            if (row["unique_id"], row["sample_index"]) == ("b", 1):
+                row.update(change)
+        write_jsonl(report_files / "valid.jsonl", rows)
+        samples, grids = evaluator_report.load_inputs(report_files / "valid.jsonl", {"prm": report_files / "prm.jsonl"})
+        # b now picks b0 (0.3, wrong) over b1 and b2 (0.1): easy best-of-3 drops from 1 to 0.5
+        assert cell(evaluator_report.evaluator_quality(samples, grids, [1, 2, 3]), "prm", "min", "easy",
+                    "best_of_n") == pytest.approx(0.5)
+
+
+def test_selection_scores_and_aggregation_for():
+    ranked, weights = metrics.selection_scores([[0.9, 0.2], [0.4, 0.7]], [[False, True], [True, True]])
+    assert ranked.tolist() == [[metrics.LOWEST_SCORE, 0.2], [0.4, 0.7]] and weights.tolist() == [[0.0, 0.2], [0.4, 0.7]]
+    aggregations = {"prm": "min", "orm": "last", "oprm": "min"}
+    assert metrics.aggregation_for(aggregations, "orm") == "last"
+    assert metrics.aggregation_for(aggregations, "orm_full") == "last"
+    with pytest.raises(ValueError, match="no step aggregation for evaluator 'flat'"):
+        metrics.aggregation_for(aggregations, "flat")
 
 
 def test_unknown_aggregation_raises_even_without_scores():

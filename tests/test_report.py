@@ -167,13 +167,15 @@ def test_weighted_and_best_of_n_at_n_by_hand(metrics):
     assert pick(metrics, "sft", "majority", 4, "level_2").accuracy == 0.0
     assert pick(metrics, "sft", "weighted", 4, "level_2", "prm", "min").accuracy == 1.0
     assert pick(metrics, "sft", "weighted", 4, "level_1", "prm", "last").accuracy == 1.0
-    assert pick(metrics, "sft", "best_of_n", 4, "level_1", "prm", "last").accuracy == 0.0
+    # Best-of-4 by the last score: sample 3 (0.95) has no answer, so it ranks last and sample 0 wins.
+    assert pick(metrics, "sft", "best_of_n", 4, "level_1", "prm", "last").accuracy == 1.0
 
 
 def test_flat_scores_reduce_to_majority_and_the_average_sample(metrics):
     """Equal weights make weighted voting majority voting (same subsets, so equal at every n);
-    equal scores tie every sample, so best-of-N is the fraction of correct samples."""
-    fraction_correct = {"q1": 0.5, "q2": 0.25, "q3": 0.5, "q4": 1.0, "q5": 0.0, "q6": 0.25}
+    equal scores tie every sample with an answer (those without rank last), so best-of-N is the
+    fraction of correct samples among them."""
+    fraction_correct = {"q1": 2 / 3, "q2": 0.25, "q3": 0.5, "q4": 1.0, "q5": 0.0, "q6": 0.25}
     for n in (1, 2, 4):
         for group in SFT_GROUPS:
             assert pick(metrics, "sft", "weighted", n, group, "orm", "min").accuracy == pick(metrics, "sft", "majority", n, group).accuracy
@@ -225,10 +227,10 @@ def test_aggregations_subset(eval_files, score_files):
     sampled, greedy = eval_files
     df = compute_metrics(sampled, greedy, [1, 2, 3], 10, 0, score_files, aggregations=["last"])
     assert set(df.aggregation) == {"-", "last"}
-    assert report_aggregations(["prod", "last"], "min") == ["prod", "last", "min"]
-    assert report_aggregations(["min", "last", "min"], "min") == ["min", "last"]
+    assert report_aggregations(["prod", "last"], {"prm": "min", "orm": "last"}) == ["prod", "last", "min"]
+    assert report_aggregations(["min", "last", "min"], {"prm": "min"}) == ["min", "last"]
     with pytest.raises(ValueError, match="unknown aggregation 'max'"):
-        report_aggregations(["max"], "min")
+        report_aggregations(["max"], {"prm": "min"})
 
 
 def test_missing_score_row_raises(eval_files, score_files):
@@ -288,7 +290,7 @@ def test_inconsistent_cluster_correctness_raises(eval_files):
 
 
 SETTINGS = {"easy_levels": [1, 2, 3], "num_draws": 200, "seed": 0, "aggregations": ["min", "prod", "last", "mean"],
-            "default_aggregation": "min", "provenance_file": "provenance.json",
+            "evaluator_aggregation": {"prm": "min", "orm": "min"}, "provenance_file": "provenance.json",
             "upstream": {"code_version": "abc123", "grader_version": "g1"}}
 
 
@@ -307,9 +309,9 @@ def test_write_report(metrics, tmp_path):
     assert "| Policy | Method | easy | hard | all |" in main
     assert "| sft | Greedy | 66.7 | 33.3 | 50.0 |" in main
     assert "| sft | Majority@4 | 50.0 | 41.7 | 45.8 |" in main
-    assert "| sft | Weighted@4 (prm) | 83.3 | 50.0 | 66.7 |" in main
-    assert "| sft | Best-of-4 (prm) | 50.0 | 50.0 | 50.0 |" in main
-    assert "| sft | Weighted@4 (orm) | 50.0 | 41.7 | 45.8 |" in main
+    assert "| sft | Weighted@4 (prm, min) | 83.3 | 50.0 | 66.7 |" in main
+    assert "| sft | Best-of-4 (prm, min) | 50.0 | 50.0 | 50.0 |" in main
+    assert "| sft | Weighted@4 (orm, min) | 50.0 | 41.7 | 45.8 |" in main
     assert "| sft | Problems | 3 | 3 | 6 |" in main
     assert "| base | Majority@4 |" in main and "| base | Problems | 2 | 0 | 2 |" in main
     # The maj@n curve table, with ± std, for every n.
@@ -318,8 +320,8 @@ def test_write_report(metrics, tmp_path):
     for row in majority.itertuples():
         assert f"{100 * row.accuracy:.1f} ± {100 * row.std:.1f}" in text
     # Per level and per subject at N.
-    assert "| Weighted@4 (prm) | 100.0 | 100.0 | 50.0 | 75.0 | 0.0 |" in text
-    assert "|  | Algebra | Geometry |" in text and "| Weighted@4 (prm) | 100.0 | 33.3 |" in text
+    assert "| Weighted@4 (prm, min) | 100.0 | 100.0 | 50.0 | 75.0 | 0.0 |" in text
+    assert "|  | Algebra | Geometry |" in text and "| Weighted@4 (prm, min) | 100.0 | 33.3 |" in text
     # Provenance: a pointer, not the config.
     provenance = text.split("## Provenance")[1]
     assert "provenance.json" in provenance and "report_settings.json" in provenance and "`abc123`" in provenance
@@ -341,7 +343,7 @@ def test_write_report_without_evaluators(eval_files, tmp_path):
 
 def test_write_report_needs_settings(metrics, tmp_path):
     with pytest.raises(ValueError, match="num_draws"):
-        write_report(metrics, tmp_path / "report", {"easy_levels": [1, 2, 3], "seed": 0, "default_aggregation": "min"})
+        write_report(metrics, tmp_path / "report", {"easy_levels": [1, 2, 3], "seed": 0, "evaluator_aggregation": {"prm": "min"}})
     assert not (tmp_path / "report" / "report.md").exists()
 
 
@@ -351,7 +353,7 @@ def run_cli(eval_files, out, *extra, scores=None):
     command = [sys.executable, str(CLI), "--sampled", *(f"{g}={p}" for g, p in sampled.items()),
                "--greedy", *(f"{g}={p}" for g, p in greedy.items()), "--scores", *score_args,
                "--easy-levels", "1", "2", "3", "--num-draws", "20", "--seed", "1", "--aggregations", "prod", "last",
-               "--default-aggregation", "min", "--out-dir", str(out), *extra]
+               "--evaluator-aggregation", "prm=min", "orm=min", "--out-dir", str(out), *extra]
     return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
 
@@ -366,7 +368,7 @@ def test_cli_end_to_end(eval_files, score_files, tmp_path):
     text = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
     assert "`abc123`" in text and "huge" not in text and "## sft" in text and "## base" in text
     settings = json.loads((tmp_path / "report" / "report_settings.json").read_text())
-    assert (settings["num_draws"], settings["seed"], settings["default_aggregation"]) == (20, 1, "min")
+    assert (settings["num_draws"], settings["seed"], settings["evaluator_aggregation"]) == (20, 1, {"prm": "min", "orm": "min"})
     assert settings["aggregations"] == ["prod", "last", "min"]
     prm = settings["inputs"]["scores"]["sft"]["prm"]
     assert prm["path"] == str(score_files["sft"]["prm"]) and len(prm["sha256"]) == 64
@@ -432,7 +434,7 @@ def test_a_second_grader_at_the_largest_n(eval_files, score_files, tmp_path):
     assert pick(strict, "sft", "majority", 4, "hard").accuracy == pick(lenient, "sft", "majority", 4, "hard").accuracy
     write_report(df, tmp_path / "report", {**SETTINGS, "grader": "lenient"})
     text = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
-    assert "## Main result (largest N, step aggregation `min`, `lenient` grader)" in text
+    assert "## Main result (largest N, `lenient` grader)" in text
     second = text.split("## Main result under the `prm800k` grader")[1].split("\n## ")[0]
     assert "| sft | Majority@4 | 16.7 | 41.7 | 29.2 |" in second and "authors'" in second
     missing = tmp_path / "old.jsonl"

@@ -277,7 +277,7 @@ def test_report_agrees_with_graded_samples(tiny_run, tmp_path):
     settings = json.loads((results / "report/report_settings.json").read_text())
     recorded = settings["inputs"]["scores"]["sft"]["prm"]
     assert recorded["sha256"] == hashlib.sha256((tiny_run / recorded["path"]).read_bytes()).hexdigest()
-    assert (settings["default_aggregation"], settings["num_draws"]) == ("min", 10)
+    assert (settings["evaluator_aggregation"], settings["num_draws"]) == ({"prm": "min", "orm": "last", "oprm": "min"}, 10)
     assert (results / "report/best_of_n_aggregations.png").stat().st_size > 10_000
 
     # Relabelled copy: cluster 0 is right on even questions, cluster 1 on odd ones (cluster-consistent).
@@ -290,7 +290,8 @@ def test_report_agrees_with_graded_samples(tiny_run, tmp_path):
         (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
     command = [sys.executable, str(REPO_ROOT / "workflow/scripts/report.py"), "--sampled", f"sft={tmp_path / 'test.jsonl'}",
                "--greedy", f"sft={tmp_path / 'test.greedy.jsonl'}", "--scores", f"sft:prm={prm_path}",
-               "--num-draws", "10", "--aggregations", "min", "--out-dir", str(tmp_path / "report")]
+               "--num-draws", "10", "--aggregations", "min", "--evaluator-aggregation", "prm=min",
+               "--out-dir", str(tmp_path / "report")]
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "workflow"))
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr

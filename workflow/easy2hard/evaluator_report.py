@@ -40,13 +40,14 @@ def evaluator_quality(samples: Samples, grids: dict[str, Grid], easy_levels) -> 
         base = {"levels": group, "n": samples.num_samples, "num_problems": int(mask.sum()), "num_samples": int(correct.size)}
         for (name, how), all_scores in aggregated.items():
             scores = all_scores[mask]
+            ranked, _ = metrics.selection_scores(scores, samples.valid[mask])  # truncated / no answer: last
             rows.append({
                 **base,
                 "evaluator": name,
                 "aggregation": how,
                 "auc": metrics.roc_auc(scores.ravel(), correct.ravel()),
                 "threshold_accuracy": float(((scores >= 0.5) == correct).mean()),
-                "best_of_n": float(np.mean([metrics.best_of_n(s, c) for s, c in zip(scores, correct)])),
+                "best_of_n": float(np.mean([metrics.best_of_n(s, c) for s, c in zip(ranked, correct)])),
             })
         # References that need no evaluator: majority voting and the average sample.
         majority = np.mean([metrics.majority_vote(k, c) for k, c in zip(samples.clusters[mask], correct)])
@@ -56,15 +57,17 @@ def evaluator_quality(samples: Samples, grids: dict[str, Grid], easy_levels) -> 
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def render_markdown(df: pd.DataFrame, default_aggregation: str = "min") -> str:
-    """Two tables: AUC by level group per evaluator x aggregation, and best-of-N accuracy."""
+def render_markdown(df: pd.DataFrame, aggregations: dict[str, str]) -> str:
+    """Two tables: AUC by level group per evaluator x aggregation, and best-of-N accuracy; each
+    evaluator's own aggregation (`aggregations`, as configured) is marked with *."""
     groups = [g for g in ("easy", "hard", "all") if g in set(df["levels"])]
     lines = [
         "# Evaluator quality (validation)",
         "",
         "Evaluators were trained with supervision on easy problems only; here the validation samples",
         "are graded against gold answers of every level to see how well they judge hard problems.",
-        f"Default step aggregation: {default_aggregation}.",
+        "Step aggregation of each evaluator in the pipeline (marked *): "
+        + ", ".join(f"{name} {how}" for name, how in aggregations.items()) + ".",
         "",
         "## AUC: telling correct from incorrect final answers",
         "",
@@ -74,15 +77,21 @@ def render_markdown(df: pd.DataFrame, default_aggregation: str = "min") -> str:
     judged = df[df["aggregation"] != "-"]  # evaluators only; the references have no AUC
     for (name, how), rows in judged.groupby(["evaluator", "aggregation"], sort=False):
         cells = [_fmt(rows.loc[rows["levels"] == g, "auc"]) for g in groups]
-        lines.append(f"| {name} | {how} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {_marked(how, name, aggregations)} | " + " | ".join(cells) + " |")
     n = int(df["n"].max()) if not df.empty else 0
     lines += ["", f"## Best-of-{n} accuracy (%)", "", "| selector | aggregation | " + " | ".join(groups) + " |", "|---|---|" + "---:|" * len(groups)]
     for (name, how), rows in df.groupby(["evaluator", "aggregation"], sort=False):
         cells = [_fmt(rows.loc[rows["levels"] == g, "best_of_n"], percent=True) for g in groups]
-        lines.append(f"| {name} | {how} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {_marked(how, name, aggregations)} | " + " | ".join(cells) + " |")
     counts = df.drop_duplicates("levels").set_index("levels")
     lines += ["", "Problems: " + ", ".join(f"{g} {int(counts.loc[g, 'num_problems'])}" for g in groups), ""]
     return "\n".join(lines)
+
+
+def _marked(how: str, evaluator: str, aggregations: dict[str, str]) -> str:
+    if how == "-":
+        return how
+    return f"{how} *" if metrics.aggregation_for(aggregations, evaluator) == how else how
 
 
 def _fmt(values: pd.Series, percent: bool = False) -> str:
@@ -92,8 +101,8 @@ def _fmt(values: pd.Series, percent: bool = False) -> str:
     return f"{100 * value:.1f}" if percent else f"{value:.3f}"
 
 
-def write(df: pd.DataFrame, out_csv: str | os.PathLike, out_md: str | os.PathLike, default_aggregation: str) -> None:
+def write(df: pd.DataFrame, out_csv: str | os.PathLike, out_md: str | os.PathLike, aggregations: dict[str, str]) -> None:
     with atomic_output(out_csv) as tmp:
         df.to_csv(tmp, index=False)
     with atomic_output(out_md) as tmp:
-        Path(tmp).write_text(render_markdown(df, default_aggregation), encoding="utf-8")
+        Path(tmp).write_text(render_markdown(df, aggregations), encoding="utf-8")

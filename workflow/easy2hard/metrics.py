@@ -199,6 +199,24 @@ def ns_for(num_samples: int) -> list[int]:
 # Evaluator scores: step aggregation, best-of-N, AUC
 
 AGGREGATIONS = ("min", "prod", "last", "mean")
+# Below every probability: a truncated solution or one without an answer section never wins
+# best-of-N on its step scores alone (the authors' code scores such an answer unit -5).
+LOWEST_SCORE = -1.0
+
+
+def aggregation_for(aggregations: dict[str, str], evaluator: str) -> str:
+    """An evaluator's step aggregation: its own entry, else its kind's (``prm_full`` -> ``prm``)."""
+    kind = evaluator if evaluator in aggregations else evaluator.removesuffix("_full")
+    if kind not in aggregations:
+        raise ValueError(f"no step aggregation for evaluator {evaluator!r} (configured: {sorted(aggregations)})")
+    return aggregations[kind]
+
+
+def selection_scores(scores, valid) -> tuple[np.ndarray, np.ndarray]:
+    """(best-of-N scores, weighted-vote weights) of aggregated solution scores: a sample that is
+    not `valid` (truncated, or without an answer) ranks last (LOWEST_SCORE) and weighs nothing."""
+    scores, valid = np.asarray(scores, dtype=float), np.asarray(valid, dtype=bool)
+    return np.where(valid, scores, LOWEST_SCORE), np.where(valid, scores, 0.0)
 
 
 def aggregate_steps(step_scores, how: str) -> float:

@@ -30,8 +30,10 @@ from easy2hard.metrics import (
     aggregate_steps,
     best_of_n_matrix,
     level_groups,
+    aggregation_for,
     maj_at_k_matrix,
     ns_for,
+    selection_scores,
     weighted_vote_matrix,
 )
 
@@ -43,7 +45,7 @@ EVALUATOR_METHODS = ("weighted", "best_of_n")
 SUMMARY_GROUPS = ("easy", "hard", "all")
 LEVEL_GROUPS = tuple(f"level_{level}" for level in LEVELS)
 SUBJECT_PREFIX = "subject:"
-SETTINGS_KEYS = ("easy_levels", "num_draws", "seed", "default_aggregation")
+SETTINGS_KEYS = ("easy_levels", "num_draws", "seed", "evaluator_aggregation")
 # File names inside the report folder (the rule declares the same names).
 METRICS_CSV, REPORT_MD, CURVES_PNG, AGGREGATIONS_PNG, SETTINGS_JSON = (
     "metrics.csv", "report.md", "accuracy_vs_n.png", "best_of_n_aggregations.png", "report_settings.json",
@@ -60,6 +62,7 @@ class Samples:
     subjects: np.ndarray  # (questions,), str or None
     clusters: np.ndarray  # (questions, samples)
     correct: np.ndarray  # (questions, samples), bool
+    valid: np.ndarray  # (questions, samples), bool: finished (not truncated) and with an answer
 
     @property
     def num_samples(self) -> int:
@@ -100,6 +103,8 @@ def load_samples(path: str | os.PathLike, grader: str | None = None) -> Samples:
         subjects=np.array([samples[0]["subject"] for samples in rows], dtype=object),
         clusters=np.array([[row["answer_cluster"] for row in samples] for samples in rows]),
         correct=np.array([[row["correct"] for row in samples] for samples in rows], dtype=bool),
+        valid=np.array([[row.get("finished", True) is not False and row["answer"] is not None for row in samples]
+                        for samples in rows], dtype=bool),
     )
 
 
@@ -192,14 +197,14 @@ def aggregate_grid(grid: list[list[list[float]]], how: str) -> np.ndarray:
     return np.array([[aggregate_steps(steps, how) for steps in row] for row in grid], dtype=float)
 
 
-def report_aggregations(aggregations, default: str) -> list[str]:
-    """The aggregations to compute: the configured ones, plus the default if it is missing
-    (the main table and the plot need it)."""
-    chosen = list(dict.fromkeys(aggregations))
-    unknown = [how for how in [*chosen, default] if how not in AGGREGATIONS]
+def report_aggregations(aggregations, evaluator_aggregation: dict[str, str]) -> list[str]:
+    """The aggregations to compute: the configured ones, plus each evaluator's own if missing
+    (the tables and the plot need them)."""
+    chosen = list(dict.fromkeys([*aggregations, *evaluator_aggregation.values()]))
+    unknown = [how for how in chosen if how not in AGGREGATIONS]
     if unknown:
         raise ValueError(f"unknown aggregation {unknown[0]!r} (one of {', '.join(AGGREGATIONS)})")
-    return chosen if default in chosen else [*chosen, default]
+    return chosen
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,11 +266,11 @@ def compute_metrics(
                 add("majority", n, maj_at_k_matrix(samples.clusters, samples.correct, n, num_draws, seed))
             for evaluator, grid in grids.items():
                 for how in aggregations:
-                    weights = aggregate_grid(grid, how)
+                    ranked, weights = selection_scores(aggregate_grid(grid, how), samples.valid)
                     for n in ns:
                         add("weighted", n, weighted_vote_matrix(samples.clusters, samples.correct, weights, n, num_draws,
                                                                 seed), evaluator, how)
-                        add("best_of_n", n, best_of_n_matrix(weights, samples.correct, n, num_draws, seed), evaluator, how)
+                        add("best_of_n", n, best_of_n_matrix(ranked, samples.correct, n, num_draws, seed), evaluator, how)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -298,16 +303,18 @@ def select(df: pd.DataFrame, method: str, evaluator: str = NOT_APPLICABLE, aggre
     return df[mask]
 
 
-def method_label(method: str, evaluator: str = NOT_APPLICABLE, n="N") -> str:
-    """Greedy, Majority@16, Weighted@16 (prm), Best-of-16 (prm): the paper's names."""
+def method_label(method: str, evaluator: str = NOT_APPLICABLE, n="N", aggregation: str | None = None) -> str:
+    """Greedy, Majority@16, Weighted@16 (prm, min), Best-of-16 (orm, last): the paper's names, with
+    the evaluator and its step aggregation."""
+    which = evaluator if aggregation is None else f"{evaluator}, {aggregation}"
     if method == "greedy":
         return "Greedy"
     if method == "majority":
         return f"Majority@{n}"
     if method == "weighted":
-        return f"Weighted@{n} ({evaluator})"
+        return f"Weighted@{n} ({which})"
     if method == "best_of_n":
-        return f"Best-of-{n} ({evaluator})"
+        return f"Best-of-{n} ({which})"
     raise ValueError(f"unknown method {method!r}")
 
 
@@ -315,14 +322,15 @@ def _evaluators(rows: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(rows.loc[rows["method"].isin(EVALUATOR_METHODS), "evaluator"]))
 
 
-def _methods_at_n(rows: pd.DataFrame, n: int, aggregation: str) -> list[tuple[str, pd.DataFrame]]:
-    """(label, rows) of greedy and of every method at n with `aggregation`, in the paper's order:
-    greedy, majority, then weighted and best-of-N per evaluator."""
+def _methods_at_n(rows: pd.DataFrame, n: int, aggregations: dict[str, str]) -> list[tuple[str, pd.DataFrame]]:
+    """(label, rows) of greedy and of every method at n, each evaluator with its own step
+    aggregation, in the paper's order: greedy, majority, then weighted and best-of-N per evaluator."""
     methods = [(method_label("greedy"), select(rows, "greedy")),
                (method_label("majority", n=n), select(rows, "majority", n=n))]
     for evaluator in _evaluators(rows):
+        how = aggregation_for(aggregations, evaluator)
         for method in EVALUATOR_METHODS:
-            methods.append((method_label(method, evaluator, n), select(rows, method, evaluator, aggregation, n)))
+            methods.append((method_label(method, evaluator, n, how), select(rows, method, evaluator, how, n)))
     return methods
 
 
@@ -385,16 +393,16 @@ def _max_n(rows: pd.DataFrame) -> int:
     return int(select(rows, "majority")["n"].max())
 
 
-def _main_table(df: pd.DataFrame, aggregation: str) -> list[str]:
+def _main_table(df: pd.DataFrame, aggregations: dict[str, str]) -> list[str]:
     """The paper's table: every generator x method at its largest N, easy / hard / all."""
     body = []
     for generator, rows in df.groupby("generator", sort=False):
-        body += [[generator, label, *_cells(part, SUMMARY_GROUPS)] for label, part in _methods_at_n(rows, _max_n(rows), aggregation)]
+        body += [[generator, label, *_cells(part, SUMMARY_GROUPS)] for label, part in _methods_at_n(rows, _max_n(rows), aggregations)]
         body.append([generator, "Problems", *_counts(select(rows, "greedy"), SUMMARY_GROUPS)])
     return _markdown_table(["Policy", "Method", *SUMMARY_GROUPS], body, text_columns=2)
 
 
-def _generator_section(generator: str, rows: pd.DataFrame, aggregation: str) -> list[str]:
+def _generator_section(generator: str, rows: pd.DataFrame, aggregations: dict[str, str]) -> list[str]:
     greedy, majority, max_n = select(rows, "greedy"), select(rows, "majority"), _max_n(rows)
     curve = [["Greedy", *_cells(greedy, SUMMARY_GROUPS)]]
     curve += [[f"maj@{n}", *_cells(select(rows, "majority", n=n), SUMMARY_GROUPS, with_std=True)]
@@ -407,7 +415,7 @@ def _generator_section(generator: str, rows: pd.DataFrame, aggregation: str) -> 
                                  ("Per subject (all levels)", subjects, [g[len(SUBJECT_PREFIX):] for g in subjects])]:
         if not groups:
             continue
-        body = [[label, *_cells(part, groups)] for label, part in _methods_at_n(rows, max_n, aggregation)]
+        body = [[label, *_cells(part, groups)] for label, part in _methods_at_n(rows, max_n, aggregations)]
         body.append(["Problems", *_counts(greedy, groups)])
         lines += [f"{title}, N = {max_n}:", "", *_markdown_table(["", *names], body), ""]
     return lines
@@ -432,8 +440,9 @@ def _intro(df: pd.DataFrame, settings: dict) -> str:
         "**Majority@n** picks the most frequent answer among n samples (equivalent answers grouped by the "
         "grader); **Weighted@n (evaluator)** picks the answer with the largest sum of evaluator scores; "
         "**Best-of-n (evaluator)** picks the sample with the highest score. A solution's score aggregates "
-        f"its step scores with `{settings['default_aggregation']}` in the tables and plot (metrics.csv also "
-        f"holds {', '.join(settings.get('aggregations', [settings['default_aggregation']]))}). "
+        f"its step scores with each evaluator's own aggregation in the tables and plot ({_aggregations_text(settings)}; "
+        f"metrics.csv also holds {', '.join(settings.get('aggregations', []))}); a truncated solution or one "
+        "without an answer ranks last in best-of-n and weighs nothing in weighted voting. "
         f"Easy = levels {', '.join(map(str, easy))}; hard = levels {', '.join(map(str, hard))}. "
         f"For n < N, accuracy is the mean over {settings['num_draws']} random size-n subsets of each problem's "
         f"samples (seed {settings['seed']}; the same subsets for every method) and ± is the standard deviation of "
@@ -441,6 +450,10 @@ def _intro(df: pd.DataFrame, settings: dict) -> str:
         "answers (samples) that are correct; samples without an answer never vote, and a problem without any "
         "answer scores 0."
     )
+
+
+def _aggregations_text(settings: dict) -> str:
+    return ", ".join(f"{evaluator} `{how}`" for evaluator, how in settings["evaluator_aggregation"].items())
 
 
 def _sampling_backends(settings: dict) -> list[str]:
@@ -476,17 +489,16 @@ def _provenance(settings: dict) -> list[str]:
 
 
 def render_markdown(df: pd.DataFrame, settings: dict) -> str:
-    dataset, aggregation = settings.get("dataset", "MATH"), settings["default_aggregation"]
+    dataset, aggregations = settings.get("dataset", "MATH"), settings["evaluator_aggregation"]
     primary = graded_by(df, settings)
     grader = primary["grader"].iloc[0] if len(primary) else settings.get("grader")
     lines = [f"# Easy-to-hard generalization on {dataset}", "", _intro(primary, settings), "",
-             f"## Main result (largest N, step aggregation `{aggregation}`, `{grader}` grader)", "",
-             *_main_table(primary, aggregation), ""]
+             f"## Main result (largest N, `{grader}` grader)", "", *_main_table(primary, aggregations), ""]
     for other in [g for g in dict.fromkeys(df["grader"]) if g != grader]:
-        lines += [f"## Main result under the `{other}` grader (largest N, step aggregation `{aggregation}`)", "",
-                  GRADER_NOTES.get(other, ""), "", *_main_table(graded_by(df, settings, other), aggregation), ""]
+        lines += [f"## Main result under the `{other}` grader (largest N)", "",
+                  GRADER_NOTES.get(other, ""), "", *_main_table(graded_by(df, settings, other), aggregations), ""]
     for generator, rows in primary.groupby("generator", sort=False):
-        lines += _generator_section(generator, rows, aggregation)
+        lines += _generator_section(generator, rows, aggregations)
     return "\n".join(lines + _provenance(settings))
 
 
@@ -550,8 +562,8 @@ def _evaluator_colors(df: pd.DataFrame) -> dict[str, str]:
 
 def plot_accuracy_vs_n(df: pd.DataFrame, settings: dict, path: str | os.PathLike) -> None:
     """Accuracy vs N (log2 axis), one panel per group (easy / hard / all) and generator: majority,
-    weighted and best-of-N per evaluator (default aggregation) with ±std bands; greedy dashed."""
-    aggregation = settings["default_aggregation"]
+    weighted and best-of-N per evaluator (its own step aggregation) with ±std bands; greedy dashed."""
+    aggregations = settings["evaluator_aggregation"]
     fig, generators, axes = _panels(df, SUMMARY_GROUPS, width=5.0, height=4.3)
     titles = _group_titles(settings["easy_levels"])
     colors = _evaluator_colors(df)
@@ -560,7 +572,8 @@ def plot_accuracy_vs_n(df: pd.DataFrame, settings: dict, path: str | os.PathLike
         _curve(ax, select(part, "majority"), method_label("majority"), MAJORITY_STYLE)
         for evaluator, color in colors.items():
             for method, style in METHOD_STYLES.items():
-                _curve(ax, select(part, method, evaluator, aggregation), method_label(method, evaluator),
+                how = aggregation_for(aggregations, evaluator)
+                _curve(ax, select(part, method, evaluator, how), method_label(method, evaluator, aggregation=how),
                        dict(style, color=color))
         ax.set_xscale("log", base=2)
         ax.set_xticks(ns, [str(n) for n in ns])
@@ -572,7 +585,8 @@ def plot_accuracy_vs_n(df: pd.DataFrame, settings: dict, path: str | os.PathLike
         row_axes[0].set_ylabel("Accuracy (%)")
     _legend_below(fig, axes)
     fig.suptitle(f"{settings.get('dataset', 'MATH')} {settings.get('split', 'test')} accuracy vs. N "
-                 f"(step aggregation: {aggregation}; band = ±1 std over {settings['num_draws']} draws)")
+                 f"(step aggregation: {_aggregations_text(settings).replace('`', '')}; band = ±1 std over "
+                 f"{settings['num_draws']} draws)")
     fig.savefig(path, format="png")
 
 

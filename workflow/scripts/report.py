@@ -6,7 +6,8 @@ Example:
         --sampled sft=results/eval/sft/test.jsonl --greedy sft=results/eval/sft/test.greedy.jsonl \\
         --scores sft:prm=results/scores/prm/sft/test.jsonl sft:orm=results/scores/orm/sft/test.jsonl \\
         --easy-levels 1 2 3 --num-draws 100 --seed 0 --aggregations min prod last mean \\
-        --default-aggregation min --provenance results/report/provenance.json --out-dir results/report
+        --evaluator-aggregation prm=min orm=last oprm=min --provenance results/report/provenance.json \\
+        --out-dir results/report
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def report_settings(args: argparse.Namespace, sampled, greedy, scores, aggregati
         "num_draws": args.num_draws,
         "seed": args.seed,
         "aggregations": aggregations,
-        "default_aggregation": args.default_aggregation,
+        "evaluator_aggregation": args.evaluator_aggregation,
         "ties": "broken by expectation (fraction of tied answers or samples that are correct)",
         "grader": args.grader,
         "graders": {"every n": args.grader, "largest N only": [m for m in MODES if m != args.grader],
@@ -108,6 +109,13 @@ def report_settings(args: argparse.Namespace, sampled, greedy, scores, aggregati
     }
 
 
+def _aggregation_pair(value: str) -> tuple[str, str]:
+    evaluator, sep, how = value.partition("=")
+    if not sep or how not in AGGREGATIONS:
+        raise argparse.ArgumentTypeError(f"expected EVALUATOR=one of {','.join(AGGREGATIONS)}, got {value!r}")
+    return evaluator, how
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sampled", nargs="+", required=True, metavar="GEN=PATH",
@@ -121,8 +129,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--aggregations", nargs="+", choices=AGGREGATIONS, default=list(AGGREGATIONS),
                         help="step aggregations written to metrics.csv")
-    parser.add_argument("--default-aggregation", choices=AGGREGATIONS, default="min",
-                        help="aggregation of the tables and plot (always computed)")
+    parser.add_argument("--evaluator-aggregation", nargs="+", type=_aggregation_pair, required=True,
+                        metavar="EVALUATOR=AGGREGATION",
+                        help="each evaluator's step aggregation in the tables and plot (evaluators.aggregation; an "
+                             "evaluator `<kind>_full` uses its kind's)")
     parser.add_argument("--dataset", default="MATH", help="dataset name for titles")
     parser.add_argument("--grader", choices=MODES, default="lenient",
                         help="grading.mode: the grader of the evaluation files' own verdicts (the others are "
@@ -137,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     sampled = generator_paths(args.sampled, "--sampled")
     greedy = generator_paths(args.greedy, "--greedy")
     scores = score_paths(args.scores)
-    aggregations = report_aggregations(args.aggregations, args.default_aggregation)
+    args.evaluator_aggregation = dict(args.evaluator_aggregation)
+    aggregations = report_aggregations(args.aggregations, args.evaluator_aggregation)
     try:
         settings = report_settings(args, sampled, greedy, scores, aggregations)
         df = compute_metrics(sampled, greedy, args.easy_levels, args.num_draws, args.seed, scores, aggregations,
