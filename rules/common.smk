@@ -41,6 +41,7 @@ SPLITS = ["train", "valid", "test"]
 EVALUATORS = config["evaluators"]["kinds"]
 REPORT_FILES = [
     "results/report/metrics.csv",
+    "results/report/comparisons.csv",
     "results/report/report.md",
     "results/report/accuracy_vs_n.png",
     "results/report/best_of_n_aggregations.png",

@@ -26,6 +26,7 @@ rule report:
         provenance="results/report/provenance.json",
     output:
         metrics=report("results/report/metrics.csv", category="Report", caption="../workflow/report/metrics.rst"),
+        comparisons=report("results/report/comparisons.csv", category="Report", caption="../workflow/report/comparisons.rst"),
         markdown=report("results/report/report.md", category="Report", caption="../workflow/report/tables.rst"),
         plot=report("results/report/accuracy_vs_n.png", category="Report", caption="../workflow/report/plot.rst"),
         aggregations=report(
@@ -42,6 +43,7 @@ rule report:
         easy_levels=" ".join(map(str, config["data"]["easy_levels"])),
         num_draws=config["report"]["num_draws"],
         seed=config["report"]["seed"],
+        bootstrap=f"--bootstrap-resamples {config['report']['bootstrap']['resamples']} --confidence {config['report']['bootstrap']['confidence']}",
         aggregations=" ".join(config["report"]["aggregations"]),
         evaluator_aggregation=" ".join(f"{e}={how}" for e, how in config["evaluators"]["aggregation"].items()),
         dataset=DATASET_NAME,
@@ -53,7 +55,7 @@ rule report:
         "results/logs/report.log",
     shell:
         "{params.script} --sampled {params.sampled} --greedy {params.greedy} --scores {params.scores}"
-        " --easy-levels {params.easy_levels} --num-draws {params.num_draws} --seed {params.seed}"
+        " --easy-levels {params.easy_levels} --num-draws {params.num_draws} --seed {params.seed} {params.bootstrap}"
         " --aggregations {params.aggregations} --evaluator-aggregation {params.evaluator_aggregation}"
         " --dataset {params.dataset:q} --grader {params.grader} --provenance {input.provenance}"
         " --out-dir results/report > {log} 2>&1"

@@ -211,7 +211,8 @@ def test_every_method_sees_the_same_subsets(dataset):
 
     positions = np.tile(np.arange(8), (len(clusters), 1))
     subset_score_matrix(record, [positions], 3, num_draws=7, seed=5)
-    for i, indices in enumerate(seen):
+    (rows,) = seen  # every question's draws are scored in one call, question by question
+    for i, indices in enumerate(rows.reshape(len(clusters), 7, 3)):
         np.testing.assert_array_equal(indices, subset_indices(8, 3, 7, np.random.default_rng([5, i])))
 
 
@@ -269,3 +270,54 @@ def test_level_groups():
 )
 def test_ns_for(num_samples, expected):
     assert ns_for(num_samples) == expected
+
+
+# --- paired bootstrap over problems -------------------------------------------------------------
+
+
+def test_identical_methods_differ_by_exactly_zero():
+    from easy2hard.metrics import bootstrap_indices, paired_difference
+
+    scores = np.random.default_rng(0).random(40)
+    indices = bootstrap_indices(40, 1000, seed=0)
+    assert paired_difference(scores, scores.copy(), indices) == (0.0, 0.0, 0.0)
+
+
+def test_a_method_that_wins_every_problem_has_a_ci_above_zero():
+    from easy2hard.metrics import bootstrap_indices, paired_difference
+
+    rng = np.random.default_rng(1)
+    worse = rng.random(30) * 0.5
+    better = worse + 0.1 + rng.random(30) * 0.4
+    difference, low, high = paired_difference(better, worse, bootstrap_indices(30, 1000, seed=3))
+    assert 0 < low <= difference <= high
+    # The other way round, the CI lies below zero; it is the mirror image.
+    assert paired_difference(worse, better, bootstrap_indices(30, 1000, seed=3)) == pytest.approx((-difference, -high, -low))
+
+
+def test_bootstrap_ci_covers_the_mean_and_shrinks_with_more_problems():
+    from easy2hard.metrics import bootstrap_ci, bootstrap_indices
+
+    rng = np.random.default_rng(2)
+    small, large = rng.random(25) < 0.3, rng.random(2500) < 0.3
+    low, high = bootstrap_ci(small, bootstrap_indices(25, 1000, seed=0))
+    assert low <= small.mean() <= high
+    large_low, large_high = bootstrap_ci(large, bootstrap_indices(2500, 1000, seed=0))
+    assert large_high - large_low < (high - low) / 4
+    # About ±1.96 standard errors for a mean of 0/1 scores.
+    stderr = np.sqrt(large.mean() * (1 - large.mean()) / 2500)
+    assert large_high - large_low == pytest.approx(2 * 1.96 * stderr, rel=0.15)
+    # Constant scores have a zero-width interval.
+    assert bootstrap_ci(np.ones(10), bootstrap_indices(10, 200, seed=0)) == (1.0, 1.0)
+
+
+def test_bootstrap_indices_are_a_function_of_seed_key_and_size():
+    from easy2hard.metrics import bootstrap_indices
+
+    a = bootstrap_indices(50, 100, seed=0, key="easy")
+    assert a.shape == (100, 50) and a.min() >= 0 and a.max() < 50
+    assert np.array_equal(a, bootstrap_indices(50, 100, seed=0, key="easy"))
+    assert not np.array_equal(a, bootstrap_indices(50, 100, seed=0, key="hard"))
+    assert not np.array_equal(a, bootstrap_indices(50, 100, seed=1, key="easy"))
+    with pytest.raises(ValueError):
+        bootstrap_indices(0, 100, seed=0)

@@ -123,7 +123,7 @@ SFT_GROUPS = {"easy", "hard", "all", "level_1", "level_2", "level_3", "level_4",
 
 def test_columns_and_rows(metrics):
     assert COLUMNS == ["generator", "evaluator", "method", "aggregation", "n", "levels", "accuracy", "std",
-                       "num_problems", "grader"]
+                       "num_problems", "grader", "ci_low", "ci_high"]
     assert list(metrics.columns) == COLUMNS
     assert set(metrics.grader) == {"lenient"}
     sft = metrics[metrics.generator == "sft"]
@@ -299,7 +299,8 @@ def test_write_report(metrics, tmp_path):
     write_report(metrics, out, SETTINGS)
     assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUT_FILES)
 
-    pd.testing.assert_frame_equal(pd.read_csv(out / "metrics.csv", keep_default_na=False), metrics, check_dtype=False)
+    back = pd.read_csv(out / "metrics.csv", keep_default_na=False, na_values={"ci_low": [""], "ci_high": [""]})
+    pd.testing.assert_frame_equal(back, metrics, check_dtype=False)
     assert json.loads((out / "report_settings.json").read_text()) == SETTINGS
 
     text = (out / "report.md").read_text(encoding="utf-8")
@@ -353,7 +354,8 @@ def run_cli(eval_files, out, *extra, scores=None):
     command = [sys.executable, str(CLI), "--sampled", *(f"{g}={p}" for g, p in sampled.items()),
                "--greedy", *(f"{g}={p}" for g, p in greedy.items()), "--scores", *score_args,
                "--easy-levels", "1", "2", "3", "--num-draws", "20", "--seed", "1", "--aggregations", "prod", "last",
-               "--evaluator-aggregation", "prm=min", "orm=min", "--out-dir", str(out), *extra]
+               "--evaluator-aggregation", "prm=min", "orm=min", "--bootstrap-resamples", "200", "--confidence", "0.9",
+               "--out-dir", str(out), *extra]
     return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
 
@@ -441,3 +443,49 @@ def test_a_second_grader_at_the_largest_n(eval_files, score_files, tmp_path):
     write_jsonl(missing, [{k: v for k, v in row.items() if k != "verdicts"} for row in read_jsonl(sampled["sft"])])
     with pytest.raises(DataError, match="verdicts.prm800k"):
         compute_metrics({"sft": missing}, {"sft": greedy["sft"]}, [1, 2, 3], 5, 0, other_graders=["prm800k"])
+
+
+def test_cis_at_the_largest_n_and_paired_comparisons(eval_files, score_files, tmp_path):
+    """Rows at N (and greedy) carry a CI over problems, the others none; the comparisons pair
+    methods on the same resampled problems, and comparing a policy with itself gives exactly 0."""
+    from easy2hard.report import COMPARISON_COLUMNS, Bootstrap, paired_comparisons
+
+    sampled, greedy = eval_files
+    bootstrap = Bootstrap(resamples=500, seed=0, confidence=0.95)
+    per_problem = {}
+    df = compute_metrics(sampled, greedy, [1, 2, 3], 20, 0, score_files, ["min", "last"], bootstrap=bootstrap,
+                         per_problem=per_problem)
+    at_n = df[(df.method == "greedy") | (df.n == 4)]
+    assert at_n.ci_low.notna().all() and df.drop(at_n.index).ci_low.isna().all()
+    assert ((at_n.ci_low <= at_n.accuracy + 1e-12) & (at_n.accuracy <= at_n.ci_high + 1e-12)).all()
+    row = pick(df, "sft", "majority", 4, "all")  # six problems scored 1, 0, .5, 1, 0, .25: a wide interval
+    assert row.ci_low < row.accuracy < row.ci_high and row.ci_high - row.ci_low > 0.3
+    comparisons = paired_comparisons(per_problem, bootstrap, {"prm": "min", "orm": "last"})
+    assert list(comparisons.columns) == COMPARISON_COLUMNS
+    assert set(comparisons.comparison) == {"evaluator_vs_majority", "policy_vs_sft"}
+    # weighted@4 (prm, min) - majority@4 on sft's easy problems: q1 1-1, q2 1-0, q3 .5-.5 -> +1/3, paired.
+    weighted = comparisons[(comparisons.generator == "sft") & (comparisons.method == "weighted")
+                           & (comparisons.evaluator == "prm") & (comparisons.levels == "easy")].iloc[0]
+    assert weighted.difference == pytest.approx(1 / 3) and weighted.aggregation == "min"
+    assert weighted.ci_low >= 0 and weighted.ci_high <= 1
+    # ORM rows use its own aggregation (last).
+    assert set(comparisons[comparisons.evaluator == "orm"].aggregation) == {"last"}
+    # base answered q1 and q2 only: compared with sft on those two shared (easy) problems.
+    versus = comparisons[comparisons.comparison == "policy_vs_sft"]
+    assert set(versus.generator) == {"base"} and set(versus.method) == {"greedy", "majority"}
+    assert set(versus.levels) == {"easy", "all", "level_1", "level_2", "subject:Algebra"} and set(versus.num_problems) <= {1, 2}
+    # A policy compared with an identical copy of itself: difference exactly 0, CI [0, 0].
+    same = {("lenient", "copy", *key[2:]) if key[1] == "base" else key: value for key, value in per_problem.items()}
+    same.update({("lenient", "copy", *key[2:]): value for key, value in per_problem.items() if key[1] == "sft"})
+    zero = paired_comparisons(same, bootstrap, {"prm": "min", "orm": "last"})
+    zero = zero[zero.comparison == "policy_vs_sft"]
+    assert len(zero) and (zero.difference == 0).all() and (zero.ci_low == 0).all() and (zero.ci_high == 0).all()
+    write_report(df, tmp_path / "report", {**SETTINGS, "bootstrap": {"resamples": 500, "confidence": 0.95, "seed": 0}},
+                 comparisons)
+    text = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    assert "95 % confidence interval of the accuracy over test problems" in text
+    assert f"| sft | Majority@4 | 50.0 [" in text
+    # Three easy problems, differences 0, 1, 0: the interval reaches 0, so the cell is not bold.
+    assert "### Paired differences" in text and "| sft | Weighted@N (prm, min) − Majority@N | +33.3 [+0.0, +" in text
+    assert "| sft | Weighted@N (orm, last) − Majority@N | +0.0 [+0.0, +0.0] |" in text  # flat weights: majority
+    assert (tmp_path / "report" / "comparisons.csv").read_text().startswith(",".join(COMPARISON_COLUMNS))

@@ -127,6 +127,7 @@ def test_every_stage_wrote_its_output(tiny_run):
         "graded/sft/train.jsonl",
         "eval/sft/valid.jsonl",
         "report/metrics.csv",
+        "report/comparisons.csv",
         "report/report.md",
         "report/accuracy_vs_n.png",
         "report/provenance.json",
@@ -207,7 +208,8 @@ def test_report_agrees_with_graded_samples(tiny_run, tmp_path):
     import os
 
     results = tiny_run / "results"
-    columns = ["generator", "evaluator", "method", "aggregation", "n", "levels", "accuracy", "std", "num_problems", "grader"]
+    columns = ["generator", "evaluator", "method", "aggregation", "n", "levels", "accuracy", "std", "num_problems", "grader",
+               "ci_low", "ci_high"]
     groups = {"easy": {1, 2, 3}, "hard": {4, 5}, "all": {1, 2, 3, 4, 5}}
     prm_path = results / "scores/prm/sft/test.jsonl"
     prm = {(r["unique_id"], r["sample_index"]): min(r["step_scores"], default=0.0) for r in read_jsonl(prm_path)}
@@ -291,7 +293,7 @@ def test_report_agrees_with_graded_samples(tiny_run, tmp_path):
     command = [sys.executable, str(REPO_ROOT / "workflow/scripts/report.py"), "--sampled", f"sft={tmp_path / 'test.jsonl'}",
                "--greedy", f"sft={tmp_path / 'test.greedy.jsonl'}", "--scores", f"sft:prm={prm_path}",
                "--num-draws", "10", "--aggregations", "min", "--evaluator-aggregation", "prm=min",
-               "--out-dir", str(tmp_path / "report")]
+               "--bootstrap-resamples", "100", "--confidence", "0.95", "--out-dir", str(tmp_path / "report")]
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "workflow"))
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr

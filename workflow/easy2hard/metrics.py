@@ -18,6 +18,7 @@ Conventions shared by every method:
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import numpy as np
@@ -73,18 +74,33 @@ def subset_score_matrix(score_draws: DrawScorer, arrays: Sequence, k: int, num_d
 
     `arrays` are (num_questions, N) per-sample arrays; row i is scored with question_index=i, so
     column j is one "run" of the method over the whole dataset, on the same subsets for every
-    method given the same seed.
+    method given the same seed. The subsets are exactly those of `subset_draw_scores`, drawn once
+    per (questions, N, draws, seed) and scored for all questions in one call.
     """
     arrays = [np.asarray(array) for array in arrays]
     if any(array.ndim != 2 or array.shape != arrays[0].shape for array in arrays):
         raise ValueError("per-sample arrays must be (questions, samples) and of the same shape")
     num_questions, num_samples = arrays[0].shape
-    rows = [
-        subset_draw_scores(score_draws, [array[index] for array in arrays], k, num_draws, seed, question_index=index)
+    if not 1 <= k <= num_samples:
+        raise ValueError(f"k must be in 1..{num_samples}, got {k}")
+    if k == num_samples:
+        return np.asarray(score_draws(*arrays), dtype=float).reshape(num_questions, 1)
+    chosen = _permutations(num_questions, num_samples, num_draws, seed)[:, :, :k]  # (questions, draws, k)
+    rows = np.arange(num_questions)[:, None, None]
+    picked = [array[rows, chosen].reshape(num_questions * num_draws, k) for array in arrays]
+    return np.asarray(score_draws(*picked), dtype=float).reshape(num_questions, num_draws)
+
+
+@functools.lru_cache(maxsize=16)
+def _permutations(num_questions: int, num_samples: int, num_draws: int, seed: int) -> np.ndarray:
+    """(questions, draws, N): question i's permutations from default_rng([seed, i]), as `subset_indices`
+    draws them (its size-k subsets are their first k entries). Read-only."""
+    permutations = np.stack([
+        np.argsort(np.random.default_rng([seed, index]).random((num_draws, num_samples)), axis=1)
         for index in range(num_questions)
-    ]
-    width = 1 if k == num_samples else num_draws
-    return np.array(rows, dtype=float).reshape(num_questions, width)
+    ])
+    permutations.setflags(write=False)
+    return permutations
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,3 +282,34 @@ def roc_auc(scores, labels) -> float | None:
     rank_sum = average_rank[inverse][labels].sum()
     u = rank_sum - len(positives) * (len(positives) + 1) / 2
     return float(u / (len(positives) * len(negatives)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Confidence intervals over problems: the paired bootstrap
+
+
+def bootstrap_indices(num_problems: int, num_resamples: int, seed: int, key: str = "") -> np.ndarray:
+    """(num_resamples, num_problems) problem indices drawn with replacement, a function of (seed,
+    key, num_problems) only: every method scored on the same problems gets the same resamples,
+    so differences between methods are paired."""
+    if num_problems < 1 or num_resamples < 1:
+        raise ValueError(f"need problems and resamples, got {num_problems} and {num_resamples}")
+    digest = int.from_bytes(key.encode()[:16].ljust(16, b"\0"), "little")
+    rng = np.random.default_rng([seed, num_problems, digest])
+    return rng.integers(0, num_problems, size=(num_resamples, num_problems))
+
+
+def bootstrap_ci(per_problem, indices: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the mean of `per_problem` scores over the resampled problem sets."""
+    means = np.asarray(per_problem, dtype=float)[indices].mean(axis=1)
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def paired_difference(scores_a, scores_b, indices: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(mean of a - b, CI low, CI high) of two methods' per-problem scores on the same problems,
+    the CI from the same resampled problem sets for both (paired)."""
+    difference = np.asarray(scores_a, dtype=float) - np.asarray(scores_b, dtype=float)
+    low, high = bootstrap_ci(difference, indices, confidence)
+    return float(difference.mean()), low, high

@@ -31,15 +31,22 @@ from easy2hard.metrics import (
     best_of_n_matrix,
     level_groups,
     aggregation_for,
+    bootstrap_ci,
     maj_at_k_matrix,
     ns_for,
+    paired_difference,
     selection_scores,
     weighted_vote_matrix,
 )
+from easy2hard.metrics import bootstrap_indices as _bootstrap_indices
 
 SAMPLE_FIELDS = ("unique_id", "level", "subject", "sample_index", "answer", "answer_cluster", "correct")
 SCORE_FIELDS = ("unique_id", "sample_index", "step_scores")
-COLUMNS = ["generator", "evaluator", "method", "aggregation", "n", "levels", "accuracy", "std", "num_problems", "grader"]
+COLUMNS = ["generator", "evaluator", "method", "aggregation", "n", "levels", "accuracy", "std", "num_problems", "grader",
+           "ci_low", "ci_high"]
+COMPARISON_COLUMNS = ["grader", "comparison", "generator", "method", "evaluator", "aggregation", "versus_generator",
+                      "versus_method", "versus_evaluator", "versus_aggregation", "levels", "difference", "ci_low",
+                      "ci_high", "num_problems"]
 NOT_APPLICABLE = "-"  # evaluator / aggregation of the methods that use no evaluator
 EVALUATOR_METHODS = ("weighted", "best_of_n")
 SUMMARY_GROUPS = ("easy", "hard", "all")
@@ -47,10 +54,33 @@ LEVEL_GROUPS = tuple(f"level_{level}" for level in LEVELS)
 SUBJECT_PREFIX = "subject:"
 SETTINGS_KEYS = ("easy_levels", "num_draws", "seed", "evaluator_aggregation")
 # File names inside the report folder (the rule declares the same names).
-METRICS_CSV, REPORT_MD, CURVES_PNG, AGGREGATIONS_PNG, SETTINGS_JSON = (
-    "metrics.csv", "report.md", "accuracy_vs_n.png", "best_of_n_aggregations.png", "report_settings.json",
+METRICS_CSV, COMPARISONS_CSV, REPORT_MD, CURVES_PNG, AGGREGATIONS_PNG, SETTINGS_JSON = (
+    "metrics.csv", "comparisons.csv", "report.md", "accuracy_vs_n.png", "best_of_n_aggregations.png",
+    "report_settings.json",
 )
-OUTPUT_FILES = (METRICS_CSV, REPORT_MD, CURVES_PNG, AGGREGATIONS_PNG, SETTINGS_JSON)
+OUTPUT_FILES = (METRICS_CSV, COMPARISONS_CSV, REPORT_MD, CURVES_PNG, AGGREGATIONS_PNG, SETTINGS_JSON)
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """The paired bootstrap over problems (report.bootstrap): resampled problem sets per group,
+    the same for every method and policy."""
+
+    resamples: int
+    seed: int
+    confidence: float
+
+    def indices(self, group: str, num_problems: int) -> np.ndarray:
+        return _bootstrap_indices(num_problems, self.resamples, self.seed, group)
+
+
+@dataclass
+class PerProblem:
+    """One method's score on each problem at its largest n (what the CIs and comparisons resample)."""
+
+    unique_ids: list[str]
+    scores: np.ndarray  # (problems,)
+    masks: dict[str, np.ndarray]  # group -> problems in it
 
 
 @dataclass(frozen=True)
@@ -230,6 +260,8 @@ def compute_metrics(
     aggregations=AGGREGATIONS,
     grader: str = "lenient",
     other_graders=(),
+    bootstrap: Bootstrap | None = None,
+    per_problem: dict | None = None,
 ) -> pd.DataFrame:
     """Accuracy of every generator x method (x evaluator x aggregation) x n x group, one row per number.
 
@@ -239,6 +271,9 @@ def compute_metrics(
     accuracy and std are fractions, std across the random subset draws (0 for greedy and n = N).
     `grader` names the grading mode of the evaluation files' own verdicts (every n); each of
     `other_graders` is read from their `verdicts` and reported at n = N only (the second table).
+    With `bootstrap`, rows at n = N (and greedy) get the CI over problems (ci_low, ci_high; NaN
+    elsewhere), and `per_problem`, when given, collects their per-problem scores for
+    `paired_comparisons`.
     """
     scores = scores or {}
     if set(sampled) != set(greedy):
@@ -259,7 +294,11 @@ def compute_metrics(
 
             def add(method, n, matrix, evaluator=NOT_APPLICABLE, aggregation=NOT_APPLICABLE):
                 key = dict(generator=generator, evaluator=evaluator, method=method, aggregation=aggregation, n=n)
-                rows.extend({**row, "grader": name} for row in _group_rows(key, matrix, masks))
+                at_n = method == "greedy" or n == samples.num_samples
+                rows.extend({**row, "grader": name} for row in _group_rows(key, matrix, masks, bootstrap if at_n else None))
+                if at_n and per_problem is not None:
+                    per_problem[(name, generator, method, evaluator, aggregation)] = PerProblem(
+                        samples.unique_ids, matrix.mean(axis=1), masks)
 
             add("greedy", 1, greedy_samples.correct.astype(float))
             for n in ns:
@@ -286,12 +325,68 @@ def _load_greedy(path, samples: Samples, sampled_path, grader: str | None = None
     return greedy
 
 
-def _group_rows(key: dict, scores: np.ndarray, masks: dict[str, np.ndarray]) -> list[dict]:
+def _group_rows(key: dict, scores: np.ndarray, masks: dict[str, np.ndarray], bootstrap: Bootstrap | None) -> list[dict]:
+    """One row per group; with `bootstrap`, the CI over problems of the per-problem scores (the
+    mean over draws, i.e. the score itself at n = N)."""
     rows = []
     for name, mask in masks.items():
         accuracy, std, num_problems = accuracy_with_std(scores[mask])
-        rows.append(dict(key, levels=name, accuracy=accuracy, std=std, num_problems=num_problems))
+        low = high = math.nan
+        if bootstrap is not None:
+            low, high = bootstrap_ci(scores[mask].mean(axis=1), bootstrap.indices(name, num_problems), bootstrap.confidence)
+        rows.append(dict(key, levels=name, accuracy=accuracy, std=std, num_problems=num_problems, ci_low=low, ci_high=high))
     return rows
+
+
+def paired_comparisons(per_problem: dict[tuple, PerProblem], bootstrap: Bootstrap, aggregations: dict[str, str],
+                       baseline: str = "sft") -> pd.DataFrame:
+    """The paired differences that carry the paper's claims, per grader and group (COMPARISON_COLUMNS):
+
+    * ``evaluator_vs_majority``: weighted@N and best-of-N of each evaluator (its own aggregation)
+      minus majority@N, for every policy;
+    * ``policy_vs_<baseline>``: every other policy's greedy and majority@N minus the baseline's.
+
+    `per_problem` maps (grader, generator, method, evaluator, aggregation) to the method's
+    per-problem scores at its largest n. Differences are over the problems both methods scored
+    (in a run, every policy's test problems), with the same resampled problem sets for both."""
+    rows = []
+
+    def compare(kind, grader, a: tuple, b: tuple):
+        first, second = per_problem.get((grader, *a)), per_problem.get((grader, *b))
+        if first is None or second is None:
+            return
+        position = {uid: i for i, uid in enumerate(second.unique_ids)}
+        shared = [i for i, uid in enumerate(first.unique_ids) if uid in position]
+        other = [position[first.unique_ids[i]] for i in shared]
+        for group, mask in first.masks.items():
+            in_group = mask[shared]
+            count = int(in_group.sum())
+            if not count:
+                continue
+            difference, low, high = paired_difference(first.scores[shared][in_group], second.scores[other][in_group],
+                                                      bootstrap.indices(group, count), bootstrap.confidence)
+            rows.append(dict(grader=grader, comparison=kind, generator=a[0], method=a[1], evaluator=a[2],
+                             aggregation=a[3], versus_generator=b[0], versus_method=b[1], versus_evaluator=b[2],
+                             versus_aggregation=b[3], levels=group, difference=difference, ci_low=low, ci_high=high,
+                             num_problems=count))
+
+    keys = list(per_problem)
+    graders = list(dict.fromkeys(key[0] for key in keys))
+    generators = list(dict.fromkeys(key[1] for key in keys))
+    majority = ("majority", NOT_APPLICABLE, NOT_APPLICABLE)
+    greedy = ("greedy", NOT_APPLICABLE, NOT_APPLICABLE)
+    for grader in graders:
+        for generator in generators:
+            evaluators = dict.fromkeys(key[3] for key in keys if key[:2] == (grader, generator) and key[2] in EVALUATOR_METHODS)
+            for evaluator in evaluators:
+                how = aggregation_for(aggregations, evaluator)
+                for method in EVALUATOR_METHODS:
+                    compare("evaluator_vs_majority", grader, (generator, method, evaluator, how), (generator, *majority))
+        for generator in generators:
+            if generator != baseline:
+                for method in (greedy, majority):
+                    compare(f"policy_vs_{baseline}", grader, (generator, *method), (baseline, *method))
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
 def select(df: pd.DataFrame, method: str, evaluator: str = NOT_APPLICABLE, aggregation: str = NOT_APPLICABLE,
@@ -338,21 +433,26 @@ def _methods_at_n(rows: pd.DataFrame, n: int, aggregations: dict[str, str]) -> l
 # Writing
 
 
-def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, settings: dict) -> None:
+def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, settings: dict,
+                 comparisons: pd.DataFrame | None = None) -> None:
     """Write OUTPUT_FILES into `out_dir`, each atomically.
 
     `settings` must hold what the numbers depend on (SETTINGS_KEYS; optional "dataset", "split",
-    "aggregations", "inputs", "upstream"); it is written as report_settings.json and summarised
-    in report.md's provenance paragraph.
+    "aggregations", "inputs", "upstream", "bootstrap"); it is written as report_settings.json and
+    summarised in report.md's provenance paragraph. `comparisons` (COMPARISON_COLUMNS) are the
+    paired differences of `paired_comparisons`.
     """
     missing = [key for key in SETTINGS_KEYS if key not in settings]
     if missing:
         raise ValueError(f"report settings lack {', '.join(missing)}")
+    comparisons = comparisons if comparisons is not None else pd.DataFrame(columns=COMPARISON_COLUMNS)
     out_dir = Path(out_dir)
     with atomic_output(out_dir / METRICS_CSV) as tmp:
         df.to_csv(tmp, index=False)
+    with atomic_output(out_dir / COMPARISONS_CSV) as tmp:
+        comparisons.to_csv(tmp, index=False)
     with atomic_output(out_dir / REPORT_MD) as tmp:
-        tmp.write_text(render_markdown(df, settings), encoding="utf-8")
+        tmp.write_text(render_markdown(df, settings, comparisons), encoding="utf-8")
     with atomic_output(out_dir / CURVES_PNG) as tmp:
         plot_accuracy_vs_n(graded_by(df, settings), settings, tmp)
     with atomic_output(out_dir / AGGREGATIONS_PNG) as tmp:
@@ -363,7 +463,17 @@ def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, settings: dict) -
 
 def _percent(row, with_std: bool) -> str:
     text = f"{100 * row.accuracy:.1f}"
-    return f"{text} ± {100 * row.std:.1f}" if with_std else text
+    if with_std:
+        return f"{text} ± {100 * row.std:.1f}"
+    if not math.isnan(getattr(row, "ci_low", math.nan)):
+        return f"{text} [{100 * row.ci_low:.1f}, {100 * row.ci_high:.1f}]"
+    return text
+
+
+def _difference(row) -> str:
+    """+3.1 [-0.5, 6.8] (points); bold when the interval excludes 0."""
+    text = f"{100 * row.difference:+.1f} [{100 * row.ci_low:+.1f}, {100 * row.ci_high:+.1f}]"
+    return f"**{text}**" if row.ci_low > 0 or row.ci_high < 0 else text
 
 
 def _markdown_table(header: list[str], body: list[list[str]], text_columns: int = 1) -> list[str]:
@@ -402,13 +512,45 @@ def _main_table(df: pd.DataFrame, aggregations: dict[str, str]) -> list[str]:
     return _markdown_table(["Policy", "Method", *SUMMARY_GROUPS], body, text_columns=2)
 
 
+def _ci_note(settings: dict) -> str:
+    bootstrap = settings.get("bootstrap")
+    if not bootstrap:
+        return ""
+    return (f"[low, high]: the {100 * bootstrap['confidence']:.0f} % confidence interval of the accuracy over test "
+            f"problems (paired bootstrap, {bootstrap['resamples']:,} resamples of the problems of each group, seed "
+            f"{bootstrap['seed']}; the same resamples for every method and policy). It says how much the number would "
+            "move on another draw of problems of the same kind; the ± of the curves below is something else, the "
+            "variation over subsets of the samples.")
+
+
+def _comparison_section(comparisons: pd.DataFrame, settings: dict) -> list[str]:
+    """The paired differences (points) with their CIs, easy / hard / all; bold: the CI excludes 0."""
+    body = []
+    keys = ["comparison", "generator", "method", "evaluator", "aggregation", "versus_generator", "versus_method"]
+    for key, rows in comparisons.groupby(keys, sort=False):
+        kind, generator, method, evaluator, aggregation, versus_generator, versus_method = key
+        label = f"{method_label(method, evaluator, 'N', None if aggregation == NOT_APPLICABLE else aggregation)}"
+        versus = method_label(versus_method, n="N")
+        what = f"{label} − {versus}" if versus_generator == generator else f"{label} − {versus_generator} {versus}"
+        by_group = {row.levels: row for row in rows.itertuples()}
+        body.append([generator, what, *[_difference(by_group[g]) if g in by_group else "–" for g in SUMMARY_GROUPS]])
+    if not body:
+        return []
+    confidence = 100 * settings.get("bootstrap", {}).get("confidence", 0.95)
+    return [f"### Paired differences (points, {confidence:.0f} % CI over problems; bold: the CI excludes 0)", "",
+            "Each difference compares two methods on the same problems with the same bootstrap resamples "
+            "(a paired comparison). `comparisons.csv` holds every group and grader.", "",
+            *_markdown_table(["Policy", "Difference", *SUMMARY_GROUPS], body, text_columns=2), ""]
+
+
 def _generator_section(generator: str, rows: pd.DataFrame, aggregations: dict[str, str]) -> list[str]:
     greedy, majority, max_n = select(rows, "greedy"), select(rows, "majority"), _max_n(rows)
     curve = [["Greedy", *_cells(greedy, SUMMARY_GROUPS)]]
     curve += [[f"maj@{n}", *_cells(select(rows, "majority", n=n), SUMMARY_GROUPS, with_std=True)]
               for n in sorted(majority["n"].unique())]
     curve.append(["Problems", *_counts(greedy, SUMMARY_GROUPS)])
-    lines = [f"## {generator}", "", "Greedy and majority voting over n samples (mean ± std over draws):", "",
+    lines = [f"## {generator}", "", "Greedy (with its 95 % CI over problems) and majority voting over n samples "
+             "(mean ± std over random sample subsets: the variation over sample subsets, not over problems):", "",
              *_markdown_table(["", *SUMMARY_GROUPS], curve), ""]
     subjects = [g for g in greedy["levels"] if g.startswith(SUBJECT_PREFIX)]
     for title, groups, names in [("Per level", LEVEL_GROUPS, LEVEL_GROUPS),
@@ -488,12 +630,15 @@ def _provenance(settings: dict) -> list[str]:
     ]
 
 
-def render_markdown(df: pd.DataFrame, settings: dict) -> str:
+def render_markdown(df: pd.DataFrame, settings: dict, comparisons: pd.DataFrame | None = None) -> str:
     dataset, aggregations = settings.get("dataset", "MATH"), settings["evaluator_aggregation"]
     primary = graded_by(df, settings)
     grader = primary["grader"].iloc[0] if len(primary) else settings.get("grader")
     lines = [f"# Easy-to-hard generalization on {dataset}", "", _intro(primary, settings), "",
-             f"## Main result (largest N, `{grader}` grader)", "", *_main_table(primary, aggregations), ""]
+             f"## Main result (largest N, `{grader}` grader)", "", _ci_note(settings), "",
+             *_main_table(primary, aggregations), ""]
+    if comparisons is not None and len(comparisons):
+        lines += _comparison_section(comparisons[comparisons["grader"] == grader], settings)
     for other in [g for g in dict.fromkeys(df["grader"]) if g != grader]:
         lines += [f"## Main result under the `{other}` grader (largest N)", "",
                   GRADER_NOTES.get(other, ""), "", *_main_table(graded_by(df, settings, other), aggregations), ""]

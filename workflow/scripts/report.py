@@ -22,7 +22,14 @@ from easy2hard import provenance
 from easy2hard.grading import GRADER_VERSION, MODES
 from easy2hard.io import DataError
 from easy2hard.metrics import AGGREGATIONS
-from easy2hard.report import OUTPUT_FILES, compute_metrics, report_aggregations, write_report
+from easy2hard.report import (
+    OUTPUT_FILES,
+    Bootstrap,
+    compute_metrics,
+    paired_comparisons,
+    report_aggregations,
+    write_report,
+)
 
 
 def generator_paths(values: list[str], option: str) -> dict[str, str]:
@@ -92,6 +99,8 @@ def report_settings(args: argparse.Namespace, sampled, greedy, scores, aggregati
         "seed": args.seed,
         "aggregations": aggregations,
         "evaluator_aggregation": args.evaluator_aggregation,
+        "bootstrap": {"resamples": args.bootstrap_resamples, "confidence": args.confidence, "seed": args.seed,
+                      "unit": "problems of each group, paired across methods and policies"},
         "ties": "broken by expectation (fraction of tied answers or samples that are correct)",
         "grader": args.grader,
         "graders": {"every n": args.grader, "largest N only": [m for m in MODES if m != args.grader],
@@ -126,7 +135,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="evaluator scores of each generator's test samples (JSONL)")
     parser.add_argument("--easy-levels", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--num-draws", type=int, default=100, help="random subsets per n < N")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="sample subsets and bootstrap resamples")
+    parser.add_argument("--bootstrap-resamples", type=int, required=True,
+                        help="resampled problem sets for the CIs and paired differences (report.bootstrap.resamples)")
+    parser.add_argument("--confidence", type=float, required=True, help="CI level (report.bootstrap.confidence)")
+    parser.add_argument("--baseline", default="sft", help="the policy the others are compared with")
     parser.add_argument("--aggregations", nargs="+", choices=AGGREGATIONS, default=list(AGGREGATIONS),
                         help="step aggregations written to metrics.csv")
     parser.add_argument("--evaluator-aggregation", nargs="+", type=_aggregation_pair, required=True,
@@ -151,9 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     aggregations = report_aggregations(args.aggregations, args.evaluator_aggregation)
     try:
         settings = report_settings(args, sampled, greedy, scores, aggregations)
+        bootstrap = Bootstrap(args.bootstrap_resamples, args.seed, args.confidence)
+        per_problem = {}
         df = compute_metrics(sampled, greedy, args.easy_levels, args.num_draws, args.seed, scores, aggregations,
-                             args.grader, [m for m in MODES if m != args.grader])
-        write_report(df, args.out_dir, settings)
+                             args.grader, [m for m in MODES if m != args.grader], bootstrap, per_problem)
+        comparisons = paired_comparisons(per_problem, bootstrap, args.evaluator_aggregation, args.baseline)
+        write_report(df, args.out_dir, settings, comparisons)
     except ValueError as error:  # DataError included: bad inputs get one clear line, no traceback
         print(f"error: {error}", file=sys.stderr)
         return 1
