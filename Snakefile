@@ -41,7 +41,7 @@ rule all:
         "results/graded/sft/train.jsonl",
         expand("results/eval/{generator}/valid.jsonl", generator=GENERATORS),
         REPORT_FILES,
-        expand("results/scores/{evaluator}/{generator}/test.jsonl", evaluator=EVALUATORS, generator=GENERATORS),
+        [f"results/scores/{e}/{g}/test.jsonl" for e, g in REPORT_SCORES],
         "results/report/evaluators.md",
         ["results/report/rl_training.png"] if REPORTED_RL else [],
     default_target: True

@@ -18,7 +18,14 @@ validate_config(config, source="config (config.yaml + --configfile/--config over
 # round 0 being SFT). In report.generators a bare algorithm name means its last round.
 RL_ALGORITHMS = ("rest_em", "dpo", "ppo")
 RL_ROUNDS = {algorithm: config["rl"][algorithm]["rounds"] for algorithm in RL_ALGORITHMS}
-KNOWN_GENERATORS = {"sft"} | {f"{a}_r{k}" for a, rounds in RL_ROUNDS.items() for k in range(1, rounds + 1)}
+# Oracles: the same stages with supervision on every level (the paper's "Full" models). They read
+# the hard train solutions in results/oracle/ (and never results/gold/); no easy-to-hard stage reads
+# an oracle output (tests/test_workflow.py).
+ORACLES = config["oracles"]
+ORACLE_TRAIN_HARD = "results/oracle/train_hard.jsonl"
+ORACLE_POLICIES = ["sft_full"] if ORACLES["sft_full"] else []
+ORACLE_EVALUATORS = [f"{kind}_full" for kind in ORACLES["evaluators"]]
+KNOWN_GENERATORS = {"sft", *ORACLE_POLICIES} | {f"{a}_r{k}" for a, rounds in RL_ROUNDS.items() for k in range(1, rounds + 1)}
 
 
 def resolve_generator(name):
@@ -26,6 +33,7 @@ def resolve_generator(name):
 
 
 GENERATORS = [resolve_generator(name) for name in config["report"]["generators"]]
+GENERATORS += [name for name in ORACLE_POLICIES if name not in GENERATORS]
 _unknown = sorted(set(GENERATORS) - KNOWN_GENERATORS)
 if _unknown:
     raise ValueError(
@@ -39,9 +47,13 @@ RL_EVALUATOR = config["rl"]["evaluator"]
 SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
 SPLITS = ["train", "valid", "test"]
 EVALUATORS = config["evaluators"]["kinds"]
+# (evaluator, generator) pairs the report scores: every easy-to-hard evaluator on every policy; each
+# oracle evaluator on SFT's samples, the easy-to-hard reranking it bounds.
+REPORT_SCORES = [(e, g) for e in EVALUATORS for g in GENERATORS] + [(e, "sft") for e in ORACLE_EVALUATORS]
 REPORT_FILES = [
     "results/report/metrics.csv",
     "results/report/comparisons.csv",
+    "results/report/gap_recovered.csv",
     "results/report/report.md",
     "results/report/accuracy_vs_n.png",
     "results/report/best_of_n_aggregations.png",
@@ -57,7 +69,7 @@ DATASET_NAME = {
 wildcard_constraints:
     generator="[A-Za-z0-9_]+",
     round="[1-9][0-9]*",
-    evaluator="prm|orm|oprm",
+    evaluator="(prm|orm|oprm)(_full)?",
     split="train|valid|test",
 
 
@@ -130,36 +142,46 @@ def tokenizer_text_inputs(wildcards):
     return {}
 
 
-def prm_data_inputs(wildcards):
-    """Rollouts need the policy and easy samples; PRM800K needs its files, MATH levels and test questions."""
+def supervised_answers(full=False):
+    """Train problems whose gold answers supervise: easy ones; an oracle adds the hard ones."""
+    return ["results/data/train_easy.jsonl", *([ORACLE_TRAIN_HARD] if full else [])]
+
+
+def prm_data_inputs(full=False):
+    """Rollouts need the policy and graded samples; PRM800K needs its files, MATH levels and test questions."""
     prm = config["evaluators"]["prm"]
-    if prm["source"] == "prm800k":
+
+    def inputs(wildcards):
+        if prm["source"] == "prm800k":
+            return {
+                "prm800k": prm["prm800k"]["files"],
+                "math_files": prm["prm800k"]["math_files"],
+                "test_questions": ["results/data/test.jsonl", "results/data/valid.jsonl"],
+            }
         return {
-            "prm800k": prm["prm800k"]["files"],
-            "math_files": prm["prm800k"]["math_files"],
-            "test_questions": ["results/data/test.jsonl", "results/data/valid.jsonl"],
+            "graded": f"results/{'graded_full' if full else 'graded'}/sft/train.jsonl",
+            "answers": supervised_answers(full),
+            "policy": "results/models/sft",
         }
-    return {
-        "graded": "results/graded/sft/train.jsonl",
-        "train_easy": "results/data/train_easy.jsonl",
-        "policy": "results/models/sft",
-    }
+
+    return inputs
 
 
-def prm_data_params(wildcards):
-    cfg = {
+def prm_data_params(full=False):
+    """The PRM data settings; an oracle's labels come from every level."""
+    levels = [1, 2, 3, 4, 5] if full else config["data"]["easy_levels"]
+    return lambda wildcards: as_json({
         **config["evaluators"]["prm"],
-        "easy_levels": config["data"]["easy_levels"],
+        "easy_levels": levels,
         "grading": config["grading"],
         "sampling": SAMPLER_OPTIONS,
-    }
-    return as_json(cfg)
+    })
 
 
 def prm_data_args(wildcards, input):
     if config["evaluators"]["prm"]["source"] == "prm800k":
         return f"--math-files {' '.join(input.math_files)} --test-questions {' '.join(input.test_questions)}"
-    return f"--graded {input.graded} --train-easy {input.train_easy} --policy {input.policy}"
+    return f"--graded {input.graded} --answers {' '.join(input.answers)} --policy {input.policy}"
 
 
 def previous_policy(algorithm, round):

@@ -1,6 +1,7 @@
 rule prepare_data:
     """Load problems and split by level; gold answers of valid/test go to results/gold/,
-    which only the evaluation rules read."""
+    which only the evaluation rules read; hard train solutions go to results/oracle/, which only
+    the oracle rules read (the "Full" upper bounds)."""
     input:
         source_files,
     output:
@@ -11,6 +12,7 @@ rule prepare_data:
         summary="results/data/summary.json",
         valid_gold="results/gold/valid.jsonl",
         test_gold="results/gold/test.jsonl",
+        oracle_train_hard=ORACLE_TRAIN_HARD,
     params:
         cfg=lambda wildcards: as_json(config["data"]),
         script=script("prepare_data.py"),
@@ -19,4 +21,5 @@ rule prepare_data:
     log:
         "results/logs/prepare_data.log",
     shell:
-        "{params.script} --params {params.cfg:q} --data-dir results/data --gold-dir results/gold > {log} 2>&1"
+        "{params.script} --params {params.cfg:q} --data-dir results/data --gold-dir results/gold"
+        " --oracle-dir results/oracle > {log} 2>&1"

@@ -7,7 +7,7 @@ rule orm_data:
     """Outcome labels of graded EASY train samples, balanced per question (1:3 to 3:1)."""
     input:
         graded="results/graded/sft/train.jsonl",
-        train_easy="results/data/train_easy.jsonl",
+        questions=supervised_answers(),
     output:
         data="results/evaluators/orm/train.jsonl",
         stats="results/evaluators/orm/stats.json",
@@ -19,19 +19,31 @@ rule orm_data:
     log:
         "results/logs/evaluators/orm_data.log",
     shell:
-        "{params.script} --params {params.cfg:q} --graded {input.graded} --train-easy {input.train_easy}"
+        "{params.script} --params {params.cfg:q} --graded {input.graded} --questions {input.questions}"
         " --out {output.data} --stats {output.stats} > {log} 2>&1"
+
+
+use rule orm_data as orm_data_full with:
+    # Oracle: outcome labels on easy AND hard train samples.
+    input:
+        graded="results/graded_full/sft/train.jsonl",
+        questions=supervised_answers(full=True),
+    output:
+        data="results/evaluators/orm_full/train.jsonl",
+        stats="results/evaluators/orm_full/stats.json",
+    log:
+        "results/logs/evaluators/orm_full_data.log",
 
 
 rule prm_data:
     """Step labels: Monte-Carlo rollouts of the SFT policy on EASY train samples (auto), or PRM800K."""
     input:
-        unpack(prm_data_inputs),
+        unpack(prm_data_inputs()),
     output:
         data="results/evaluators/prm/train.jsonl",
         stats="results/evaluators/prm/stats.json",
     params:
-        cfg=prm_data_params,
+        cfg=prm_data_params(),
         script=script("prm_data.py"),
         args=prm_data_args,
     resources:
@@ -44,6 +56,21 @@ rule prm_data:
     shell:
         "{params.script} --params {params.cfg:q} --threads {threads} {params.args}"
         " --out {output.data} --stats {output.stats} > {log} 2>&1"
+
+
+use rule prm_data as prm_data_full with:
+    # Oracle: step labels from rollouts on easy AND hard train samples (or PRM800K of every level).
+    input:
+        unpack(prm_data_inputs(full=True)),
+    output:
+        data="results/evaluators/prm_full/train.jsonl",
+        stats="results/evaluators/prm_full/stats.json",
+    params:
+        cfg=prm_data_params(full=True),
+        script=script("prm_data.py"),
+        args=prm_data_args,
+    log:
+        "results/logs/evaluators/prm_full_data.log",
 
 
 rule oprm_data:
@@ -64,6 +91,17 @@ rule oprm_data:
     shell:
         "{params.script} --params {params.cfg:q} --prm {input.prm} --orm {input.orm}"
         " --out {output.data} --stats {output.stats} > {log} 2>&1"
+
+
+use rule oprm_data as oprm_data_full with:
+    input:
+        prm="results/evaluators/prm_full/train.jsonl",
+        orm="results/evaluators/orm_full/train.jsonl",
+    output:
+        data="results/evaluators/oprm_full/train.jsonl",
+        stats="results/evaluators/oprm_full/stats.json",
+    log:
+        "results/logs/evaluators/oprm_full_data.log",
 
 
 rule train_evaluator:
@@ -115,13 +153,13 @@ rule evaluator_report:
     """Evaluator quality on validation samples by level (reads gold-graded samples: evaluation)."""
     input:
         eval="results/eval/sft/valid.jsonl",
-        scores=expand("results/scores/{evaluator}/sft/valid.jsonl", evaluator=EVALUATORS),
+        scores=expand("results/scores/{evaluator}/sft/valid.jsonl", evaluator=EVALUATORS + ORACLE_EVALUATORS),
     output:
         csv=report("results/report/evaluators.csv", category="Evaluators", caption="../workflow/report/evaluators.rst"),
         md=report("results/report/evaluators.md", category="Evaluators", caption="../workflow/report/evaluators.rst"),
     params:
         cfg=lambda wildcards: as_json({"easy_levels": config["data"]["easy_levels"], "aggregation": config["evaluators"]["aggregation"]}),
-        scores=lambda wildcards, input: [f"{e}={p}" for e, p in zip(EVALUATORS, input.scores)],
+        scores=lambda wildcards, input: [f"{e}={p}" for e, p in zip(EVALUATORS + ORACLE_EVALUATORS, input.scores)],
         script=script("evaluator_report.py"),
     conda:
         "../envs/easy2hard.yaml"

@@ -2,7 +2,7 @@ rule sft:
     """Full fine-tuning of the base model on easy-level reference solutions."""
     input:
         base="results/models/base",
-        train_easy="results/data/train_easy.jsonl",
+        data=supervised_answers(),
     output:
         directory("results/models/sft"),
     params:
@@ -17,4 +17,15 @@ rule sft:
         "results/logs/sft.log",
     shell:
         "{params.script} --params {params.cfg:q} --threads {threads} --base {input.base}"
-        " --data {input.train_easy} --out {output} > {log} 2>&1"
+        " --data {input.data} --out {output} > {log} 2>&1"
+
+
+use rule sft as sft_full with:
+    # Oracle (the paper's Full SFT): the same training on easy AND hard train solutions.
+    input:
+        base="results/models/base",
+        data=supervised_answers(full=True),
+    output:
+        directory("results/models/sft_full"),
+    log:
+        "results/logs/sft_full.log",

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from easy2hard import data, synthetic
-from easy2hard.data import load_math_jsonl, split_problems, stratified_sample
+from easy2hard.data import load_math_jsonl, question, split_problems, stratified_sample
 from easy2hard.io import DataError
 
 QUESTION_KEYS = {"unique_id", "problem", "level", "subject"}
@@ -93,6 +93,8 @@ def test_split_counts_add_up():
         "test": 200,
         "test_easy": 120,
         "test_hard": 80,
+        "train_hard_oracle": len(split.train_hard),  # every synthetic hard problem has a solution
+        "train_hard_without_answer_or_solution": 0,
     }
     assert len(split.test) == len(split.test_gold) == 200
     assert len(split.valid_gold) == 100
@@ -110,6 +112,10 @@ def test_split_row_keys_are_the_leakage_guard():
     for name in ("train_hard", "valid", "test"):
         for r in getattr(split, name):
             assert set(r) == QUESTION_KEYS, name
+    # The oracle file (read by the oracle stages only) holds the same hard questions, solved.
+    assert [question(r) for r in split.train_hard_oracle] == split.train_hard
+    for r in split.train_hard_oracle:
+        assert set(r) == EASY_KEYS and r["level"] not in EASY and r["steps"] and r["answer"] is not None
     assert all(r["level"] not in EASY for r in split.train_hard)
     for name in ("valid_gold", "test_gold"):
         for r in getattr(split, name):

@@ -581,7 +581,7 @@ def test_automatic_step_labels_never_use_hard_questions(easy_and_hard, monkeypat
     monkeypatch.setattr(sampling, "encode_prompt", fake_encode)
     monkeypatch.setattr(sampling, "generate", fake_generate)
     monkeypatch.setattr(script, "grade_many", lambda pairs, timeout, workers, mode, stats: [a == g for a, g in pairs])
-    args = SimpleNamespace(graded=str(folder / "graded.jsonl"), train_easy=str(folder / "train_easy.jsonl"), policy="unused")
+    args = SimpleNamespace(graded=str(folder / "graded.jsonl"), answers=[str(folder / "train_easy.jsonl")], policy="unused")
     cfg = {
         "auto": {"num_questions": 100, "rollouts": 3, "estimate": estimate, "seed": 0},
         "sampling": {"max_new_tokens": 8, "batch_size": 4},

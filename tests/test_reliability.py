@@ -160,7 +160,7 @@ def test_bad_inputs_name_the_file_and_line_and_leave_no_output(policy_dir, tmp_p
     good_sample = {"unique_id": "q1", "level": 1, "sample_index": 0, "completion": "1 + 1 = 2.\n\n# Answer\n\n2"}
     cases = {
         # name: (script, arguments before --out, bad file, its lines, expected message)
-        "malformed JSON": ("grade_train.py", ["--samples", "{bad}", "--train-easy", "{good_easy}"],
+        "malformed JSON": ("grade_train.py", ["--samples", "{bad}", "--answers", "{good_easy}"],
                            [json.dumps(good_sample), '{"unique_id": "q2", '], ":2: malformed JSON"),
         "not UTF-8": ("evaluate.py", ["--samples", "{bad}", "--gold", "{good_gold}"], None, ":1: not valid UTF-8"),
         "missing field": ("sample.py", ["--model", str(policy_dir), "--questions", "{bad}"],

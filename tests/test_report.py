@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -489,3 +490,38 @@ def test_cis_at_the_largest_n_and_paired_comparisons(eval_files, score_files, tm
     assert "### Paired differences" in text and "| sft | Weighted@N (prm, min) − Majority@N | +33.3 [+0.0, +" in text
     assert "| sft | Weighted@N (orm, last) − Majority@N | +0.0 [+0.0, +0.0] |" in text  # flat weights: majority
     assert (tmp_path / "report" / "comparisons.csv").read_text().startswith(",".join(COMPARISON_COLUMNS))
+
+
+def _per_problem(scores: dict, levels=(1, 1, 4, 4)):
+    """per_problem entries of policy sft from {(method, evaluator, aggregation): per-problem scores}."""
+    from easy2hard.report import PerProblem
+
+    levels = np.array(levels)
+    masks = {"easy": np.isin(levels, [1, 2, 3]), "hard": np.isin(levels, [4, 5]), "all": np.ones(len(levels), bool)}
+    uids = [f"q{i}" for i in range(len(levels))]
+    return {("lenient", "sft", *key): PerProblem(uids, np.array(value, float), masks) for key, value in scores.items()}
+
+
+def test_supervision_gap_recovered_by_hand():
+    from easy2hard.report import Bootstrap, paired_comparisons, supervision_gap
+
+    per_problem = _per_problem({
+        ("majority", "-", "-"): [0, 0, 1, 0],
+        ("weighted", "orm", "last"): [1, 0, 1, 0],  # +1 problem over voting
+        ("weighted", "orm_full", "last"): [1, 1, 1, 0],  # +2 problems: half the gap recovered
+        ("best_of_n", "orm", "last"): [0, 0, 1, 0],
+        ("best_of_n", "orm_full", "last"): [0, 0, 1, 0],  # the oracle does not beat voting: undefined
+    })
+    bootstrap = Bootstrap(resamples=300, seed=0, confidence=0.95)
+    gap = supervision_gap(per_problem, bootstrap, {"orm": "last"})
+    weighted = gap[(gap.method == "weighted") & (gap.levels == "all")].iloc[0]
+    assert (weighted.easy_to_hard, weighted.oracle_accuracy, weighted.majority) == (0.5, 0.75, 0.25)
+    assert weighted.recovered == pytest.approx(0.5) and weighted.oracle == "orm_full"
+    easy = gap[(gap.method == "weighted") & (gap.levels == "easy")].iloc[0]
+    assert easy.recovered == pytest.approx(0.5)  # q0: +1 of +1 ... q1: 0 of +1
+    best = gap[gap.method == "best_of_n"]
+    assert best.recovered.isna().all() and (best.note.str.startswith("undefined")).all()
+    comparisons = paired_comparisons(per_problem, bootstrap, {"orm": "last"})
+    oracle = comparisons[(comparisons.comparison == "easy_vs_oracle") & (comparisons.levels == "all")
+                         & (comparisons.method == "weighted")].iloc[0]
+    assert oracle.difference == pytest.approx(-0.25) and oracle.versus_evaluator == "orm_full"

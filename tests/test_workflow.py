@@ -16,6 +16,10 @@ import pytest
 from conftest import MATH_DIR, REPO_ROOT
 
 GOLD_DIR = "results/gold/"
+# The hard train solutions: read by the oracle rules only (the "Full" upper bounds).
+ORACLE_DIR = "results/oracle/"
+ORACLE_RULES = {"sft_full", "grade_train_full", "orm_data_full", "prm_data_full", "oprm_data_full"}
+ORACLE_OUTPUT = re.compile(r"^results/(oracle|graded_full)/|(^|/)(sft|prm|orm|oprm)_full(/|\.|$)")
 # Rules allowed to read gold answers of valid/test (every level), and what may consume their output.
 EVALUATION_RULES = {"evaluate", "evaluate_greedy", "evaluator_report"}
 REPORTING_RULES = EVALUATION_RULES | {"report", "rl_report", "all"}
@@ -55,8 +59,8 @@ def planned_jobs(*config_args: str, force: bool = True, cwd: Path = REPO_ROOT) -
     return jobs
 
 
-def downstream_of_gold(jobs: dict[str, tuple[str, list[str]]]) -> dict[str, str]:
-    """Every output that depends, directly or transitively, on a gold file: output -> rule."""
+def downstream_of(jobs: dict[str, tuple[str, list[str]]], prefix: str = GOLD_DIR) -> dict[str, str]:
+    """Every output that depends, directly or transitively, on a file under `prefix`: output -> rule."""
     tainted: dict[str, str] = {}
     changed = True
     while changed:
@@ -64,20 +68,76 @@ def downstream_of_gold(jobs: dict[str, tuple[str, list[str]]]) -> dict[str, str]
         for output, (rule, inputs) in jobs.items():
             if output in tainted:
                 continue
-            if any(path.startswith(GOLD_DIR) or path in tainted for path in inputs):
+            if any(path.startswith(prefix) or path in tainted for path in inputs):
                 tainted[output] = rule
                 changed = True
     return tainted
 
 
+downstream_of_gold = downstream_of
+
+
+def hard_answer_leaks(jobs: dict[str, tuple[str, list[str]]]) -> list[str]:
+    """Outputs of training or selection that depend on a hard gold answer they may not see: any
+    dependence on results/gold/ (valid/test answers of every level), and a dependence on the hard
+    train solutions (results/oracle/) anywhere but in an oracle's own outputs."""
+    gold, oracle = downstream_of(jobs, GOLD_DIR), downstream_of(jobs, ORACLE_DIR)
+    leaks = []
+    for output, (rule, _) in jobs.items():
+        if rule in REPORTING_RULES:
+            continue
+        if output in gold:
+            leaks.append(f"{output} ({rule}) depends on {GOLD_DIR}")
+        if output in oracle and not ORACLE_OUTPUT.search(output):
+            leaks.append(f"{output} ({rule}) is an easy-to-hard output that depends on {ORACLE_DIR}")
+    return leaks
+
+
+ALL_ORACLES = ("--configfile", str(REPO_ROOT / "tests" / "configs" / "all_oracles.yaml"))
+
+
 def config_cases():
-    cases = [pytest.param((), id="default")]
+    cases = [pytest.param((), id="default"), pytest.param(ALL_ORACLES, id="all-oracles")]
     for preset in PRESETS:
         marks = []
         if "math" in preset.read_text() and not (MATH_DIR / "train.jsonl").exists():
             marks.append(pytest.mark.skip(reason="real MATH files absent"))
         cases.append(pytest.param(("--configfile", str(preset)), id=preset.stem, marks=marks))
     return cases
+
+
+@pytest.mark.parametrize("config_args", config_cases())
+def test_hard_answers_reach_only_evaluation_and_the_oracles(config_args):
+    """No easy-to-hard stage (SFT, evaluators, RL, their data and samples) depends on a hard gold
+    answer: results/gold/ feeds evaluation only, results/oracle/ (hard train solutions) the oracle
+    rules only, and no oracle output feeds an easy-to-hard stage."""
+    jobs = planned_jobs(*config_args)
+    assert hard_answer_leaks(jobs) == []
+    oracle_readers = {rule for rule, inputs in jobs.values() if any(p.startswith(ORACLE_DIR) for p in inputs)}
+    assert oracle_readers <= ORACLE_RULES
+    if config_args == ALL_ORACLES:
+        assert oracle_readers == {"sft_full", "grade_train_full", "orm_data_full", "prm_data_full"}
+        assert {"results/models/sft_full", "results/evaluators/oprm_full/model", "results/scores/prm_full/sft/test.jsonl",
+                "results/eval/sft_full/test.jsonl"} <= set(jobs)
+
+
+def test_the_leak_check_catches_an_oracle_output_feeding_an_easy_to_hard_stage():
+    """The check above fails where it must: an oracle evaluator scoring data for RL, or SFT
+    trained from an oracle file, is a leak; an oracle chain on its own is not."""
+    jobs = {
+        "results/oracle/train_hard.jsonl": ("prepare_data", []),
+        "results/graded_full/sft/train.jsonl": ("grade_train_full", ["results/oracle/train_hard.jsonl"]),
+        "results/evaluators/orm_full/train.jsonl": ("orm_data_full", ["results/graded_full/sft/train.jsonl"]),
+        "results/evaluators/orm_full/model": ("train_evaluator", ["results/evaluators/orm_full/train.jsonl"]),
+        "results/scores/orm_full/sft/test.jsonl": ("score", ["results/evaluators/orm_full/model"]),
+        "results/report/report.md": ("report", ["results/scores/orm_full/sft/test.jsonl"]),
+    }
+    assert hard_answer_leaks(jobs) == []
+    leaky = {**jobs, "results/rl/dpo_r1/pairs.jsonl": ("dpo_pairs", ["results/scores/orm_full/sft/test.jsonl"])}
+    assert hard_answer_leaks(leaky) == [
+        "results/rl/dpo_r1/pairs.jsonl (dpo_pairs) is an easy-to-hard output that depends on results/oracle/"]
+    direct = {**jobs, "results/models/sft": ("sft", ["results/oracle/train_hard.jsonl"])}
+    assert hard_answer_leaks(direct) == ["results/models/sft (sft) is an easy-to-hard output that depends on results/oracle/"]
 
 
 @pytest.mark.parametrize("config_args", config_cases())
@@ -146,6 +206,13 @@ def test_every_stage_wrote_its_output(tiny_run):
         "scores/oprm/dpo_r1/test.jsonl",
         "report/rl_rounds.csv",
         "report/rl_training.png",
+        "oracle/train_hard.jsonl",
+        "graded_full/sft/train.jsonl",
+        "evaluators/orm_full/model/model.safetensors",
+        "scores/orm_full/sft/test.jsonl",
+        "models/sft_full/model.safetensors",
+        "eval/sft_full/test.jsonl",
+        "report/gap_recovered.csv",
     ]:
         assert (results / path).exists(), path
     assert not list(results.rglob(".*.*")), "temporary files left behind"
@@ -183,6 +250,30 @@ def test_a_fallback_the_engine_should_not_need_is_printed_at_the_end_of_a_run(ti
     assert result.returncode == 0, result.stderr[-3000:]
     assert "WARNING: the sampling engine fell back to transformers' generate" in result.stderr
     assert f"{Path('results') / fake.relative_to(tiny_run / 'results')}: its forward takes no" in result.stderr
+
+
+def test_oracles_are_graded_on_every_level_and_reported(tiny_run):
+    """The oracle evaluator's labels come from easy AND hard train samples (the easy-to-hard ones from
+    easy only); the report has the Full SFT as a policy, the oracle evaluator on SFT's samples, the
+    easy-vs-oracle differences and the supervision gap."""
+    results = tiny_run / "results"
+    hard_ids = {row["unique_id"] for row in read_jsonl(results / "data/train_hard.jsonl")}
+    full = read_jsonl(results / "graded_full/sft/train.jsonl")
+    assert all(row["correct"] is not None for row in full)  # hard samples graded too
+    easy_only = read_jsonl(results / "graded/sft/train.jsonl")
+    assert all((row["correct"] is None) == (row["unique_id"] in hard_ids) for row in easy_only)
+    with open(results / "report/metrics.csv", newline="") as handle:
+        metrics = list(csv.DictReader(handle))
+    assert any(r["generator"] == "sft_full" for r in metrics)
+    assert {r["evaluator"] for r in metrics if r["generator"] == "sft"} >= {"orm", "orm_full"}
+    with open(results / "report/comparisons.csv", newline="") as handle:
+        kinds = {r["comparison"] for r in csv.DictReader(handle)}
+    assert {"easy_vs_oracle", "evaluator_vs_majority", "policy_vs_sft"} <= kinds
+    with open(results / "report/gap_recovered.csv", newline="") as handle:
+        gap = list(csv.DictReader(handle))
+    assert {(r["evaluator"], r["oracle"], r["aggregation"]) for r in gap} == {("orm", "orm_full", "last")}
+    text = (results / "report/report.md").read_text()
+    assert "### Supervision gap recovered (sft's samples)" in text and "Weighted@4 (orm_full, last)" in text
 
 
 def test_samples_and_grading_follow_the_split(tiny_run):
@@ -275,7 +366,7 @@ def test_report_agrees_with_graded_samples(tiny_run, tmp_path):
     check(results / "report/metrics.csv", graded_by(sampled, "prm800k"), graded_by(greedy, "prm800k"), "prm800k", (4,))
     # Every evaluator and aggregation has its rows, and the settings name the exact inputs.
     assert {(r["evaluator"], r["aggregation"]) for r in metrics if r["method"] == "best_of_n"} == {
-        (e, a) for e in ("prm", "orm", "oprm") for a in ("min", "prod", "last", "mean")}
+        (e, a) for e in ("prm", "orm", "oprm", "orm_full") for a in ("min", "prod", "last", "mean")}
     settings = json.loads((results / "report/report_settings.json").read_text())
     recorded = settings["inputs"]["scores"]["sft"]["prm"]
     assert recorded["sha256"] == hashlib.sha256((tiny_run / recorded["path"]).read_bytes()).hexdigest()
@@ -344,7 +435,7 @@ def test_rl_policies_are_generators_in_the_report(tiny_run):
     results = tiny_run / "results"
     with open(results / "report/metrics.csv", newline="") as handle:
         metrics = list(csv.DictReader(handle))
-    generators = {"sft", "rest_em_r1", "dpo_r1", "ppo_r1"}
+    generators = {"sft", "rest_em_r1", "dpo_r1", "ppo_r1", "sft_full"}  # the Full SFT oracle is on in tiny.yaml
     assert {row["generator"] for row in metrics} == generators
     for generator in generators:
         methods = {row["method"] for row in metrics if row["generator"] == generator}

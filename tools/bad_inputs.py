@@ -24,12 +24,12 @@ def run(label, script, params, *args, out):
 def prepare(label, train_rows, test_rows):
     params = {"source": "math_jsonl", "math_jsonl": {"train": jsonl("train.jsonl", train_rows), "test": jsonl("test.jsonl", test_rows)},
               "easy_levels": [1, 2, 3], "valid_size": 0, "seed": 0, "min_step_chars": 40}
-    run(label, "prepare_data.py", params, "--data-dir", str(work / "data"), "--gold-dir", str(work / "gold"), out=str(work / "data"))
+    run(label, "prepare_data.py", params, "--data-dir", str(work / "data"), "--gold-dir", str(work / "gold"), "--oracle-dir", str(work / "oracle"), out=str(work / "data"))
 
 prepare("MATH train row with a malformed JSON line", [good_math, '{"problem": "2+2?", '], [good_math])
 bad = work / "utf.jsonl"; bad.write_bytes(json.dumps(good_math).encode() + b"\n" + b'{"problem": "caf\xe9"}\n')
 params = {"source": "math_jsonl", "math_jsonl": {"train": str(bad), "test": jsonl("test.jsonl", [good_math])}, "easy_levels": [1, 2, 3], "valid_size": 0, "seed": 0, "min_step_chars": 40}
-run("MATH train file with a non-UTF-8 byte", "prepare_data.py", params, "--data-dir", str(work / "data"), "--gold-dir", str(work / "gold"), out=str(work / "data"))
+run("MATH train file with a non-UTF-8 byte", "prepare_data.py", params, "--data-dir", str(work / "data"), "--gold-dir", str(work / "gold"), "--oracle-dir", str(work / "oracle"), out=str(work / "data"))
 prepare("test row with level null", [good_math], [{**good_math, "unique_id": "t/1", "level": None}])
 prepare("test row with answer null", [good_math], [{**good_math, "unique_id": "t/1", "answer": None}])
 prepare("train row with an empty problem", [good_math, {**good_math, "unique_id": "a/2", "problem": "  "}], [{**good_math, "unique_id": "t/1"}])
@@ -38,7 +38,7 @@ prepare("train rows with level null / easy answer null (skipped, counted)", [{**
 print("  summary:", json.loads((work / "data/summary.json").read_text()).get("dropped", (work / "data/summary.json").read_text()[:300]))
 sample = {"unique_id": "q1", "level": 1, "sample_index": 0, "completion": "1 + 1 = 2.\n\n# Answer\n\n2"}
 run("samples file with a truncated line", "grade_train.py", {"mode": "lenient", "timeout": 5, "workers": 1}, "--samples", jsonl("s.jsonl", [sample, '{"unique_id": "q2"']),
-    "--train-easy", jsonl("e.jsonl", [{"unique_id": "q1", "answer": "2"}]), "--out", str(work / "graded.jsonl"), out=str(work / "graded.jsonl"))
+    "--answers", jsonl("e.jsonl", [{"unique_id": "q1", "answer": "2"}]), "--out", str(work / "graded.jsonl"), out=str(work / "graded.jsonl"))
 run("samples file missing `completion`", "evaluate.py", {"mode": "lenient", "timeout": 5, "workers": 1}, "--samples", jsonl("s2.jsonl", [{"unique_id": "q1", "sample_index": 0}]),
     "--gold", jsonl("g.jsonl", [{"unique_id": "q1", "answer": "2"}]), "--out", str(work / "eval.jsonl"), out=str(work / "eval.jsonl"))
 run("scores with NaN", "rl_data.py", {"easy_levels": [1, 2, 3], "aggregation": "min"}, "--algorithm", "dpo", "--graded", jsonl("gr.jsonl", [{**sample, "correct": True}]),

@@ -25,7 +25,7 @@ def setup(args: argparse.Namespace) -> None:
 
 
 # Arguments naming what a stage writes; every other argument naming an existing path is an input.
-OUTPUT_ARGS = ("out", "stats", "value_out", "out_csv", "out_md", "out_png", "data_dir", "gold_dir")
+OUTPUT_ARGS = ("out", "stats", "value_out", "out_csv", "out_md", "out_png", "data_dir", "gold_dir", "oracle_dir")
 
 
 def _existing_paths(value) -> list[str]:

@@ -108,6 +108,9 @@ class Split:
     test: list[dict]  # questions only
     valid_gold: list[dict]  # {unique_id, level, subject, answer}: evaluation only
     test_gold: list[dict]
+    # Hard train questions with reference steps and gold answers: read by the oracle stages only
+    # (the "Full" upper bounds), never by an easy-to-hard stage.
+    train_hard_oracle: list[dict] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
 
 
@@ -180,19 +183,29 @@ def split_problems(
     # By text too: a pool may repeat a problem (small synthetic levels do), and a copy left in
     # train would hand the model a validation answer.
     valid_problems = {row["problem"].strip() for row in valid}
-    train_easy, train_hard = [], []
+    train_easy, train_hard, train_hard_oracle = [], [], []
+    oracle_dropped = 0
+
+    def supervised(row):
+        return {**question(row), "steps": formats.split_reference_solution(row["solution"], min_step_chars),
+                "answer": row["answer"]}
+
     for row in usable:
         if row["unique_id"] in valid_ids:
             continue
+        solved = row.get("answer") is not None and (row.get("solution") or "").strip()
         if row["problem"].strip() in valid_problems:
             dropped["also in valid"] += 1
         elif row["level"] not in easy_levels:
             train_hard.append(question(row))
-        elif row.get("answer") is None or not (row.get("solution") or "").strip():
+            if solved:
+                train_hard_oracle.append(supervised(row))
+            else:
+                oracle_dropped += 1
+        elif not solved:
             dropped["easy without answer or solution"] += 1
         else:
-            steps = formats.split_reference_solution(row["solution"], min_step_chars)
-            train_easy.append({**question(row), "steps": steps, "answer": row["answer"]})
+            train_easy.append(supervised(row))
     for reason, count in dropped.items():
         log.warning("dropped %d train problems: %s", count, reason)
     summary = {
@@ -204,6 +217,8 @@ def split_problems(
             "test": len(test),
             "test_easy": sum(row["level"] in easy_levels for row in test),
             "test_hard": sum(row["level"] not in easy_levels for row in test),
+            "train_hard_oracle": len(train_hard_oracle),
+            "train_hard_without_answer_or_solution": oracle_dropped,
         },
         "dropped": dict(dropped),
         "seed": seed,
@@ -215,5 +230,6 @@ def split_problems(
         test=[question(row) for row in test],
         valid_gold=[gold(row) for row in valid],
         test_gold=[gold(row) for row in test],
+        train_hard_oracle=train_hard_oracle,
         summary=summary,
     )

@@ -44,6 +44,9 @@ SAMPLE_FIELDS = ("unique_id", "level", "subject", "sample_index", "answer", "ans
 SCORE_FIELDS = ("unique_id", "sample_index", "step_scores")
 COLUMNS = ["generator", "evaluator", "method", "aggregation", "n", "levels", "accuracy", "std", "num_problems", "grader",
            "ci_low", "ci_high"]
+ORACLE_SUFFIX = "_full"  # an oracle (the "Full" model) of a policy or evaluator: sft_full, prm_full, ...
+GAP_COLUMNS = ["grader", "generator", "method", "evaluator", "oracle", "aggregation", "levels", "easy_to_hard",
+               "oracle_accuracy", "majority", "recovered", "ci_low", "ci_high", "num_problems", "note"]
 COMPARISON_COLUMNS = ["grader", "comparison", "generator", "method", "evaluator", "aggregation", "versus_generator",
                       "versus_method", "versus_evaluator", "versus_aggregation", "levels", "difference", "ci_low",
                       "ci_high", "num_problems"]
@@ -54,11 +57,11 @@ LEVEL_GROUPS = tuple(f"level_{level}" for level in LEVELS)
 SUBJECT_PREFIX = "subject:"
 SETTINGS_KEYS = ("easy_levels", "num_draws", "seed", "evaluator_aggregation")
 # File names inside the report folder (the rule declares the same names).
-METRICS_CSV, COMPARISONS_CSV, REPORT_MD, CURVES_PNG, AGGREGATIONS_PNG, SETTINGS_JSON = (
-    "metrics.csv", "comparisons.csv", "report.md", "accuracy_vs_n.png", "best_of_n_aggregations.png",
-    "report_settings.json",
+METRICS_CSV, COMPARISONS_CSV, GAP_CSV, REPORT_MD, CURVES_PNG, AGGREGATIONS_PNG, SETTINGS_JSON = (
+    "metrics.csv", "comparisons.csv", "gap_recovered.csv", "report.md", "accuracy_vs_n.png",
+    "best_of_n_aggregations.png", "report_settings.json",
 )
-OUTPUT_FILES = (METRICS_CSV, COMPARISONS_CSV, REPORT_MD, CURVES_PNG, AGGREGATIONS_PNG, SETTINGS_JSON)
+OUTPUT_FILES = (METRICS_CSV, COMPARISONS_CSV, GAP_CSV, REPORT_MD, CURVES_PNG, AGGREGATIONS_PNG, SETTINGS_JSON)
 
 
 @dataclass(frozen=True)
@@ -344,7 +347,11 @@ def paired_comparisons(per_problem: dict[tuple, PerProblem], bootstrap: Bootstra
 
     * ``evaluator_vs_majority``: weighted@N and best-of-N of each evaluator (its own aggregation)
       minus majority@N, for every policy;
-    * ``policy_vs_<baseline>``: every other policy's greedy and majority@N minus the baseline's.
+    * ``policy_vs_<baseline>``: every other policy's greedy and majority@N minus the baseline's
+      (oracle policies excepted);
+    * ``easy_vs_oracle``: each easy-to-hard evaluator's weighted@N and best-of-N minus its oracle's
+      (``<kind>_full``) on the same samples, and a policy's greedy and majority@N minus its oracle's
+      (``sft`` minus ``sft_full``).
 
     `per_problem` maps (grader, generator, method, evaluator, aggregation) to the method's
     per-problem scores at its largest n. Differences are over the problems both methods scored
@@ -382,11 +389,65 @@ def paired_comparisons(per_problem: dict[tuple, PerProblem], bootstrap: Bootstra
                 how = aggregation_for(aggregations, evaluator)
                 for method in EVALUATOR_METHODS:
                     compare("evaluator_vs_majority", grader, (generator, method, evaluator, how), (generator, *majority))
+                    if not evaluator.endswith(ORACLE_SUFFIX):
+                        oracle = evaluator + ORACLE_SUFFIX
+                        compare("easy_vs_oracle", grader, (generator, method, evaluator, how),
+                                (generator, method, oracle, aggregation_for(aggregations, oracle)))
         for generator in generators:
-            if generator != baseline:
-                for method in (greedy, majority):
-                    compare(f"policy_vs_{baseline}", grader, (generator, *method), (baseline, *method))
+            if generator == baseline or generator.endswith(ORACLE_SUFFIX):
+                continue
+            for method in (greedy, majority):
+                compare(f"policy_vs_{baseline}", grader, (generator, *method), (baseline, *method))
+                compare("easy_vs_oracle", grader, (generator, *method), (generator + ORACLE_SUFFIX, *method))
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def supervision_gap(per_problem: dict[tuple, PerProblem], bootstrap: Bootstrap, aggregations: dict[str, str],
+                    baseline: str = "sft") -> pd.DataFrame:
+    """How much of the supervision gap each easy-to-hard evaluator recovers, per grader, method and
+    group (GAP_COLUMNS), on the baseline policy's samples:
+
+        recovered = (easy-to-hard - majority@N) / (oracle - majority@N)
+
+    with the method (weighted@N or best-of-N) of the easy-trained evaluator and of its oracle
+    (``<kind>_full``, trained on every level). 1 means the easy evaluator does as well as the one
+    with supervision on every level, 0 no better than voting. Undefined (NaN, with a note) when the
+    oracle does not beat majority voting by at least one problem's worth (1 / problems): the ratio
+    would divide by noise. The CI comes from the same paired resamples; it is left out when some
+    resample's oracle gain is not positive."""
+    rows = []
+    majority_key = ("majority", NOT_APPLICABLE, NOT_APPLICABLE)
+    for grader, generator, method, evaluator, how in list(per_problem):
+        if generator != baseline or method not in EVALUATOR_METHODS or evaluator.endswith(ORACLE_SUFFIX):
+            continue
+        oracle = evaluator + ORACLE_SUFFIX
+        oracle_key = (grader, generator, method, oracle, aggregation_for(aggregations, oracle))
+        voting_key = (grader, generator, *majority_key)
+        if how != aggregation_for(aggregations, evaluator) or oracle_key not in per_problem or voting_key not in per_problem:
+            continue
+        easy, full, voting = per_problem[(grader, generator, method, evaluator, how)], per_problem[oracle_key], per_problem[voting_key]
+        for group, mask in easy.masks.items():
+            count = int(mask.sum())
+            gain, oracle_gain = easy.scores[mask] - voting.scores[mask], full.scores[mask] - voting.scores[mask]
+            recovered = low = high = math.nan
+            note = ""
+            if oracle_gain.mean() >= 1 / count:
+                recovered = gain.mean() / oracle_gain.mean()
+                indices = bootstrap.indices(group, count)
+                denominators = oracle_gain[indices].mean(axis=1)
+                if (denominators > 0).all():
+                    ratios = gain[indices].mean(axis=1) / denominators
+                    tail = 100 * (1 - bootstrap.confidence) / 2
+                    low, high = (float(v) for v in np.percentile(ratios, [tail, 100 - tail]))
+                else:
+                    note = "no CI: the oracle's gain over voting is not positive in every resample"
+            else:
+                note = "undefined: the oracle does not beat majority voting by one problem"
+            rows.append(dict(grader=grader, generator=generator, method=method, evaluator=evaluator, oracle=oracle,
+                             aggregation=how, levels=group, easy_to_hard=float(easy.scores[mask].mean()),
+                             oracle_accuracy=float(full.scores[mask].mean()), majority=float(voting.scores[mask].mean()),
+                             recovered=recovered, ci_low=low, ci_high=high, num_problems=count, note=note))
+    return pd.DataFrame(rows, columns=GAP_COLUMNS)
 
 
 def select(df: pd.DataFrame, method: str, evaluator: str = NOT_APPLICABLE, aggregation: str = NOT_APPLICABLE,
@@ -434,7 +495,7 @@ def _methods_at_n(rows: pd.DataFrame, n: int, aggregations: dict[str, str]) -> l
 
 
 def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, settings: dict,
-                 comparisons: pd.DataFrame | None = None) -> None:
+                 comparisons: pd.DataFrame | None = None, gap: pd.DataFrame | None = None) -> None:
     """Write OUTPUT_FILES into `out_dir`, each atomically.
 
     `settings` must hold what the numbers depend on (SETTINGS_KEYS; optional "dataset", "split",
@@ -446,13 +507,16 @@ def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, settings: dict,
     if missing:
         raise ValueError(f"report settings lack {', '.join(missing)}")
     comparisons = comparisons if comparisons is not None else pd.DataFrame(columns=COMPARISON_COLUMNS)
+    gap = gap if gap is not None else pd.DataFrame(columns=GAP_COLUMNS)
     out_dir = Path(out_dir)
     with atomic_output(out_dir / METRICS_CSV) as tmp:
         df.to_csv(tmp, index=False)
     with atomic_output(out_dir / COMPARISONS_CSV) as tmp:
         comparisons.to_csv(tmp, index=False)
+    with atomic_output(out_dir / GAP_CSV) as tmp:
+        gap.to_csv(tmp, index=False)
     with atomic_output(out_dir / REPORT_MD) as tmp:
-        tmp.write_text(render_markdown(df, settings, comparisons), encoding="utf-8")
+        tmp.write_text(render_markdown(df, settings, comparisons, gap), encoding="utf-8")
     with atomic_output(out_dir / CURVES_PNG) as tmp:
         plot_accuracy_vs_n(graded_by(df, settings), settings, tmp)
     with atomic_output(out_dir / AGGREGATIONS_PNG) as tmp:
@@ -521,6 +585,34 @@ def _ci_note(settings: dict) -> str:
             f"{bootstrap['seed']}; the same resamples for every method and policy). It says how much the number would "
             "move on another draw of problems of the same kind; the ± of the curves below is something else, the "
             "variation over subsets of the samples.")
+
+
+def _gap_section(gap: pd.DataFrame) -> list[str]:
+    """Supervision gap recovered: one row per easy-to-hard evaluator and method, easy / hard / all."""
+    body = []
+    for (method, evaluator, oracle, how), rows in gap.groupby(["method", "evaluator", "oracle", "aggregation"], sort=False):
+        by_group = {row.levels: row for row in rows.itertuples()}
+        cells = []
+        for group in SUMMARY_GROUPS:
+            row = by_group.get(group)
+            if row is None:
+                cells.append("–")
+            elif math.isnan(row.recovered):
+                cells.append("n/a")
+            elif math.isnan(row.ci_low):
+                cells.append(f"{100 * row.recovered:.0f} %")
+            else:
+                cells.append(f"{100 * row.recovered:.0f} % [{100 * row.ci_low:.0f}, {100 * row.ci_high:.0f}]")
+        body.append([f"{method_label(method, evaluator, 'N', how)} vs {oracle}", *cells])
+    if not body:
+        return []
+    generator = gap["generator"].iloc[0]
+    return [f"### Supervision gap recovered ({generator}'s samples)", "",
+            "(easy-to-hard − majority@N) / (oracle − majority@N): the share of what supervision on every level "
+            "adds to voting that the evaluator trained on easy problems alone achieves (100 %: as good as the "
+            "oracle; 0 %: no better than voting). n/a: the oracle does not beat voting by one problem, so the ratio "
+            "is undefined (`gap_recovered.csv` says why). [low, high]: paired bootstrap over problems.", "",
+            *_markdown_table(["", *SUMMARY_GROUPS], body), ""]
 
 
 def _comparison_section(comparisons: pd.DataFrame, settings: dict) -> list[str]:
@@ -630,13 +722,16 @@ def _provenance(settings: dict) -> list[str]:
     ]
 
 
-def render_markdown(df: pd.DataFrame, settings: dict, comparisons: pd.DataFrame | None = None) -> str:
+def render_markdown(df: pd.DataFrame, settings: dict, comparisons: pd.DataFrame | None = None,
+                    gap: pd.DataFrame | None = None) -> str:
     dataset, aggregations = settings.get("dataset", "MATH"), settings["evaluator_aggregation"]
     primary = graded_by(df, settings)
     grader = primary["grader"].iloc[0] if len(primary) else settings.get("grader")
     lines = [f"# Easy-to-hard generalization on {dataset}", "", _intro(primary, settings), "",
              f"## Main result (largest N, `{grader}` grader)", "", _ci_note(settings), "",
              *_main_table(primary, aggregations), ""]
+    if gap is not None and len(gap):
+        lines += _gap_section(gap[gap["grader"] == grader])
     if comparisons is not None and len(comparisons):
         lines += _comparison_section(comparisons[comparisons["grader"] == grader], settings)
     for other in [g for g in dict.fromkeys(df["grader"]) if g != grader]:

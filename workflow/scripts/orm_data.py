@@ -6,12 +6,13 @@ from easy2hard.io import read_jsonl, write_json, write_jsonl
 if __name__ == "__main__":
     p = cli.parser(__doc__)
     p.add_argument("--graded", required=True)
-    p.add_argument("--train-easy", required=True)
+    p.add_argument("--questions", required=True, nargs="+", help="the train problems graded (easy; the oracle adds hard)")
     p.add_argument("--out", required=True)
     p.add_argument("--stats", required=True)
     args = p.parse_args()
     cli.setup(args)
-    problems = {row["unique_id"]: row["problem"] for row in read_jsonl(args.train_easy, required=("unique_id", "problem"))}
+    problems = {row["unique_id"]: row["problem"] for path in args.questions
+                for row in read_jsonl(path, required=("unique_id", "problem"))}
     graded = read_jsonl(args.graded, required=("unique_id", "completion", "correct"))
     kept, stats = evaluator_data.balance_orm(graded, args.params["max_ratio"], args.params["seed"])
     examples = [evaluator_data.orm_example(sample, problems[sample["unique_id"]]) for sample in kept]

@@ -25,7 +25,7 @@ def human_labels(args, cfg):
 
 def automatic_labels(args, cfg):
     auto = cfg["auto"]
-    easy = {row["unique_id"]: row for row in read_jsonl(args.train_easy, required=("unique_id", "problem", "answer"))}
+    easy = {row["unique_id"]: row for path in args.answers for row in read_jsonl(path, required=("unique_id", "problem", "answer"))}
     graded = [row for row in read_jsonl(args.graded, required=("unique_id", "completion", "correct")) if row["correct"] is not None]
     by_question = defaultdict(dict)
     for row in graded:  # distinct solutions per question
@@ -76,7 +76,8 @@ def automatic_labels(args, cfg):
 if __name__ == "__main__":
     p = cli.parser(__doc__)
     p.add_argument("--graded")
-    p.add_argument("--train-easy")
+    p.add_argument("--answers", nargs="*", default=[],
+                   help="rollouts: train problems whose gold answers label (easy; the oracle adds hard)")
     p.add_argument("--policy")
     p.add_argument("--math-files", nargs="*", default=[])
     p.add_argument("--test-questions", nargs="*", default=[])

@@ -28,6 +28,7 @@ from easy2hard.report import (
     compute_metrics,
     paired_comparisons,
     report_aggregations,
+    supervision_gap,
     write_report,
 )
 
@@ -169,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         df = compute_metrics(sampled, greedy, args.easy_levels, args.num_draws, args.seed, scores, aggregations,
                              args.grader, [m for m in MODES if m != args.grader], bootstrap, per_problem)
         comparisons = paired_comparisons(per_problem, bootstrap, args.evaluator_aggregation, args.baseline)
-        write_report(df, args.out_dir, settings, comparisons)
+        gap = supervision_gap(per_problem, bootstrap, args.evaluator_aggregation, args.baseline)
+        write_report(df, args.out_dir, settings, comparisons, gap)
     except ValueError as error:  # DataError included: bad inputs get one clear line, no traceback
         print(f"error: {error}", file=sys.stderr)
         return 1
