@@ -25,7 +25,10 @@ ORACLES = config["oracles"]
 ORACLE_TRAIN_HARD = "results/oracle/train_hard.jsonl"
 ORACLE_POLICIES = ["sft_full"] if ORACLES["sft_full"] else []
 ORACLE_EVALUATORS = [f"{kind}_full" for kind in ORACLES["evaluators"]]
-KNOWN_GENERATORS = {"sft", *ORACLE_POLICIES} | {f"{a}_r{k}" for a, rounds in RL_ROUNDS.items() for k in range(1, rounds + 1)}
+# The in-context baseline: the base model with k solved easy problems in its prompt.
+BASELINES = ["icl"] if config["icl"]["enabled"] else []
+KNOWN_GENERATORS = {"sft", *ORACLE_POLICIES, *BASELINES} | {
+    f"{a}_r{k}" for a, rounds in RL_ROUNDS.items() for k in range(1, rounds + 1)}
 
 
 def resolve_generator(name):
@@ -33,7 +36,7 @@ def resolve_generator(name):
 
 
 GENERATORS = [resolve_generator(name) for name in config["report"]["generators"]]
-GENERATORS += [name for name in ORACLE_POLICIES if name not in GENERATORS]
+GENERATORS += [name for name in ORACLE_POLICIES + BASELINES if name not in GENERATORS]
 _unknown = sorted(set(GENERATORS) - KNOWN_GENERATORS)
 if _unknown:
     raise ValueError(
@@ -111,6 +114,11 @@ def sampling_params(wildcards):
     """The sampling config with the number of samples of this split."""
     cfg = {k: v for k, v in config["sampling"].items() if k != "num_samples"}
     return as_json({**cfg, "num_samples": config["sampling"]["num_samples"][wildcards.split]})
+
+
+def icl_args(input):
+    """The in-context baseline's exemplars: k solved easy train problems chosen with a seed."""
+    return f"--exemplars {input.exemplars} --icl-k {config['icl']['k']} --icl-seed {config['icl']['seed']}"
 
 
 def greedy_params(wildcards):

@@ -8,6 +8,7 @@ rule sample:
     params:
         cfg=sampling_params,
         script=script("sample.py"),
+        extra="",
     resources:
         gpu=INFERENCE_GPUS,
     threads: config["threads"]["per_job"]
@@ -17,7 +18,7 @@ rule sample:
         "results/logs/sample/{generator}_{split}.log",
     shell:
         "{params.script} --params {params.cfg:q} --threads {threads} --model {input.model}"
-        " --questions {input.questions} --out {output} > {log} 2>&1"
+        " --questions {input.questions} {params.extra} --out {output} > {log} 2>&1"
 
 
 use rule sample as sample_greedy with:
@@ -26,5 +27,38 @@ use rule sample as sample_greedy with:
     params:
         cfg=greedy_params,
         script=script("sample.py") + " --greedy",
+        extra="",
     log:
         "results/logs/sample/{generator}_{split}_greedy.log",
+
+
+# The in-context baseline (icl.enabled): the BASE model prompted with icl.k solved easy train
+# problems, sampled like a policy (the generator "icl").
+use rule sample as sample_icl with:
+    input:
+        model="results/models/base",
+        questions=lambda wildcards: questions_for(wildcards.split),
+        exemplars="results/data/train_easy.jsonl",
+    output:
+        "results/samples/icl/{split}.jsonl",
+    params:
+        cfg=sampling_params,
+        script=script("sample.py"),
+        extra=lambda wildcards, input: icl_args(input),
+    log:
+        "results/logs/sample/icl_{split}.log",
+
+
+use rule sample_icl as sample_icl_greedy with:
+    output:
+        "results/samples/icl/{split}.greedy.jsonl",
+    params:
+        cfg=greedy_params,
+        script=script("sample.py") + " --greedy",
+        extra=lambda wildcards, input: icl_args(input),
+    log:
+        "results/logs/sample/icl_{split}_greedy.log",
+
+
+ruleorder: sample_icl > sample
+ruleorder: sample_icl_greedy > sample_greedy

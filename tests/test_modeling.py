@@ -262,3 +262,28 @@ def test_smollm2_through_the_pipeline_code(smollm2_base):
     assert continuations[0]["num_tokens"] <= 24 and continuations[0]["text"].strip()
     assert usage.prompts == {"engine": 1} and not usage.fallbacks
     print(f"SmolLM2 load, forward, train step and sampling: {time.perf_counter() - start:.1f}s")
+
+
+@needs_smollm2
+def test_smollm2_in_context_prompt(smollm2_base):
+    """The in-context baseline with a real pretrained model: SmolLM2 prompted with two solved easy
+    problems continues the format; the engine samples it and the completion stops at the next
+    question."""
+    from easy2hard import formats, sampling
+
+    model, tokenizer = modeling.load_model(str(smollm2_base[0]))
+    exemplars = [
+        {"unique_id": "a", "problem": "What is $3 + 4$?", "steps": ["We add: $3 + 4 = 7$."], "answer": "7"},
+        {"unique_id": "b", "problem": "What is $5 \\times 2$?", "steps": ["We multiply: $5 \\times 2 = 10$."], "answer": "10"},
+    ]
+    context = formats.format_exemplars(exemplars)
+    question = {"unique_id": "q", "problem": "What is $6 + 2$?", "level": 1, "subject": "Prealgebra"}
+    usage = sampling.BackendUsage()
+    config = sampling.SamplingConfig(greedy=True, max_new_tokens=40, batch_size=1)
+    (row,) = sampling.sample_solutions(model.eval(), tokenizer, [question], config, progress=False, usage=usage,
+                                       context=context)
+    assert usage.prompts == {"engine": 1}
+    prompt = sampling.encode_prompt(tokenizer, question["problem"], context=context)
+    assert tokenizer.decode(prompt, skip_special_tokens=True).endswith("# Question\n\nWhat is $6 + 2$?\n\n# Solution\n\n")
+    assert "# Question" not in row["completion"] and row["completion"].strip()
+    print(f"SmolLM2, 2-shot: {row['completion']!r}")

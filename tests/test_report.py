@@ -525,3 +525,21 @@ def test_supervision_gap_recovered_by_hand():
     oracle = comparisons[(comparisons.comparison == "easy_vs_oracle") & (comparisons.levels == "all")
                          & (comparisons.method == "weighted")].iloc[0]
     assert oracle.difference == pytest.approx(-0.25) and oracle.versus_evaluator == "orm_full"
+
+
+def test_the_easy_trained_sft_is_compared_with_its_full_oracle():
+    """sft minus sft_full (greedy and majority@N): the baseline policy has an oracle too."""
+    from easy2hard.report import Bootstrap, PerProblem, paired_comparisons
+
+    levels = [1, 2, 4, 5]
+    masks = {"easy": np.isin(levels, [1, 2, 3]), "hard": np.isin(levels, [4, 5]), "all": np.ones(4, bool)}
+    uids = ["q0", "q1", "q2", "q3"]
+    per_problem = {("lenient", generator, method, "-", "-"): PerProblem(uids, np.array(scores, float), masks)
+                   for generator, method, scores in [("sft", "greedy", [1, 0, 0, 0]), ("sft_full", "greedy", [1, 1, 1, 0]),
+                                                     ("sft", "majority", [1, 1, 0, 0]), ("sft_full", "majority", [1, 1, 0, 0])]}
+    comparisons = paired_comparisons(per_problem, Bootstrap(resamples=200, seed=0, confidence=0.95), {})
+    rows = comparisons[(comparisons.comparison == "easy_vs_oracle") & (comparisons.levels == "all")]
+    assert set(zip(rows.generator, rows.method, rows.versus_generator)) == {("sft", "greedy", "sft_full"),
+                                                                            ("sft", "majority", "sft_full")}
+    assert rows.set_index("method").difference.to_dict() == pytest.approx({"greedy": -0.5, "majority": 0.0})
+    assert not (comparisons.comparison == "policy_vs_sft").any()

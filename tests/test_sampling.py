@@ -223,3 +223,38 @@ def test_sampling_settings_reach_generate(random_model, tokenizer, questions, sp
     list(sample_solutions(random_model, tokenizer, questions[:2], SamplingConfig(greedy=True, batch_size=1, max_new_tokens=3), progress=False))
     assert len(generate.calls) == 2
     assert all(c["do_sample"] is False and c["num_return_sequences"] == 1 for c in generate.calls)
+
+
+# --- the in-context baseline --------------------------------------------------------------------
+
+
+def test_in_context_prompts_and_completions(random_model, tokenizer, questions, monkeypatch):
+    """Mechanics with the tiny model: the prompt is BOS + exemplars + question, each tokenized on
+    its own; a completion ends before the next "# Question" and then counts as finished."""
+    from easy2hard import formats, sampling
+
+    exemplars = [{"unique_id": "e1", "problem": "What is 1 + 1?", "steps": ["1 + 1 = 2."], "answer": "2"}]
+    context = formats.format_exemplars(exemplars)
+    prompt = sampling.encode_prompt(tokenizer, questions[0]["problem"], context=context)
+    plain = sampling.encode_prompt(tokenizer, questions[0]["problem"])
+    context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
+    assert prompt == plain[:1] + context_ids + plain[1:]
+    assert tokenizer.decode(prompt, skip_special_tokens=True) == context + formats.format_prompt(questions[0]["problem"])
+
+    seen_prompts = []
+
+    def fake_generate(model, tokenizer, prompts, config, progress=True, desc="sample", usage=None):
+        seen_prompts.extend(prompts)
+        for _ in prompts:
+            yield [{"text": "1 + 2 = 3.\n\n# Answer\n\n3\n\n# Question\n\nWhat is", "token_ids": [], "num_tokens": 20,
+                    "finished": False},
+                   {"text": "1 + 2 =", "token_ids": [], "num_tokens": 3, "finished": False}]
+
+    monkeypatch.setattr(sampling, "generate", fake_generate)
+    rows = list(sampling.sample_solutions(random_model, tokenizer, questions[:2], SamplingConfig(num_samples=2),
+                                          progress=False, context=context))
+    assert [(r["completion"], r["finished"]) for r in rows[:2]] == [("1 + 2 = 3.\n\n# Answer\n\n3", True), ("1 + 2 =", False)]
+    assert len(seen_prompts) == 2 and all(p[: 1 + len(context_ids)] == plain[:1] + context_ids for p in seen_prompts)
+    # Without exemplars nothing is cut: a policy's completion is its own.
+    rows = list(sampling.sample_solutions(random_model, tokenizer, questions[:1], SamplingConfig(num_samples=2), progress=False))
+    assert rows[0]["completion"].endswith("What is") and rows[0]["finished"] is False

@@ -97,7 +97,7 @@ ALL_ORACLES = ("--configfile", str(REPO_ROOT / "tests" / "configs" / "all_oracle
 
 
 def config_cases():
-    cases = [pytest.param((), id="default"), pytest.param(ALL_ORACLES, id="all-oracles")]
+    cases = [pytest.param((), id="default"), pytest.param(ALL_ORACLES, id="oracles-and-icl")]
     for preset in PRESETS:
         marks = []
         if "math" in preset.read_text() and not (MATH_DIR / "train.jsonl").exists():
@@ -118,7 +118,11 @@ def test_hard_answers_reach_only_evaluation_and_the_oracles(config_args):
     if config_args == ALL_ORACLES:
         assert oracle_readers == {"sft_full", "grade_train_full", "orm_data_full", "prm_data_full"}
         assert {"results/models/sft_full", "results/evaluators/oprm_full/model", "results/scores/prm_full/sft/test.jsonl",
-                "results/eval/sft_full/test.jsonl"} <= set(jobs)
+                "results/eval/sft_full/test.jsonl", "results/eval/icl/test.jsonl"} <= set(jobs)
+        # The in-context baseline samples the base model with easy exemplars only.
+        rule, inputs = jobs["results/samples/icl/test.jsonl"]
+        assert rule == "sample_icl" and set(inputs) == {"results/models/base", "results/data/test.jsonl",
+                                                        "results/data/train_easy.jsonl"}
 
 
 def test_the_leak_check_catches_an_oracle_output_feeding_an_easy_to_hard_stage():
@@ -274,6 +278,16 @@ def test_oracles_are_graded_on_every_level_and_reported(tiny_run):
     assert {(r["evaluator"], r["oracle"], r["aggregation"]) for r in gap} == {("orm", "orm_full", "last")}
     text = (results / "report/report.md").read_text()
     assert "### Supervision gap recovered (sft's samples)" in text and "Weighted@4 (orm_full, last)" in text
+
+
+def test_the_in_context_baseline_samples_the_base_model_with_easy_exemplars(tiny_run):
+    results = tiny_run / "results"
+    easy_ids = {row["unique_id"] for row in read_jsonl(results / "data/train_easy.jsonl")}
+    provenance = json.loads((results / "samples/icl/test.jsonl.provenance.json").read_text())
+    assert provenance["icl"]["k"] == 1 and set(provenance["icl"]["exemplars"]) <= easy_ids
+    assert len(read_jsonl(results / "samples/icl/test.jsonl")) == 4 * len(read_jsonl(results / "data/test.jsonl"))
+    with open(results / "report/metrics.csv", newline="") as handle:
+        assert any(r["generator"] == "icl" for r in csv.DictReader(handle))
 
 
 def test_samples_and_grading_follow_the_split(tiny_run):
@@ -435,7 +449,7 @@ def test_rl_policies_are_generators_in_the_report(tiny_run):
     results = tiny_run / "results"
     with open(results / "report/metrics.csv", newline="") as handle:
         metrics = list(csv.DictReader(handle))
-    generators = {"sft", "rest_em_r1", "dpo_r1", "ppo_r1", "sft_full"}  # the Full SFT oracle is on in tiny.yaml
+    generators = {"sft", "rest_em_r1", "dpo_r1", "ppo_r1", "sft_full", "icl"}  # the Full SFT oracle and ICL are on in tiny.yaml
     assert {row["generator"] for row in metrics} == generators
     for generator in generators:
         methods = {row["method"] for row in metrics if row["generator"] == generator}

@@ -11,6 +11,7 @@ newline that ends each step is where a process reward model reads its score.
 
 from __future__ import annotations
 
+import random
 import re
 
 STEP_SEPARATOR = "\n\n"
@@ -29,6 +30,33 @@ def format_solution(steps: list[str], answer: str) -> str:
     if not clean or any(not step for step in clean):
         raise ValueError("a solution needs at least one non-empty step")
     return STEP_SEPARATOR.join(clean) + ANSWER_MARKER + answer.strip()
+
+
+# The in-context baseline: k solved easy problems in the training format, then the question. A
+# base model continues past its own answer with the next "# Question": the completion ends there.
+EXEMPLAR_SEPARATOR = "\n\n\n"
+ICL_STOP = STEP_SEPARATOR + "# Question"
+
+
+def format_exemplars(exemplars: list[dict]) -> str:
+    """The few-shot prefix: each exemplar's prompt and solution, separated by blank lines."""
+    return "".join(format_prompt(e["problem"]) + format_solution(e["steps"], e["answer"]) + EXEMPLAR_SEPARATOR
+                   for e in exemplars)
+
+
+def choose_exemplars(candidates: list[dict], k: int, seed: int) -> list[dict]:
+    """k solved problems drawn with a seeded RNG from `candidates` (sorted by unique_id first, so
+    the choice depends on the seed and the set only): the same exemplars for every question."""
+    if k > len(candidates):
+        raise ValueError(f"icl.k = {k} exemplars requested, only {len(candidates)} easy train problems")
+    ordered = sorted(candidates, key=lambda row: row["unique_id"])
+    return random.Random(seed).sample(ordered, k)
+
+
+def cut_at_stop(text: str, stop: str = ICL_STOP) -> tuple[str, bool]:
+    """(text before the first `stop`, whether it was found): a base model's answer ends there."""
+    index = text.find(stop)
+    return (text, False) if index < 0 else (text[:index].rstrip(), True)
 
 
 def normalize_step(step: str) -> str:

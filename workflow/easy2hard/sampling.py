@@ -64,9 +64,12 @@ class SamplingConfig:
     engine: str | None = None  # auto | engine | hf; None: $EASY2HARD_SAMPLING_ENGINE, else auto
 
 
-def encode_prompt(tokenizer, problem: str, solution_prefix: str = "") -> list[int]:
-    """BOS + prompt (+ partial solution), tokenized piecewise like the SFT examples."""
+def encode_prompt(tokenizer, problem: str, solution_prefix: str = "", context: str = "") -> list[int]:
+    """BOS (+ in-context exemplars) + prompt (+ partial solution), tokenized piecewise like the SFT
+    examples."""
     ids = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    if context:
+        ids += tokenizer(context, add_special_tokens=False)["input_ids"]
     ids += tokenizer(formats.format_prompt(problem), add_special_tokens=False)["input_ids"]
     if solution_prefix:
         ids += tokenizer(solution_prefix, add_special_tokens=False)["input_ids"]
@@ -223,11 +226,15 @@ def _decode(tokenizer, tokens: torch.Tensor) -> dict:
 
 
 def sample_solutions(model, tokenizer, questions: list[dict], config: SamplingConfig, progress: bool = True,
-                     usage: BackendUsage | None = None):
-    """Yield one row per (question, sample) with the decoded completion."""
-    prompts = [encode_prompt(tokenizer, question["problem"]) for question in questions]
+                     usage: BackendUsage | None = None, context: str = ""):
+    """Yield one row per (question, sample) with the decoded completion. With an in-context
+    `context` (exemplars), a completion ends before the next "# Question" the model starts."""
+    prompts = [encode_prompt(tokenizer, question["problem"], context=context) for question in questions]
     for question, continuations in zip(questions, generate(model, tokenizer, prompts, config, progress, usage=usage)):
         for index, continuation in enumerate(continuations):
+            if context:
+                text, stopped = formats.cut_at_stop(continuation["text"])
+                continuation = {**continuation, "text": text, "finished": continuation["finished"] or stopped}
             yield {
                 "unique_id": question["unique_id"],
                 "level": question["level"],
@@ -240,7 +247,7 @@ def sample_solutions(model, tokenizer, questions: list[dict], config: SamplingCo
 
 
 def sample_in_shards(model, tokenizer, questions: list[dict], config: SamplingConfig, out: str,
-                     shard_questions: int, model_fingerprint: dict) -> tuple[int, BackendUsage]:
+                     shard_questions: int, model_fingerprint: dict, context: str = "") -> tuple[int, BackendUsage]:
     """`sample_solutions` into `out`, shard by shard, so a killed job resumes where it stopped;
     returns the number of rows and which back end sampled them (all shards, resumed ones too).
 
@@ -253,7 +260,7 @@ def sample_in_shards(model, tokenizer, questions: list[dict], config: SamplingCo
     shard_dir = Path(f"{out}.shards")
     fingerprint = hashlib.sha256(json.dumps(
         [asdict(config), os.environ.get("EASY2HARD_SAMPLING_ENGINE"), shard_questions,
-         [q["unique_id"] for q in questions], model_fingerprint], sort_keys=True
+         [q["unique_id"] for q in questions], model_fingerprint, context], sort_keys=True
     ).encode()).hexdigest()
     marker = shard_dir / "fingerprint"
     if shard_dir.exists() and (not marker.exists() or marker.read_text() != fingerprint):
@@ -271,7 +278,8 @@ def sample_in_shards(model, tokenizer, questions: list[dict], config: SamplingCo
         usage_path = path.with_suffix(".usage.json")
         if not path.exists():
             shard, shard_usage = questions[k * shard_questions : (k + 1) * shard_questions], BackendUsage()
-            rows = list(sample_solutions(model, tokenizer, shard, replace(config, seed=config.seed + k), usage=shard_usage))
+            rows = list(sample_solutions(model, tokenizer, shard, replace(config, seed=config.seed + k), usage=shard_usage,
+                                         context=context))
             write_json(usage_path, shard_usage.as_record())
             write_jsonl(path, rows)
         usage.merge(BackendUsage.from_record(json.loads(usage_path.read_text())))

@@ -1,6 +1,7 @@
-"""Stage 5: sample N solutions per question (or one greedy solution) from a policy."""
+"""Stage 5: sample N solutions per question (or one greedy solution) from a policy; with
+--exemplars, the in-context baseline: the base model prompted with k solved easy problems."""
 
-from easy2hard import cli, modeling, provenance, sampling
+from easy2hard import cli, formats, modeling, provenance, sampling
 from easy2hard.io import read_jsonl
 
 if __name__ == "__main__":
@@ -9,6 +10,9 @@ if __name__ == "__main__":
     p.add_argument("--questions", required=True, nargs="+")
     p.add_argument("--out", required=True)
     p.add_argument("--greedy", action="store_true")
+    p.add_argument("--exemplars", help="in-context baseline: solved easy train problems to draw the exemplars from")
+    p.add_argument("--icl-k", type=int, help="exemplars per prompt")
+    p.add_argument("--icl-seed", type=int, help="which exemplars")
     args = p.parse_args()
     cli.setup(args)
     params = dict(args.params)
@@ -18,7 +22,14 @@ if __name__ == "__main__":
     model, tokenizer = modeling.load_model(args.model, dtype=dtype)
     model.to(device).eval()
     questions = [q for path in args.questions for q in read_jsonl(path, required=("unique_id", "problem", "level"))]
+    context, icl = "", {}
+    if args.exemplars:
+        rows = read_jsonl(args.exemplars, required=("unique_id", "problem", "steps", "answer"))
+        exemplars = formats.choose_exemplars(rows, args.icl_k, args.icl_seed)
+        context = formats.format_exemplars(exemplars)
+        icl = {"icl": {"k": args.icl_k, "seed": args.icl_seed, "exemplars": [e["unique_id"] for e in exemplars]}}
+        print(f"in-context baseline: {args.icl_k} exemplars ({', '.join(icl['icl']['exemplars'])})")
     count, usage = sampling.sample_in_shards(model, tokenizer, questions, config, args.out, shard_questions,
-                                             provenance.fingerprint(args.model))
+                                             provenance.fingerprint(args.model), context)
     print(f"wrote {count} samples for {len(questions)} questions; back end: {usage.as_record()['backend']}")
-    cli.finish(args, sampling=usage.as_record())
+    cli.finish(args, sampling=usage.as_record(), **icl)
