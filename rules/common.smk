@@ -156,7 +156,8 @@ def supervised_answers(full=False):
 
 
 def prm_data_inputs(full=False):
-    """Rollouts need the policy and graded samples; PRM800K needs its files, MATH levels and test questions."""
+    """Rollouts need the policy and graded samples, the labeller the graded samples; PRM800K needs
+    its files, MATH levels and test questions."""
     prm = config["evaluators"]["prm"]
 
     def inputs(wildcards):
@@ -166,11 +167,9 @@ def prm_data_inputs(full=False):
                 "math_files": prm["prm800k"]["math_files"],
                 "test_questions": ["results/data/test.jsonl", "results/data/valid.jsonl"],
             }
-        return {
-            "graded": f"results/{'graded_full' if full else 'graded'}/sft/train.jsonl",
-            "answers": supervised_answers(full),
-            "policy": "results/models/sft",
-        }
+        graded = {"graded": f"results/{'graded_full' if full else 'graded'}/sft/train.jsonl",
+                  "answers": supervised_answers(full)}
+        return graded if prm["source"] == "labeller" else {**graded, "policy": "results/models/sft"}
 
     return inputs
 
@@ -189,7 +188,8 @@ def prm_data_params(full=False):
 def prm_data_args(wildcards, input):
     if config["evaluators"]["prm"]["source"] == "prm800k":
         return f"--math-files {' '.join(input.math_files)} --test-questions {' '.join(input.test_questions)}"
-    return f"--graded {input.graded} --answers {' '.join(input.answers)} --policy {input.policy}"
+    policy = f" --policy {input.policy}" if "policy" in input.keys() else ""
+    return f"--graded {input.graded} --answers {' '.join(input.answers)}{policy}"
 
 
 def previous_policy(algorithm, round):

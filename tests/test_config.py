@@ -170,3 +170,19 @@ def test_snakemake_refuses_a_bad_config():
     assert result.returncode != 0, output
     assert "field 'threads'" in output
     assert "ConfigError" in output
+
+
+def test_the_step_labeller_needs_synthetic_data():
+    config = base()
+    config["evaluators"]["prm"]["source"] = "labeller"
+    assert validate_config(config)
+    config["data"]["source"] = "math_jsonl"
+    assert "field 'evaluators.prm.source': 'labeller' checks synthetic arithmetic steps" in error_for(config)
+
+
+def test_synthetic_train_counts_per_level_validate():
+    config = base()
+    config["data"]["synthetic"].update(num_train=[1000, 1000, 1000, 250, 250], max_value=20)
+    assert validate_config(config)
+    config["data"]["synthetic"]["num_train"] = [1000, 1000]
+    assert "field 'data.synthetic.num_train'" in error_for(config)

@@ -2,6 +2,7 @@
 
 import functools
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -59,6 +60,19 @@ def test_generate_splits_test_is_balanced_distinct_and_held_out():
     assert len({r["problem"] for r in test}) == len(test)
     assert not {r["problem"] for r in test} & {r["problem"] for r in train}
     assert len({r["unique_id"] for r in train + test}) == len(train) + len(test)
+
+
+def test_per_level_train_counts_and_a_value_bound():
+    """An easy-heavy pool (one count per level) whose solutions never leave [0, max_value]: hard
+    problems need the same arithmetic facts as easy ones, only more of them in a row."""
+    train, test = synthetic.generate_splits([30, 30, 30, 5, 5], 40, 0, max_value=20)
+    assert Counter(r["level"] for r in train) == {1: 30, 2: 30, 3: 30, 4: 5, 5: 5}
+    assert Counter(r["level"] for r in test) == {level: 8 for level in synthetic.LEVELS}
+    for row in train + test:
+        numbers = [int(n) for n in re.findall(r"-?\d+", row["solution"])]
+        assert numbers and all(0 <= n <= 20 for n in numbers), row["solution"]
+    with pytest.raises(ValueError, match="one number per level"):
+        synthetic.generate([1, 2], 0, "train")
 
 
 def test_synthetic_rows_follow_the_math_schema():

@@ -485,7 +485,7 @@ def test_cis_at_the_largest_n_and_paired_comparisons(eval_files, score_files, tm
                  comparisons)
     text = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
     assert "95 % confidence interval of the accuracy over test problems" in text
-    assert f"| sft | Majority@4 | 50.0 [" in text
+    assert "| sft | Majority@4 | 50.0 [" in text
     # Three easy problems, differences 0, 1, 0: the interval reaches 0, so the cell is not bold.
     assert "### Paired differences" in text and "| sft | Weighted@N (prm, min) − Majority@N | +33.3 [+0.0, +" in text
     assert "| sft | Weighted@N (orm, last) − Majority@N | +0.0 [+0.0, +0.0] |" in text  # flat weights: majority

@@ -123,6 +123,9 @@ def test_hard_answers_reach_only_evaluation_and_the_oracles(config_args):
         rule, inputs = jobs["results/samples/icl/test.jsonl"]
         assert rule == "sample_icl" and set(inputs) == {"results/models/base", "results/data/test.jsonl",
                                                         "results/data/train_easy.jsonl"}
+        # The step labeller (the offline human labels) reads SFT's samples and the easy questions.
+        rule, inputs = jobs["results/evaluators/prm/train.jsonl"]
+        assert rule == "prm_data" and set(inputs) == {"results/graded/sft/train.jsonl", "results/data/train_easy.jsonl"}
 
 
 def test_the_leak_check_catches_an_oracle_output_feeding_an_easy_to_hard_stage():

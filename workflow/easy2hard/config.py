@@ -56,6 +56,10 @@ def _semantic_problems(config: dict, source: str) -> list[str]:
     data = config.get("data", {})
     if isinstance(data.get("source"), str) and data["source"] not in data:
         problems.append(f"{source}: field 'data.{data['source']}': required when data.source is '{data['source']}'")
+    prm = config.get("evaluators", {}).get("prm", {})
+    if isinstance(prm, dict) and prm.get("source") == "labeller" and data.get("source") != "synthetic":
+        problems.append(f"{source}: field 'evaluators.prm.source': 'labeller' checks synthetic arithmetic steps; "
+                        f"data.source is {data.get('source')!r} (use auto or prm800k)")
     sft = config.get("sft", {})
     if isinstance(sft, dict) and all(isinstance(sft.get(k), int) for k in ("global_batch_size", "micro_batch_size")):
         if sft["micro_batch_size"] > 0 and sft["global_batch_size"] % sft["micro_batch_size"]:

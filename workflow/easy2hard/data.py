@@ -80,7 +80,7 @@ def load_source(data_config: dict) -> tuple[list[dict], list[dict]]:
     source = data_config["source"]
     if source == "synthetic":
         cfg = data_config["synthetic"]
-        return synthetic.generate_splits(cfg["num_train"], cfg["num_test"], cfg["seed"])
+        return synthetic.generate_splits(cfg["num_train"], cfg["num_test"], cfg["seed"], cfg.get("max_value"))
     if source == "math_jsonl":
         cfg = data_config["math_jsonl"]
         return load_math_jsonl(cfg["train"]), load_math_jsonl(cfg["test"])

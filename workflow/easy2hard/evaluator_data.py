@@ -16,7 +16,7 @@ import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from easy2hard import formats
+from easy2hard import formats, synthetic
 from easy2hard.io import DataError
 
 # ---------------------------------------------------------------------------------------------
@@ -226,6 +226,33 @@ def auto_prm_example(sample: dict, problem: str, rollout_outcomes: list[list[boo
         "labels": labels,
         "kind": "prm",
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# PRM from the synthetic task's step labeller (the offline stand-in for human labels)
+
+
+def labeller_examples(samples: list[dict], supervised: dict[str, dict], easy_levels) -> tuple[list[dict], Counter]:
+    """One example per distinct sampled solution of a supervised question (`supervised`: unique_id
+    -> problem, level), labelled by `synthetic.label_steps`; samples of other questions (the
+    hard ones) are skipped, and the labeller itself refuses a level outside `easy_levels`."""
+    examples, counts, seen = [], Counter(), set()
+    for sample in samples:
+        question = supervised.get(sample["unique_id"])
+        key = (sample["unique_id"], sample["completion"].strip())
+        if question is None or key in seen:
+            continue
+        seen.add(key)
+        steps, answer = formats.parse_solution(sample["completion"])
+        if not steps:
+            counts["solutions without steps"] += 1
+            continue
+        labels = synthetic.label_steps(question["problem"], question["level"], steps, answer, easy_levels)
+        examples.append({"unique_id": sample["unique_id"], "problem": question["problem"], "steps": steps,
+                         "answer": answer, "labels": labels, "kind": "prm"})
+        counts["solutions with a wrong step" if 0.0 in labels else "solutions without a wrong step"] += 1
+    counts.update(questions=len({example["unique_id"] for example in examples}), solutions=len(examples))
+    return examples, counts
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""PRM data: step labels from PRM800K (human) or from Monte-Carlo rollouts of the policy on
-EASY train questions (automatic, Math-Shepherd style). Neither reads a hard-level gold answer."""
+"""PRM data: step labels from PRM800K (human), from the synthetic data's step labeller (the
+offline stand-in for human labels), or from Monte-Carlo rollouts of the policy on EASY train
+questions (automatic, Math-Shepherd style). None reads a hard-level gold answer."""
 
 import random
 from collections import Counter, defaultdict
@@ -20,6 +21,16 @@ def human_labels(args, cfg):
     examples, counts = evaluator_data.prm800k_examples(
         records, levels, cfg["easy_levels"], test_problems, ", ".join(cfg["prm800k"]["files"])
     )
+    return examples, dict(counts), {}
+
+
+def labeller_labels(args, cfg):
+    """Every distinct sampled solution of a supervised (easy) train question, its steps checked
+    by the synthetic labeller, which refuses any problem outside the supervised levels."""
+    supervised = {row["unique_id"]: row for path in args.answers
+                  for row in read_jsonl(path, required=("unique_id", "problem", "level"))}
+    graded = read_jsonl(args.graded, required=("unique_id", "completion"))
+    examples, counts = evaluator_data.labeller_examples(graded, supervised, cfg["easy_levels"])
     return examples, dict(counts), {}
 
 
@@ -86,7 +97,8 @@ if __name__ == "__main__":
     args = p.parse_args()
     cli.setup(args)
     cfg = args.params
-    examples, counts, facts = human_labels(args, cfg) if cfg["source"] == "prm800k" else automatic_labels(args, cfg)
+    sources = {"prm800k": human_labels, "labeller": labeller_labels, "auto": automatic_labels}
+    examples, counts, facts = sources[cfg["source"]](args, cfg)
     write_jsonl(args.out, examples)
     write_json(args.stats, {"source": cfg["source"], "counts": counts, **evaluator_data.summarize(examples)})
     print(counts, facts)
