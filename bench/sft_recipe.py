@@ -34,6 +34,7 @@ def main():
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--vocab", type=int, default=512)
+    p.add_argument("--rope-theta", type=float, default=None, help="RoPE base (very large: close to no positions)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--epochs", type=float, default=10)
     p.add_argument("--batch", type=int, default=16)
@@ -51,6 +52,10 @@ def main():
     shape = {"hidden_size": args.hidden, "intermediate_size": args.intermediate, "num_layers": args.layers,
              "num_heads": args.heads, "max_position_embeddings": 512}
     model = modeling.build_tiny_llama(tokenizer, shape, args.seed)
+    if args.rope_theta:  # rebuild with another RoPE base (the rotary tables are made at init)
+        model.config.rope_parameters = {"rope_theta": args.rope_theta, "rope_type": "default"}
+        torch.manual_seed(args.seed)
+        model = type(model)(model.config)
     examples = [training.sft_example(r["problem"], r["steps"], r["answer"], tokenizer, 512) for r in rows]
     tokens = sum(len(e["input_ids"]) for e in examples)
     config = training.TrainConfig(learning_rate=args.lr, epochs=args.epochs, global_batch_size=args.batch,
