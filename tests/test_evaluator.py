@@ -309,6 +309,29 @@ def test_training_lowers_the_loss(policy_dir, rows):
     assert history[-1]["loss"] < history[0]["loss"]
 
 
+def test_identical_solutions_are_scored_once(backbone, rows):
+    model, tokenizer = backbone
+    same = {"problem": rows[0]["problem"], "completion": "We compute $1 + 2 = 3$.\n\n# Answer\n\n3"}
+    other = {"problem": rows[1]["problem"], "completion": same["completion"]}  # another problem: scored apart
+    unfinished = {**same, "finished": False}  # truncated: rendered without EOS, scored apart
+    calls = []
+    original = model.forward
+
+    def counting_forward(*args, **kwargs):
+        calls.append(kwargs["input_ids"].shape[0])
+        return original(*args, **kwargs)
+
+    model.forward = counting_forward
+    try:
+        scores = evaluator.score_solutions(model, tokenizer, [same, other, same, unfinished, same], batch_size=8)
+    finally:
+        del model.forward
+    assert calls == [3]  # three distinct solutions in one batch
+    assert scores[0] == scores[2] == scores[4] and scores[0] is not scores[2]
+    assert scores[0] != scores[1]
+    assert scores == evaluator.score_solutions(model, tokenizer, [same, other, same, unfinished, same], batch_size=1)
+
+
 def test_score_solutions_in_input_order(backbone, rows):
     model, tokenizer = backbone
     problems = [rows[i]["problem"] for i in (0, 7, 3, 12, 5)]

@@ -137,12 +137,15 @@ def load_backbone(path: str, dtype: torch.dtype = torch.float32):
 
 @torch.inference_mode()
 def score_solutions(model, tokenizer, solutions: list[dict], batch_size: int) -> list[list[float]]:
-    """Per-unit scores (sigmoid) of each {problem, completion, finished?}: its steps, then its answer."""
+    """Per-unit scores (sigmoid) of each {problem, completion, finished?}: its steps, then its answer.
+    Identical solutions (a third of a tiny policy's samples) are scored once."""
     device = next(model.parameters()).device
+    keys = [(s["problem"], s["completion"], s.get("finished", True)) for s in solutions]
+    distinct = list(dict.fromkeys(keys))
     rendered = []
-    for solution in solutions:
-        steps, answer = formats.parse_solution(solution["completion"])
-        rendered.append(render(tokenizer, solution["problem"], steps, answer, solution.get("finished", True)))
+    for problem, completion, finished in distinct:
+        steps, answer = formats.parse_solution(completion)
+        rendered.append(render(tokenizer, problem, steps, answer, finished))
     # Longest first, so each batch pads little; results are put back in input order.
     order = sorted(range(len(rendered)), key=lambda i: -len(rendered[i].input_ids))
     scores: list[list[float]] = [[] for _ in rendered]
@@ -153,4 +156,5 @@ def score_solutions(model, tokenizer, solutions: list[dict], batch_size: int) ->
         probabilities = torch.sigmoid(logits)
         for row, index in enumerate(chunk):
             scores[index] = probabilities[row, rendered[index].positions].tolist()
-    return scores
+    position = {key: index for index, key in enumerate(distinct)}
+    return [list(scores[position[key]]) for key in keys]
