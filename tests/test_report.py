@@ -503,7 +503,7 @@ def _per_problem(scores: dict, levels=(1, 1, 4, 4)):
 
 
 def test_supervision_gap_recovered_by_hand():
-    from easy2hard.report import Bootstrap, paired_comparisons, supervision_gap
+    from easy2hard.report import Bootstrap, _comparison_section, paired_comparisons, supervision_gap
 
     per_problem = _per_problem({
         ("majority", "-", "-"): [0, 0, 1, 0],
@@ -525,6 +525,10 @@ def test_supervision_gap_recovered_by_hand():
     oracle = comparisons[(comparisons.comparison == "easy_vs_oracle") & (comparisons.levels == "all")
                          & (comparisons.method == "weighted")].iloc[0]
     assert oracle.difference == pytest.approx(-0.25) and oracle.versus_evaluator == "orm_full"
+    # report.md names the oracle it is compared with.
+    text = "\n".join(_comparison_section(comparisons, {}))
+    assert "| sft | Weighted@N (orm, last) − Weighted@N (orm_full, last) | -50.0 [" in text
+    assert "| sft | Weighted@N (orm, last) − Majority@N |" in text
 
 
 def test_the_easy_trained_sft_is_compared_with_its_full_oracle():

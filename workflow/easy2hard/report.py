@@ -619,11 +619,14 @@ def _gap_section(gap: pd.DataFrame) -> list[str]:
 def _comparison_section(comparisons: pd.DataFrame, settings: dict) -> list[str]:
     """The paired differences (points) with their CIs, easy / hard / all; bold: the CI excludes 0."""
     body = []
-    keys = ["comparison", "generator", "method", "evaluator", "aggregation", "versus_generator", "versus_method"]
+    keys = ["comparison", "generator", "method", "evaluator", "aggregation", "versus_generator", "versus_method",
+            "versus_evaluator", "versus_aggregation"]
     for key, rows in comparisons.groupby(keys, sort=False):
-        kind, generator, method, evaluator, aggregation, versus_generator, versus_method = key
-        label = f"{method_label(method, evaluator, 'N', None if aggregation == NOT_APPLICABLE else aggregation)}"
-        versus = method_label(versus_method, n="N")
+        (kind, generator, method, evaluator, aggregation, versus_generator, versus_method, versus_evaluator,
+         versus_aggregation) = key
+        label = method_label(method, evaluator, "N", None if aggregation == NOT_APPLICABLE else aggregation)
+        versus = method_label(versus_method, versus_evaluator, "N",
+                              None if versus_aggregation == NOT_APPLICABLE else versus_aggregation)
         what = f"{label} − {versus}" if versus_generator == generator else f"{label} − {versus_generator} {versus}"
         by_group = {row.levels: row for row in rows.itertuples()}
         body.append([generator, what, *[_difference(by_group[g]) if g in by_group else "–" for g in SUMMARY_GROUPS]])
