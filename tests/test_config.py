@@ -127,6 +127,7 @@ def test_tiny_needs_its_shape():
 def test_data_source_needs_its_section(source):
     config = base()
     config["data"]["source"] = source
+    config["evaluators"]["prm"]["source"] = "auto"  # the default labeller checks synthetic problems only
     validate_config(copy.deepcopy(config))
     del config["data"][source]
     assert f"field 'data.{source}'" in error_for(config)

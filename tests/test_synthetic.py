@@ -70,3 +70,46 @@ def test_labeller_examples_label_easy_samples_only():
     # A hard question passed as supervised is refused, not labelled.
     with pytest.raises(ValueError, match="easy problems only"):
         labeller_examples(samples, {**supervised, "h": {"problem": hard_problem, "level": 4}}, EASY)
+
+
+# --- the chain style (the offline default) ----------------------------------------------------
+
+
+def test_chain_problems_parse_and_their_reference_steps_are_correct():
+    for seed in range(20):
+        for level in synthetic.LEVELS:
+            for subject in synthetic.SUBJECT_OPERATORS:
+                problem, steps, answer = synthetic.make_chain_problem(level, subject, random.Random(seed), max_value=20)
+                start, operations = synthetic.parse_chain(problem)
+                assert len(operations) == len(steps) == level
+                assert synthetic.chain_steps(start, operations) == (steps, int(answer))
+                assert synthetic.label_steps(problem, level, steps, answer, synthetic.LEVELS) == [1.0] * (level + 1)
+                values = [int(step.split(" = ")[1].rstrip(".")) for step in steps]
+                assert all(0 <= value <= 20 for value in values)
+
+
+def test_chain_labels_check_each_step_against_the_previous_value_and_the_question():
+    problem = "Start with 3, then apply + 4, × 2, - 5 in this order. What is the result?"
+    assert synthetic.parse_chain(problem) == (3, [("+", 4), ("*", 2), ("-", 5)])
+    steps = ["3 + 4 = 7.", "7 × 2 = 14.", "14 - 5 = 9."]
+    assert synthetic.label_steps(problem, 3, steps, "9", EASY) == [1.0, 1.0, 1.0, 1.0]
+    assert synthetic.label_steps(problem, 3, [" 3 +  4 = 7 ", *steps[1:]], "9", EASY) == [1.0] * 4  # spacing, no period
+    assert synthetic.label_steps(problem, 3, ["3 + 4 = 8.", *steps[1:]], "9", EASY) == [0.0, None, None, None]
+    assert synthetic.label_steps(problem, 3, [steps[0], "7 - 5 = 2.", "2 × 2 = 4."], "4", EASY) == [1.0, 0.0, None, None]
+    assert synthetic.label_steps(problem, 3, [steps[0], "8 × 2 = 16.", steps[2]], "9", EASY)[1] == 0.0  # wrong carry
+    assert synthetic.label_steps(problem, 3, steps[:2], "14", EASY) == [1.0, 1.0, 0.0]  # stopped early
+    with pytest.raises(ValueError, match="easy problems only; got level 4"):
+        synthetic.label_steps(problem, 4, steps, "9", EASY)
+
+
+def test_chain_rows_carry_their_steps_through_the_split():
+    from easy2hard import data
+
+    train, test = synthetic.generate_splits([20, 20, 20, 10, 10], 20, 0, max_value=20, style="chain")
+    split = data.split_problems(train, test, EASY, 10, 0)
+    for row in split.train_easy:
+        start, operations = synthetic.parse_chain(row["problem"])
+        assert row["steps"] == synthetic.chain_steps(start, operations)[0]
+    assert all("steps" not in row for row in split.train_hard + split.valid + split.test)
+    with pytest.raises(ValueError, match="unknown synthetic style"):
+        synthetic.generate(5, 0, "train", style="prose")

@@ -73,6 +73,10 @@ def _check_types(row: dict, where: str) -> None:
             raise DataError(f"{where}: field '{key}' must be a string or null, got {type(row[key]).__name__}")
     if not isinstance(row.get("unique_id"), str):
         raise DataError(f"{where}: field 'unique_id' must be a string")
+    steps = row.get("steps")
+    if steps is not None and (not isinstance(steps, list) or not steps
+                              or not all(isinstance(step, str) and step.strip() for step in steps)):
+        raise DataError(f"{where}: field 'steps' must be a non-empty list of non-empty strings or absent")
 
 
 def load_source(data_config: dict) -> tuple[list[dict], list[dict]]:
@@ -80,7 +84,8 @@ def load_source(data_config: dict) -> tuple[list[dict], list[dict]]:
     source = data_config["source"]
     if source == "synthetic":
         cfg = data_config["synthetic"]
-        return synthetic.generate_splits(cfg["num_train"], cfg["num_test"], cfg["seed"], cfg.get("max_value"))
+        style = {"style": cfg["style"]} if "style" in cfg else {}
+        return synthetic.generate_splits(cfg["num_train"], cfg["num_test"], cfg["seed"], cfg.get("max_value"), **style)
     if source == "math_jsonl":
         cfg = data_config["math_jsonl"]
         return load_math_jsonl(cfg["train"]), load_math_jsonl(cfg["test"])
@@ -187,8 +192,9 @@ def split_problems(
     oracle_dropped = 0
 
     def supervised(row):
-        return {**question(row), "steps": formats.split_reference_solution(row["solution"], min_step_chars),
-                "answer": row["answer"]}
+        # A row may carry its own steps (the synthetic chain style: steps shorter than the merge threshold).
+        steps = row.get("steps") or formats.split_reference_solution(row["solution"], min_step_chars)
+        return {**question(row), "steps": steps, "answer": row["answer"]}
 
     for row in usable:
         if row["unique_id"] in valid_ids:

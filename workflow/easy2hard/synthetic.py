@@ -1,16 +1,25 @@
 """A levelled arithmetic dataset the project generates itself (the offline default).
 
-Level L asks for the value of an expression with L operations on one-digit numbers (factors
-after a x are 2-5), so harder levels need longer chains of the same skills -- the easy-to-hard
-structure of MATH in miniature. With `max_value`, every number a solution writes stays in
+Level L asks for the result of L operations on one-digit numbers (factors after a x are 2-5),
+so harder levels need longer chains of the same skills -- the easy-to-hard structure of MATH in
+miniature. Two styles:
+
+- ``chain`` (the default): "Start with 3, then apply + 4, × 2, - 1 in this order. What is the
+  result?", one short step per operation ("3 + 4 = 7.") applied left to right. A step is
+  checked from the previous step and the question alone, and a level-5 solution is ~60 tokens.
+- ``expression``: "Compute $3 + 4 \\times 2 - 1$." with precedence, one sentence per operation
+  that restates the remaining expression ("We compute ..., so the expression becomes ..."),
+  ~2.5x the tokens; the project's first miniature (docs/miniature.md has what it measured).
+ With `max_value`, every number a solution writes stays in
 [0, max_value], so hard problems need no arithmetic fact that easy ones never show: only the
 chain is longer.
-Two subjects give the validation split a subject x level stratification to match:
+In both, two subjects give the validation split a subject x level stratification to match:
 "Addition and Subtraction" (+, -) and "Mixed Operations" (+, -, x with precedence).
 
 Rows use the MATH schema (problem, solution, answer, subject, level, unique_id); the solution is
-MATH-style prose with one sentence per operation and a final ``\\boxed{}``, so the synthetic data
-goes through exactly the same loaders, splitter and step heuristics as the real MATH files.
+MATH-style text with one step per operation and a final ``\\boxed{}``. Chain rows also carry their
+``steps`` (shorter than the MATH step heuristic's merge threshold); expression rows go through the
+same step heuristic as the real MATH files.
 """
 
 from __future__ import annotations
@@ -18,12 +27,16 @@ from __future__ import annotations
 import random
 import re
 
+from .formats import STEP_SEPARATOR
+
 SUBJECT_OPERATORS = {
     "Addition and Subtraction": ["+", "-"],
     "Mixed Operations": ["+", "-", "*"],
 }
 LEVELS = (1, 2, 3, 4, 5)
+STYLES = ("chain", "expression")
 _LATEX = {"+": "+", "-": "-", "*": "\\times"}
+_CHAIN_SYMBOL = {"+": "+", "-": "-", "*": "×"}
 
 
 def _render(tokens: list) -> str:
@@ -74,6 +87,44 @@ def within(tokens: list, max_value: int | None) -> bool:
     return all(0 <= value <= max_value for value in values)
 
 
+def _operands(operator: str) -> range:
+    return range(2, 6) if operator == "*" else range(1, 10)
+
+
+def chain_steps(start: int, operations: list[tuple[str, int]]) -> tuple[list[str], int]:
+    """One step per operation, left to right ("3 + 4 = 7."), and the result."""
+    steps, value = [], start
+    for operator, operand in operations:
+        result = _apply(value, operator, operand)
+        steps.append(f"{value} {_CHAIN_SYMBOL[operator]} {operand} = {result}.")
+        value = result
+    return steps, value
+
+
+def chain_problem_text(start: int, operations: list[tuple[str, int]]) -> str:
+    applied = ", ".join(f"{_CHAIN_SYMBOL[operator]} {operand}" for operator, operand in operations)
+    return f"Start with {start}, then apply {applied} in this order. What is the result?"
+
+
+def make_chain_problem(level: int, subject: str, rng: random.Random,
+                       max_value: int | None = None) -> tuple[str, list[str], str]:
+    """(problem, steps, answer) for `level` operations applied left to right; with `max_value`,
+    each operation is drawn among those that keep the running value in [0, max_value]."""
+    operators = SUBJECT_OPERATORS[subject]
+    start = value = rng.randint(1, 9)
+    operations = []
+    for _ in range(level):
+        candidates = [(operator, operand) for operator in operators for operand in _operands(operator)
+                      if max_value is None or 0 <= _apply(value, operator, operand) <= max_value]
+        if not candidates:
+            raise ValueError(f"no {subject} operation keeps {value} within [0, {max_value}]")
+        operator, operand = rng.choice(candidates)
+        operations.append((operator, operand))
+        value = _apply(value, operator, operand)
+    steps, value = chain_steps(start, operations)
+    return chain_problem_text(start, operations), steps, str(value)
+
+
 def make_problem(level: int, subject: str, rng: random.Random, max_value: int | None = None) -> tuple[str, str, str]:
     """(problem, solution, answer) for one expression with `level` operations, redrawn until
     every number of its solution lies in [0, max_value] (when set)."""
@@ -94,7 +145,7 @@ def make_problem(level: int, subject: str, rng: random.Random, max_value: int | 
 
 def generate(
     num_problems: int | list[int], seed: int, split: str, exclude: set[str] = frozenset(), distinct: bool = True,
-    max_value: int | None = None,
+    max_value: int | None = None, style: str = "expression",
 ) -> list[dict]:
     """Problems, none of whose text is in `exclude`: `num_problems` with levels and subjects
     balanced, or a list of per-level counts (levels 1..5, subjects balanced within a level).
@@ -102,6 +153,8 @@ def generate(
     Level 1 has only a few hundred distinct expressions, so a large train pool may repeat some
     (`distinct=False`); test problems are always distinct and never in the train pool.
     """
+    if style not in STYLES:
+        raise ValueError(f"unknown synthetic style {style!r} (one of {', '.join(STYLES)})")
     rng = random.Random(f"{seed}-{split}")
     if isinstance(num_problems, int):
         cells = [(level, subject) for level in LEVELS for subject in SUBJECT_OPERATORS]
@@ -116,7 +169,11 @@ def generate(
     attempts = 0
     while len(rows) < len(plan):
         level, subject = plan[len(rows)]
-        problem, solution, answer = make_problem(level, subject, rng, max_value)
+        if style == "chain":
+            problem, steps, answer = make_chain_problem(level, subject, rng, max_value)
+            solution = STEP_SEPARATOR.join(steps) + f" The answer is $\\boxed{{{answer}}}$."
+        else:
+            problem, solution, answer = make_problem(level, subject, rng, max_value)
         attempts += 1
         if attempts > 100 * max(len(plan), 1):
             raise ValueError(f"cannot draw {len(plan)} distinct synthetic problems")
@@ -131,18 +188,19 @@ def generate(
                 "subject": subject,
                 "level": level,
                 "unique_id": f"synthetic/{split}/{len(rows)}",
+                **({"steps": steps} if style == "chain" else {}),
             }
         )
     return rows
 
 
 def generate_splits(num_train: int | list[int], num_test: int, seed: int,
-                    max_value: int | None = None) -> tuple[list[dict], list[dict]]:
+                    max_value: int | None = None, style: str = "expression") -> tuple[list[dict], list[dict]]:
     """A train pool (a total, balanced, or per-level counts) and a balanced held-out test set
     with no problem in common."""
-    test = generate(num_test, seed, "test", max_value=max_value)
+    test = generate(num_test, seed, "test", max_value=max_value, style=style)
     train = generate(num_train, seed, "train", exclude={row["problem"] for row in test}, distinct=False,
-                     max_value=max_value)
+                     max_value=max_value, style=style)
     return train, test
 
 
@@ -165,6 +223,30 @@ def parse_expression(problem: str) -> list:
     return tokens
 
 
+_CHAIN_PROBLEM = re.compile(r"^Start with (\d+), then apply (.+) in this order\. What is the result\?$")
+_CHAIN_OPERATION = re.compile(r"^([+×-]) (\d+)$")
+_CHAIN_OPERATOR = {symbol: operator for operator, symbol in _CHAIN_SYMBOL.items()}
+
+
+def parse_chain(problem: str) -> tuple[int, list[tuple[str, int]]] | None:
+    """(start, operations) of a chain-style problem; None for any other text."""
+    match = _CHAIN_PROBLEM.match(problem.strip())
+    if not match:
+        return None
+    operations = []
+    for part in match.group(2).split(", "):
+        operation = _CHAIN_OPERATION.match(part)
+        if not operation:
+            raise ValueError(f"not a chain operation {part!r} in {problem!r}")
+        operations.append((_CHAIN_OPERATOR[operation.group(1)], int(operation.group(2))))
+    return int(match.group(1)), operations
+
+
+def _chain_step(text: str) -> str:
+    """A sampled chain step as compared with the reference: whitespace-normalised, no final period."""
+    return " ".join(text.split()).rstrip(".").strip()
+
+
 def _math_spans(text: str) -> list[str]:
     """The $...$ spans of a step, whitespace-normalised, \\boxed{} unwrapped."""
     spans = re.findall(r"\$([^$]*)\$", text)
@@ -183,8 +265,9 @@ def reference_spans(tokens: list) -> list[list[str]]:
 def label_steps(problem: str, level: int, steps: list[str], answer: str | None, easy_levels) -> list[float | None]:
     """PRM800K-style labels of a sampled solution to an EASY synthetic problem, one per unit
     (each step, then the answer section when there is one): a step is correct (1.0) when it
-    states exactly the next operation of the reference order with its right value and the right
-    remaining expression; the first wrong step gets 0.0 and, as a PRM800K labeller stops at the
+    states exactly the next operation of the reference order with its right value (chain style:
+    "v op b = w." with v the previous value; expression style: also the right remaining
+    expression); the first wrong step gets 0.0 and, as a PRM800K labeller stops at the
     first error, every later unit is unlabelled (None). The answer is labelled when every step
     was correct: 1.0 if it is the value of the expression.
 
@@ -192,19 +275,29 @@ def label_steps(problem: str, level: int, steps: list[str], answer: str | None, 
     problem (tests/test_synthetic.py and the DAG's leakage test check the callers)."""
     if level not in set(easy_levels):
         raise ValueError(f"the step labeller is supervision for easy problems only; got level {level} ({problem!r})")
-    tokens = parse_expression(problem)
-    reference = reference_spans(tokens)
+    chain = parse_chain(problem)
+    if chain:
+        reference_steps, reference_value = chain_steps(*chain)
+        reference = [_chain_step(step) for step in reference_steps]
+
+        def stated(step: str):
+            return _chain_step(step)
+    else:
+        tokens = parse_expression(problem)
+        reference, reference_value = reference_spans(tokens), solve_steps(tokens)[1]
+
+        def stated(step: str):
+            return _math_spans(step)[:2]
     labels: list[float | None] = []
     wrong = False
     for index, step in enumerate(steps):
         if wrong:
             labels.append(None)
             continue
-        correct = index < len(reference) and _math_spans(step)[:2] == reference[index]
+        correct = index < len(reference) and stated(step) == reference[index]
         labels.append(1.0 if correct else 0.0)
         wrong = not correct
     if answer is not None:
-        value = str(solve_steps(tokens)[1])
         complete = not wrong and len(steps) == len(reference)
-        labels.append(None if wrong else float(complete and " ".join(answer.split()) == value))
+        labels.append(None if wrong else float(complete and " ".join(answer.split()) == str(reference_value)))
     return labels
