@@ -1,0 +1,59 @@
+"""The miniature's key effects, one row per run: the table of the README's seed-robustness section.
+
+    python tools/key_effects.py results results-seed1 results-seed2
+
+Reads each run's `report/comparisons.csv` (paired differences over test problems, with their
+bootstrap CIs) and `report/evaluators.csv` (validation AUC): PRM validation AUC on hard problems,
+weighted@N (PRM) − majority@N on hard test problems, and each RL policy − SFT on hard test
+problems (greedy and majority@N), under the run's primary grader.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+
+def _difference(comparisons: pd.DataFrame, **where) -> str:
+    rows = comparisons
+    for key, value in where.items():
+        rows = rows[rows[key] == value]
+    if len(rows) != 1:
+        return "n/a"
+    row = rows.iloc[0]
+    return f"{row.difference:+.1f} [{row.ci_low:+.1f}, {row.ci_high:+.1f}]"
+
+
+def key_effects(results: Path, evaluator: str = "prm", policies=("rest_em", "dpo", "ppo")) -> dict:
+    report = results / "report"
+    grader = json.loads((report / "report_settings.json").read_text())["grader"]
+    comparisons = pd.read_csv(report / "comparisons.csv")
+    comparisons = comparisons[(comparisons["grader"] == grader) & (comparisons["levels"] == "hard")]
+    quality = pd.read_csv(report / "evaluators.csv")
+    aggregation = json.loads((report / "report_settings.json").read_text())["evaluator_aggregation"][evaluator]
+    auc = quality[(quality["evaluator"] == evaluator) & (quality["aggregation"] == aggregation)
+                  & (quality["levels"] == "hard")]["auc"]
+    row = {"run": str(results), f"{evaluator} AUC hard (valid)": f"{auc.iloc[0]:.3f}" if len(auc) else "n/a",
+           f"weighted ({evaluator}) − majority, hard": _difference(
+               comparisons, comparison="evaluator_vs_majority", generator="sft", method="weighted", evaluator=evaluator)}
+    for policy in policies:
+        for method in ("greedy", "majority"):
+            rows = comparisons[(comparisons["comparison"] == "policy_vs_sft") & (comparisons["method"] == method)
+                               & comparisons["generator"].str.startswith(policy)]
+            row[f"{policy} − sft ({method}), hard"] = _difference(rows)
+    return row
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", nargs="+", type=Path, help="results folders of finished runs")
+    args = parser.parse_args()
+    table = pd.DataFrame([key_effects(path) for path in args.results])
+    print(table.to_markdown(index=False))
+
+
+if __name__ == "__main__":
+    main()
