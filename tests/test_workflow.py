@@ -516,3 +516,21 @@ def test_every_output_records_its_provenance(tiny_run):
     sft = json.loads((results / "models/sft/provenance.json").read_text())
     assert sft["config"]["seed"] == 42 and "results/models/base" in sft["inputs"]["base"]
     assert not list(results.rglob("*.shards")) and not list(results.rglob("*.checkpoints"))
+
+
+def test_key_effects_table_reads_a_finished_run(tiny_run):
+    """tools/key_effects.py (the README's seed-robustness table) agrees with comparisons.csv."""
+    import pandas as pd
+
+    sys.path.insert(0, str(REPO_ROOT / "tools"))
+    from key_effects import key_effects
+
+    row = key_effects(tiny_run / "results")
+    comparisons = pd.read_csv(tiny_run / "results" / "report" / "comparisons.csv")
+    weighted = comparisons[(comparisons["comparison"] == "evaluator_vs_majority") & (comparisons["generator"] == "sft")
+                           & (comparisons["method"] == "weighted") & (comparisons["evaluator"] == "prm")
+                           & (comparisons["levels"] == "hard") & (comparisons["grader"] == "lenient")].iloc[0]
+    assert row["weighted (prm) − majority, hard"] == (
+        f"{100 * weighted.difference:+.1f} [{100 * weighted.ci_low:+.1f}, {100 * weighted.ci_high:+.1f}]")
+    assert row["prm AUC hard (valid)"] == "n/a" or 0.0 <= float(row["prm AUC hard (valid)"]) <= 1.0
+    assert all(value != "n/a" for key, value in row.items() if key.startswith(("rest_em", "dpo", "ppo")))

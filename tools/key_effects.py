@@ -2,10 +2,12 @@
 
     python tools/key_effects.py results results-seed1 results-seed2
 
-Reads each run's `report/comparisons.csv` (paired differences over test problems, with their
+Reads each run's `report/metrics.csv` (SFT greedy accuracy, easy and hard, with its CI),
+`report/comparisons.csv` (paired differences over test problems, with their
 bootstrap CIs) and `report/evaluators.csv` (validation AUC): PRM validation AUC on hard problems,
-weighted@N (PRM) − majority@N on hard test problems, and each RL policy − SFT on hard test
-problems (greedy and majority@N), under the run's primary grader.
+weighted@N and best-of-N (PRM) − majority@N on hard test problems (SFT's samples), and each RL
+policy − SFT on hard test problems (greedy and majority@N), in points with their 95 % CIs, under
+the run's primary grader.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ def _difference(comparisons: pd.DataFrame, **where) -> str:
         rows = rows[rows[key] == value]
     if len(rows) != 1:
         return "n/a"
-    row = rows.iloc[0]
-    return f"{row.difference:+.1f} [{row.ci_low:+.1f}, {row.ci_high:+.1f}]"
+    row = rows.iloc[0]  # comparisons.csv holds fractions; the table shows points
+    return f"{100 * row.difference:+.1f} [{100 * row.ci_low:+.1f}, {100 * row.ci_high:+.1f}]"
 
 
 def key_effects(results: Path, evaluator: str = "prm", policies=("rest_em", "dpo", "ppo")) -> dict:
@@ -36,9 +38,20 @@ def key_effects(results: Path, evaluator: str = "prm", policies=("rest_em", "dpo
     aggregation = json.loads((report / "report_settings.json").read_text())["evaluator_aggregation"][evaluator]
     auc = quality[(quality["evaluator"] == evaluator) & (quality["aggregation"] == aggregation)
                   & (quality["levels"] == "hard")]["auc"]
-    row = {"run": str(results), f"{evaluator} AUC hard (valid)": f"{auc.iloc[0]:.3f}" if len(auc) else "n/a",
+    auc = auc.dropna()  # no correct (or no incorrect) hard validation sample: undefined
+    metrics = pd.read_csv(report / "metrics.csv")
+    greedy = metrics[(metrics["grader"] == grader) & (metrics["generator"] == "sft") & (metrics["method"] == "greedy")]
+    row = {"run": str(results)}
+    for levels in ("easy", "hard"):
+        accuracy = greedy[greedy["levels"] == levels].drop_duplicates()
+        row[f"sft greedy, {levels}"] = (
+            f"{100 * accuracy.accuracy.iloc[0]:.1f} [{100 * accuracy.ci_low.iloc[0]:.1f}, {100 * accuracy.ci_high.iloc[0]:.1f}]"
+            if len(accuracy) == 1 else "n/a")
+    row |= {f"{evaluator} AUC hard (valid)": f"{auc.iloc[0]:.3f}" if len(auc) else "n/a",
            f"weighted ({evaluator}) − majority, hard": _difference(
-               comparisons, comparison="evaluator_vs_majority", generator="sft", method="weighted", evaluator=evaluator)}
+               comparisons, comparison="evaluator_vs_majority", generator="sft", method="weighted", evaluator=evaluator),
+           f"best-of-N ({evaluator}) − majority, hard": _difference(
+               comparisons, comparison="evaluator_vs_majority", generator="sft", method="best_of_n", evaluator=evaluator)}
     for policy in policies:
         for method in ("greedy", "majority"):
             rows = comparisons[(comparisons["comparison"] == "policy_vs_sft") & (comparisons["method"] == method)
@@ -52,7 +65,7 @@ def main():
     parser.add_argument("results", nargs="+", type=Path, help="results folders of finished runs")
     args = parser.parse_args()
     table = pd.DataFrame([key_effects(path) for path in args.results])
-    print(table.to_markdown(index=False))
+    print(table.to_markdown(index=False, disable_numparse=True))
 
 
 if __name__ == "__main__":
