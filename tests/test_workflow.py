@@ -335,14 +335,21 @@ def test_report_agrees_with_graded_samples(tiny_run, tmp_path):
         right = {s["answer_cluster"] for s in samples if s["correct"]}
         return sum(c in right for c in winners) / len(winners)
 
+    def valid(s):
+        """A truncated solution or one without an answer ranks last in best-of-N and weighs nothing."""
+        return s.get("finished", True) is not False and s["answer"] is not None
+
+    def prm_score(s):
+        return prm[(s["unique_id"], s["sample_index"])] if valid(s) else -1.0
+
     def best(samples):
-        scores = [prm[(s["unique_id"], s["sample_index"])] for s in samples]
+        scores = [prm_score(s) for s in samples]
         tied = [s for s, score in zip(samples, scores) if score == max(scores)]
         return sum(s["correct"] for s in tied) / len(tied)
 
     methods = {
         ("-", "majority", "-"): lambda samples: vote(samples, lambda s: 1.0),
-        ("prm", "weighted", "min"): lambda samples: vote(samples, lambda s: prm[(s["unique_id"], s["sample_index"])]),
+        ("prm", "weighted", "min"): lambda samples: vote(samples, lambda s: max(prm_score(s), 0.0)),
         ("prm", "best_of_n", "min"): best,
     }
 
