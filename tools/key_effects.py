@@ -25,17 +25,23 @@ def _difference(comparisons: pd.DataFrame, **where) -> str:
         rows = rows[rows[key] == value]
     if len(rows) != 1:
         return "n/a"
-    row = rows.iloc[0]  # comparisons.csv holds fractions; the table shows points
-    return f"{100 * row.difference:+.1f} [{100 * row.ci_low:+.1f}, {100 * row.ci_high:+.1f}]"
+    row = rows.iloc[0]
+    return _points(row.difference, row.ci_low, row.ci_high, signed=True)
+
+
+def _points(value: float, low: float, high: float, signed: bool = False) -> str:
+    """A fraction and its CI as points ("+1.2 [+0.0, +3.8]"): the CSVs hold fractions."""
+    form = "+.1f" if signed else ".1f"
+    return f"{100 * value:{form}} [{100 * low:{form}}, {100 * high:{form}}]"
 
 
 def key_effects(results: Path, evaluator: str = "prm", policies=("rest_em", "dpo", "ppo")) -> dict:
     report = results / "report"
-    grader = json.loads((report / "report_settings.json").read_text())["grader"]
+    settings = json.loads((report / "report_settings.json").read_text())
+    grader, aggregation = settings["grader"], settings["evaluator_aggregation"][evaluator]
     comparisons = pd.read_csv(report / "comparisons.csv")
     comparisons = comparisons[(comparisons["grader"] == grader) & (comparisons["levels"] == "hard")]
     quality = pd.read_csv(report / "evaluators.csv")
-    aggregation = json.loads((report / "report_settings.json").read_text())["evaluator_aggregation"][evaluator]
     auc = quality[(quality["evaluator"] == evaluator) & (quality["aggregation"] == aggregation)
                   & (quality["levels"] == "hard")]["auc"]
     auc = auc.dropna()  # no correct (or no incorrect) hard validation sample: undefined
@@ -44,9 +50,8 @@ def key_effects(results: Path, evaluator: str = "prm", policies=("rest_em", "dpo
     row = {"run": str(results)}
     for levels in ("easy", "hard"):
         accuracy = greedy[greedy["levels"] == levels].drop_duplicates()
-        row[f"sft greedy, {levels}"] = (
-            f"{100 * accuracy.accuracy.iloc[0]:.1f} [{100 * accuracy.ci_low.iloc[0]:.1f}, {100 * accuracy.ci_high.iloc[0]:.1f}]"
-            if len(accuracy) == 1 else "n/a")
+        row[f"sft greedy, {levels}"] = (_points(*accuracy[["accuracy", "ci_low", "ci_high"]].iloc[0])
+                                        if len(accuracy) == 1 else "n/a")
     row |= {f"{evaluator} AUC hard (valid)": f"{auc.iloc[0]:.3f}" if len(auc) else "n/a",
            f"weighted ({evaluator}) − majority, hard": _difference(
                comparisons, comparison="evaluator_vs_majority", generator="sft", method="weighted", evaluator=evaluator),

@@ -6,15 +6,15 @@ miniature. Two styles:
 
 - ``chain`` (the default): "Start with 3, then apply + 4, × 2, - 1 in this order. What is the
   result?", one short step per operation ("3 + 4 = 7.") applied left to right. A step is
-  checked from the previous step and the question alone, and a level-5 solution is ~60 tokens.
+  checked from the previous step and the question alone, and a level-5 solution is ~45 tokens.
 - ``expression``: "Compute $3 + 4 \\times 2 - 1$." with precedence, one sentence per operation
   that restates the remaining expression ("We compute ..., so the expression becomes ..."),
   ~2.5x the tokens; the project's first miniature (docs/miniature.md has what it measured).
- With `max_value`, every number a solution writes stays in
-[0, max_value], so hard problems need no arithmetic fact that easy ones never show: only the
-chain is longer.
-In both, two subjects give the validation split a subject x level stratification to match:
-"Addition and Subtraction" (+, -) and "Mixed Operations" (+, -, x with precedence).
+
+With `max_value`, every number a solution writes stays in [0, max_value], so hard problems need
+no arithmetic fact that easy ones never show: only the chain is longer. In both styles, two
+subjects give the validation split a subject x level stratification to match: "Addition and
+Subtraction" (+, -) and "Mixed Operations" (+, -, x; with precedence in the expression style).
 
 Rows use the MATH schema (problem, solution, answer, subject, level, unique_id); the solution is
 MATH-style text with one step per operation and a final ``\\boxed{}``. Chain rows also carry their
@@ -276,17 +276,15 @@ def label_steps(problem: str, level: int, steps: list[str], answer: str | None, 
     if level not in set(easy_levels):
         raise ValueError(f"the step labeller is supervision for easy problems only; got level {level} ({problem!r})")
     chain = parse_chain(problem)
-    if chain:
+    if chain:  # a step states "v op b = w."
         reference_steps, reference_value = chain_steps(*chain)
-        reference = [_chain_step(step) for step in reference_steps]
-
-        def stated(step: str):
-            return _chain_step(step)
-    else:
+        stated = _chain_step
+        reference = [stated(step) for step in reference_steps]
+    else:  # a step states the computation and the remaining expression
         tokens = parse_expression(problem)
         reference, reference_value = reference_spans(tokens), solve_steps(tokens)[1]
 
-        def stated(step: str):
+        def stated(step: str) -> list[str]:
             return _math_spans(step)[:2]
     labels: list[float | None] = []
     wrong = False
