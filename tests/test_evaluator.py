@@ -1,6 +1,7 @@
 """Evaluators: score positions (one per step and answer), token labels, the BCE loss, the scalar
 head on a tiny Llama, training with the shared loop, and scoring in input order."""
 
+import copy
 import math
 
 import pytest
@@ -23,6 +24,19 @@ def rows() -> list[dict]:
 def tokenizer(rows):
     texts = [formats.format_prompt(r["problem"]) + formats.format_solution(r["steps"], r["answer"]) for r in rows]
     return modeling.train_tokenizer(texts, 400)
+
+
+@pytest.fixture(scope="module", params=["split", "merged"])
+def separator_tokenizer(request, tokenizer):
+    """The tiny tokenizer splits "\n\n" into two tokens; the same one with "\n\n" as a single token
+    stands in for tokenizers that merge it (Llama's splits it, GPT-2-style BPEs merge it)."""
+    if request.param == "split":
+        assert len(tokenizer.tokenize("a." + formats.STEP_SEPARATOR + "b")) == 5
+        return tokenizer
+    merged = copy.deepcopy(tokenizer)
+    merged.add_tokens([formats.STEP_SEPARATOR])
+    assert len(merged.tokenize("a." + formats.STEP_SEPARATOR + "b")) == 4
+    return merged
 
 
 @pytest.fixture(scope="module")
@@ -165,12 +179,12 @@ def test_training_example_all_labels_whole_units(tokenizer, rows):
     token_labels = example["labels"]
     assert len(token_labels) == len(rendered.input_ids)
     # Prompt and the unlabelled first step carry no label.
-    assert all(v == IGNORE_LABEL for v in token_labels[: rendered.positions[0] + 1])
+    assert all(v == IGNORE_LABEL for v in token_labels[: rendered.unit_ends[0] + 1])
     runs = labelled_runs(token_labels)
     assert len(runs) == units - 1
     for unit, (first, last, value) in zip(range(1, units), runs):
-        assert last == rendered.positions[unit]  # the run ends at the unit's score position
-        assert first == rendered.positions[unit - 1] + 1  # and starts right after the previous one
+        assert last == rendered.unit_ends[unit]  # the run ends with the unit's separator (or EOS)
+        assert first == rendered.unit_ends[unit - 1] + 1  # and starts right after the previous one
         assert value == labels[unit]
         span = tokenizer.decode(rendered.input_ids[first : last + 1], skip_special_tokens=True)
         unit_text = row["steps"][unit] if unit < len(row["steps"]) else row["answer"]
@@ -194,7 +208,28 @@ def test_training_example_step_end(tokenizer, rows, answer):
     example = evaluator.training_example(prm_example(row, labels, answer=answer), tokenizer, 256, "step_end")
     rendered = evaluator.render(tokenizer, row["problem"], row["steps"], row["answer"] if answer else None)
     labelled = {i: v for i, v in enumerate(example["labels"]) if v != IGNORE_LABEL}
-    assert labelled == {rendered.positions[u]: labels[u] for u in range(1, units)}
+    assert labelled == {i: labels[u] for u in range(1, units)
+                        for i in range(rendered.positions[u], rendered.unit_ends[u] + 1)}
+
+
+@pytest.mark.parametrize("label_tokens", ["all", "step_end"])
+def test_both_separator_newlines_carry_the_label_of_the_step_they_end(separator_tokenizer, rows, label_tokens):
+    """With "\n\n" split into two tokens, the second newline cannot see the next step: it belongs
+    to the step it ends. Merged or split, no token of the next unit carries a previous label."""
+    tok = separator_tokenizer
+    row = next(r for r in rows if len(r["steps"]) >= 3)
+    units = len(row["steps"]) + 1
+    labels = [float(i % 2) for i in range(units)]  # alternating: a leaked label is visible
+    example = evaluator.training_example(prm_example(row, labels), tok, 256, label_tokens)
+    rendered = evaluator.render(tok, row["problem"], row["steps"], row["answer"])
+    ids, token_labels = rendered.input_ids, example["labels"]
+    for unit in range(len(row["steps"])):
+        position, end = rendered.positions[unit], rendered.unit_ends[unit]
+        assert tok.decode(ids[position : end + 1]) == formats.STEP_SEPARATOR  # both newlines, nothing more
+        assert token_labels[position : end + 1] == [labels[unit]] * (end + 1 - position)
+        assert "\n" not in tok.decode(ids[end + 1 : end + 2])  # the next unit starts on its own text
+        if label_tokens == "all":
+            assert token_labels[end + 1] == labels[unit + 1]
 
 
 @pytest.mark.parametrize("answer", [True, False])

@@ -30,6 +30,7 @@ class Rendered:
     input_ids: list[int]
     positions: list[int]  # score position of each unit (steps, then the answer)
     solution_start: int  # index of the first solution token
+    unit_ends: list[int]  # last token of each unit's label span: a step's span ends with its whole separator
 
 
 def solution_text(steps: list[str], answer: str | None) -> str:
@@ -56,6 +57,9 @@ def render(tokenizer, problem: str, steps: list[str], answer: str | None, finish
         newline_chars.append(cursor)  # the "\n" right after the step
         cursor += len(formats.STEP_SEPARATOR)
     positions = [_token_at(offsets, char) for char in newline_chars]
+    # A tokenizer that splits "\n\n" puts the second newline in a token of its own; it cannot see
+    # the next step, so it is labelled with the step it ends (as the authors label both newlines).
+    separator_ends = [_token_at(offsets, char + len(formats.STEP_SEPARATOR) - 1) for char in newline_chars]
     input_ids = prompt_ids + ids
     if answer is not None and finished:
         input_ids = input_ids + [tokenizer.eos_token_id]
@@ -65,8 +69,12 @@ def render(tokenizer, problem: str, steps: list[str], answer: str | None, finish
     units = len(steps) + (answer is not None)
     if len(positions) != units or None in positions or any(b <= a for a, b in zip(positions, positions[1:])):
         raise AlignmentError(f"{units} scoring units but score positions {positions} in {text[:80]!r}...")
+    if None in separator_ends:
+        raise AlignmentError(f"no token covers a step separator in {text[:80]!r}...")
+    unit_ends = [max(p, e) for p, e in zip(positions, separator_ends)] + positions[len(steps):]
     start = len(prompt_ids)
-    return Rendered(input_ids=input_ids, positions=[start + p for p in positions], solution_start=start)
+    return Rendered(input_ids=input_ids, positions=[start + p for p in positions], solution_start=start,
+                    unit_ends=[start + e for e in unit_ends])
 
 
 def _token_at(offsets: list[tuple[int, int]], char: int) -> int | None:
@@ -81,8 +89,9 @@ def training_example(example: dict, tokenizer, max_length: int, label_tokens: st
     """input_ids and per-token float labels (IGNORE_LABEL where unlabelled); None if too long.
 
     label_tokens "all": every token of a labelled unit carries its label (the paper's choice);
-    "step_end": only the score position does. ORM examples in "step_end" mode are labelled at
-    the final position only.
+    "step_end": only the score position and the rest of its separator do. ORM examples in
+    "step_end" mode are labelled at the final position only. A step's label covers its whole
+    separator: with "\n\n" split into two tokens both newlines carry it.
     """
     rendered = render(tokenizer, example["problem"], example["steps"], example["answer"])
     if len(example["labels"]) != len(rendered.positions):
@@ -92,16 +101,17 @@ def training_example(example: dict, tokenizer, max_length: int, label_tokens: st
     if len(rendered.input_ids) > max_length:
         return None
     labels = [IGNORE_LABEL] * len(rendered.input_ids)
-    unit_starts = [rendered.solution_start] + [p + 1 for p in rendered.positions[:-1]]
+    unit_starts = [rendered.solution_start] + [end + 1 for end in rendered.unit_ends[:-1]]
     last = len(rendered.positions) - 1
-    for unit, (start, position, label) in enumerate(zip(unit_starts, rendered.positions, example["labels"])):
+    for unit, (start, position, end, label) in enumerate(
+            zip(unit_starts, rendered.positions, rendered.unit_ends, example["labels"])):
         if label is None:
             continue
         if label_tokens == "all":
-            labels[start : position + 1] = [float(label)] * (position + 1 - start)
-        elif label_tokens == "step_end":
+            labels[start : end + 1] = [float(label)] * (end + 1 - start)
+        elif label_tokens == "step_end":  # the score position and the rest of the separator
             if example["kind"] != "orm" or unit == last:
-                labels[position] = float(label)
+                labels[position : end + 1] = [float(label)] * (end + 1 - position)
         else:
             raise ValueError(f"unknown label_tokens {label_tokens!r} (all | step_end)")
     return {"input_ids": rendered.input_ids, "labels": labels}
