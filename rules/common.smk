@@ -27,7 +27,12 @@ ORACLE_POLICIES = ["sft_full"] if ORACLES["sft_full"] else []
 ORACLE_EVALUATORS = [f"{kind}_full" for kind in ORACLES["evaluators"]]
 # The in-context baseline: the base model with k solved easy problems in its prompt.
 BASELINES = ["icl"] if config["icl"]["enabled"] else []
-KNOWN_GENERATORS = {"sft", *ORACLE_POLICIES, *BASELINES} | {
+# PPO's last round with its checkpoint selected with hard validation gold (the authors' choice): a
+# labelled reference point like the oracles, reported beside the easy-to-hard policies.
+GOLD_SELECTED_SUFFIX = "_gold_selected"
+GOLD_SELECTED = ([f"ppo_r{RL_ROUNDS['ppo']}{GOLD_SELECTED_SUFFIX}"]
+                 if config["rl"]["ppo"]["checkpoint_selection"] == "hard_valid_gold" and RL_ROUNDS["ppo"] else [])
+KNOWN_GENERATORS = {"sft", *ORACLE_POLICIES, *BASELINES, *GOLD_SELECTED} | {
     f"{a}_r{k}" for a, rounds in RL_ROUNDS.items() for k in range(1, rounds + 1)}
 
 
@@ -36,7 +41,7 @@ def resolve_generator(name):
 
 
 GENERATORS = [resolve_generator(name) for name in config["report"]["generators"]]
-GENERATORS += [name for name in ORACLE_POLICIES + BASELINES if name not in GENERATORS]
+GENERATORS += [name for name in ORACLE_POLICIES + BASELINES + GOLD_SELECTED if name not in GENERATORS]
 _unknown = sorted(set(GENERATORS) - KNOWN_GENERATORS)
 if _unknown:
     raise ValueError(
@@ -155,6 +160,63 @@ def supervised_answers(full=False):
     return ["results/data/train_easy.jsonl", *([ORACLE_TRAIN_HARD] if full else [])]
 
 
+# PRM800K records, the MATH files that give their problems' levels, and the questions they may
+# not train on (test and validation): what sft.source and evaluators.prm.source prm800k read.
+PRM800K_INPUTS = {
+    "prm800k": config["data"]["prm800k"]["files"],
+    "math_files": config["data"]["prm800k"]["math_files"],
+    "test_questions": ["results/data/test.jsonl", "results/data/valid.jsonl"],
+}
+
+
+def prm800k_args(input):
+    return (f"--prm800k {' '.join(input.prm800k)} --math-files {' '.join(input.math_files)}"
+            f" --test-questions {' '.join(input.test_questions)}")
+
+
+def sft_inputs(full=False):
+    """The base model and the SFT examples' source: easy reference solutions (the oracle adds the
+    hard ones), or PRM800K (the oracle keeps the records of every level)."""
+
+    def inputs(wildcards):
+        if config["sft"]["source"] == "prm800k":
+            return {"base": "results/models/base", **PRM800K_INPUTS}
+        return {"base": "results/models/base", "data": supervised_answers(full)}
+
+    return inputs
+
+
+def sft_params(wildcards):
+    """The training section, without its source (which chose the inputs)."""
+    return as_json({k: v for k, v in config["sft"].items() if k != "source"})
+
+
+def sft_args(full=False):
+    """PRM800K: its files and the levels its MATH records may come from (the oracle: every level)."""
+    levels = [1, 2, 3, 4, 5] if full else config["data"]["easy_levels"]
+
+    def args(wildcards, input):
+        if config["sft"]["source"] == "prm800k":
+            return f"{prm800k_args(input)} --levels {' '.join(map(str, levels))}"
+        return f"--data {' '.join(input.data)}"
+
+    return args
+
+
+def evaluator_data_params(kind):
+    """An evaluator's data settings: its section without the training overrides (which re-run
+    training only)."""
+    return {k: v for k, v in config["evaluators"][kind].items() if k != "train"}
+
+
+def evaluator_train_params(wildcards):
+    """evaluators.train with the kind's own overrides (evaluators.<kind>.train) merged over it; an
+    oracle (<kind>_full) trains like its kind."""
+    kind = wildcards.evaluator.removesuffix("_full")
+    overrides = config["evaluators"][kind].get("train", {})
+    return as_json({**config["evaluators"]["train"], **overrides, "label_tokens": config["evaluators"]["label_tokens"]})
+
+
 def prm_data_inputs(full=False):
     """Rollouts need the policy and graded samples, the labeller the graded samples; PRM800K needs
     its files, MATH levels and test questions."""
@@ -162,11 +224,7 @@ def prm_data_inputs(full=False):
 
     def inputs(wildcards):
         if prm["source"] == "prm800k":
-            return {
-                "prm800k": prm["prm800k"]["files"],
-                "math_files": prm["prm800k"]["math_files"],
-                "test_questions": ["results/data/test.jsonl", "results/data/valid.jsonl"],
-            }
+            return PRM800K_INPUTS
         graded = {"graded": f"results/{'graded_full' if full else 'graded'}/sft/train.jsonl",
                   "answers": supervised_answers(full)}
         return graded if prm["source"] == "labeller" else {**graded, "policy": "results/models/sft"}
@@ -178,7 +236,7 @@ def prm_data_params(full=False):
     """The PRM data settings; an oracle's labels come from every level."""
     levels = [1, 2, 3, 4, 5] if full else config["data"]["easy_levels"]
     return lambda wildcards: as_json({
-        **config["evaluators"]["prm"],
+        **evaluator_data_params("prm"),
         "easy_levels": levels,
         "grading": config["grading"],
         "sampling": SAMPLER_OPTIONS,
@@ -187,7 +245,7 @@ def prm_data_params(full=False):
 
 def prm_data_args(wildcards, input):
     if config["evaluators"]["prm"]["source"] == "prm800k":
-        return f"--math-files {' '.join(input.math_files)} --test-questions {' '.join(input.test_questions)}"
+        return prm800k_args(input)
     policy = f" --policy {input.policy}" if "policy" in input.keys() else ""
     return f"--graded {input.graded} --answers {' '.join(input.answers)}{policy}"
 

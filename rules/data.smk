@@ -14,7 +14,7 @@ rule prepare_data:
         test_gold="results/gold/test.jsonl",
         oracle_train_hard=ORACLE_TRAIN_HARD,
     params:
-        cfg=lambda wildcards: as_json(config["data"]),
+        cfg=lambda wildcards: as_json({k: v for k, v in config["data"].items() if k != "prm800k"}),
         script=script("prepare_data.py"),
     conda:
         "../envs/easy2hard.yaml"

@@ -1,4 +1,6 @@
-# The only rules that read results/gold/ (valid/test gold answers of every level).
+# The only rules that read results/gold/ (valid/test gold answers of every level): evaluation, and
+# the explicitly labelled PPO checkpoint selection with hard validation gold (rl.ppo.checkpoint_selection),
+# whose policy `ppo_r<k>_gold_selected` is reported as such and feeds no easy-to-hard stage.
 
 
 rule evaluate:
@@ -29,3 +31,30 @@ use rule evaluate as evaluate_greedy with:
         "results/eval/{generator}/{split}.greedy.jsonl",
     log:
         "results/logs/evaluate/{generator}_{split}_greedy.log",
+
+
+rule ppo_gold_selected:
+    """The authors' PPO checkpoint choice: the snapshot with the best greedy validation accuracy on
+    every level (reads hard validation gold: a labelled reference point, not easy-to-hard)."""
+    input:
+        final="results/models/ppo_r{round}",
+        snapshots="results/rl/ppo_r{round}/snapshots",
+        questions="results/data/valid.jsonl",
+        gold="results/gold/valid.jsonl",
+    output:
+        model=directory("results/models/ppo_r{round}_gold_selected"),
+        table="results/rl/ppo_r{round}/gold_selection.csv",
+    params:
+        cfg=lambda wildcards: as_json({"sampling": SAMPLER_OPTIONS, "grading": config["grading"]}),
+        script=script("select_checkpoint.py"),
+    resources:
+        gpu=INFERENCE_GPUS,
+    threads: config["threads"]["per_job"]
+    conda:
+        "../envs/easy2hard.yaml"
+    log:
+        "results/logs/rl/ppo_r{round}_gold_selected.log",
+    shell:
+        "{params.script} --params {params.cfg:q} --threads {threads} --final {input.final}"
+        " --snapshots {input.snapshots} --questions {input.questions} --gold {input.gold}"
+        " --out {output.model} --table {output.table} > {log} 2>&1"

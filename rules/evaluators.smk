@@ -12,7 +12,7 @@ rule orm_data:
         data="results/evaluators/orm/train.jsonl",
         stats="results/evaluators/orm/stats.json",
     params:
-        cfg=lambda wildcards: as_json(config["evaluators"]["orm"]),
+        cfg=lambda wildcards: as_json(evaluator_data_params("orm")),
         script=script("orm_data.py"),
     conda:
         "../envs/easy2hard.yaml"
@@ -82,7 +82,7 @@ rule oprm_data:
         data="results/evaluators/oprm/train.jsonl",
         stats="results/evaluators/oprm/stats.json",
     params:
-        cfg=lambda wildcards: as_json(config["evaluators"]["oprm"]),
+        cfg=lambda wildcards: as_json(evaluator_data_params("oprm")),
         script=script("oprm_data.py"),
     conda:
         "../envs/easy2hard.yaml"
@@ -112,7 +112,7 @@ rule train_evaluator:
     output:
         directory("results/evaluators/{evaluator}/model"),
     params:
-        cfg=lambda wildcards: as_json({**config["evaluators"]["train"], "label_tokens": config["evaluators"]["label_tokens"]}),
+        cfg=evaluator_train_params,
         script=lambda wildcards, resources: script("train_evaluator.py", gpus=resources.gpu),
     resources:
         gpu=TRAIN_GPUS,

@@ -105,10 +105,12 @@ rule ppo:
     output:
         policy=directory("results/models/ppo_r{round}"),
         value=directory("results/rl/ppo_r{round}/value"),
+        snapshots=directory("results/rl/ppo_r{round}/snapshots"),
     params:
         cfg=lambda wildcards: as_json({
-            "ppo": {k: v for k, v in config["rl"]["ppo"].items()
-                    if k not in ("rounds", "policy_train", "value_train")},
+            "ppo": {**{k: v for k, v in config["rl"]["ppo"].items()
+                       if k not in ("rounds", "policy_train", "value_train", "checkpoint_selection")},
+                    "aggregation": config["rl"]["aggregation"]},
             "policy_train": config["rl"]["ppo"]["policy_train"],
             "value_train": config["rl"]["ppo"]["value_train"],
             "sampling": SAMPLER_OPTIONS,
@@ -126,4 +128,5 @@ rule ppo:
     shell:
         "{params.script} --params {params.cfg:q} --threads {threads} --policy {input.policy} --value {input.value}"
         " --reference {input.reference} --reward-model {input.reward_model} --train-easy {input.train_easy}"
-        " --train-hard {input.train_hard} --out {output.policy} --value-out {output.value} > {log} 2>&1"
+        " --train-hard {input.train_hard} --out {output.policy} --value-out {output.value}"
+        " --snapshots {output.snapshots} > {log} 2>&1"

@@ -1,12 +1,12 @@
 rule sft:
-    """Full fine-tuning of the base model on easy-level reference solutions."""
+    """Full fine-tuning of the base model on easy-level reference solutions, or on PRM800K steps."""
     input:
-        base="results/models/base",
-        data=supervised_answers(),
+        unpack(sft_inputs()),
     output:
         directory("results/models/sft"),
     params:
-        cfg=lambda wildcards: as_json(config["sft"]),
+        cfg=sft_params,
+        args=sft_args(),
         script=lambda wildcards, resources: script("sft.py", gpus=resources.gpu),
     resources:
         gpu=TRAIN_GPUS,
@@ -17,15 +17,18 @@ rule sft:
         "results/logs/sft.log",
     shell:
         "{params.script} --params {params.cfg:q} --threads {threads} --base {input.base}"
-        " --data {input.data} --out {output} > {log} 2>&1"
+        " {params.args} --out {output} > {log} 2>&1"
 
 
 use rule sft as sft_full with:
     # Oracle (the paper's Full SFT): the same training on easy AND hard train solutions.
     input:
-        base="results/models/base",
-        data=supervised_answers(full=True),
+        unpack(sft_inputs(full=True)),
     output:
         directory("results/models/sft_full"),
+    params:
+        cfg=sft_params,
+        args=sft_args(full=True),
+        script=lambda wildcards, resources: script("sft.py", gpus=resources.gpu),
     log:
         "results/logs/sft_full.log",

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import PRM800K_EXAMPLES_DIR, REPO_ROOT
-from easy2hard import evaluator_data, formats, modeling, sampling
+from easy2hard import evaluator_data, formats, modeling, prm800k_data, sampling
 from easy2hard.evaluator_data import balance_orm, orm_example, prm800k_examples
 from easy2hard.io import DataError, read_jsonl, write_jsonl
 
@@ -204,16 +204,28 @@ def test_orm_example_without_answer_section():
 def prm800k_records() -> list[dict]:
     if not all((PRM800K_EXAMPLES_DIR / name).exists() for name in SAMPLE_FILES):
         pytest.skip(f"PRM800K sample records not found under {PRM800K_EXAMPLES_DIR}")
-    return [r for name in SAMPLE_FILES for r in evaluator_data.read_prm800k(PRM800K_EXAMPLES_DIR / name)]
+    return [r for name in SAMPLE_FILES for r in prm800k_data.read_records(PRM800K_EXAMPLES_DIR / name)]
 
 
 def expected_prm800k(records):
-    """(record index, step number, completion) of every rated completion the labeler reached."""
-    expected = []
+    """(record index, step number, completion) of every rated completion the labeler's path
+    reached (chosen, else human, else the only completion), each (problem, prefix, text) once."""
+    expected, seen = [], set()
     for index, record in enumerate(records, start=1):
+        prefix = []
         for number, step in enumerate(record["label"]["steps"], start=1):
-            expected += [(index, number, c) for c in step["completions"] if c["rating"] is not None]
-            if step["chosen_completion"] is None and step["human_completion"] is None:
+            for c in step["completions"]:
+                key = (record["question"]["problem"], tuple(prefix), c["text"])
+                if c["rating"] is not None and key not in seen:
+                    seen.add(key)
+                    expected.append((index, number, c))
+            if step["chosen_completion"] is not None:
+                prefix.append(step["completions"][step["chosen_completion"]]["text"])
+            elif step["human_completion"] is not None:
+                prefix.append(step["human_completion"]["text"])
+            elif len(step["completions"]) == 1:
+                prefix.append(step["completions"][0]["text"])
+            else:
                 break
     return expected
 
@@ -226,6 +238,9 @@ def test_prm800k_samples_every_rated_completion_is_an_example(prm800k_records):
     assert counts["records kept"] == 5
     # Record 2 (give_up) ends with a step whose 7 completions are all unrated.
     assert counts["null ratings skipped"] == 7
+    # Record 4 (phase-1 test) is record 1 (phase-1 train) again: all of it is a duplicate.
+    assert counts["duplicates dropped"] == sum(c["rating"] is not None for _, _, c in expected_prm800k(prm800k_records[:1]))
+    assert not any(e["unique_id"].startswith("prm800k/4/") for e in examples)
     for example, (index, number, completion) in zip(examples, expected):
         assert example["unique_id"] == f"prm800k/{index}/{number}"
         assert example["kind"] == "prm"
@@ -302,7 +317,7 @@ def test_prm800k_level_filter_with_hand_made_levels(prm800k_records):
     levels = {problems[0]: 2, problems[1]: 5, problems[2]: None}  # record 3 unlevelled, 4 shares 1's problem
     examples, counts = prm800k_examples(prm800k_records, levels, [1, 2, 3], set(), "samples")
     ids = {e["unique_id"].split("/")[1] for e in examples}
-    assert ids == {"1", "4", "5"}  # record 5's problem is not in the map: kept
+    assert ids == {"1", "5"}  # record 4 repeats record 1 (de-duplicated); record 5 is not in the map: kept
     assert counts["records of hard (or unlevelled) MATH problems"] == 2
     assert counts["records kept"] == 3
 
@@ -329,7 +344,7 @@ def test_prm800k_with_real_math_levels(prm800k_records, math_dir):
     ]
     # Level filter alone: the level-2 records stay, the level-4 and level-5 ones go.
     examples, counts = prm800k_examples(prm800k_records, levels, [1, 2, 3], set(), "samples")
-    assert {e["unique_id"].split("/")[1] for e in examples} == {"1", "3", "4"}
+    assert {e["unique_id"].split("/")[1] for e in examples} == {"1", "3"}  # 4 repeats 1
     assert counts["records of hard (or unlevelled) MATH problems"] == 2
     # As the pipeline runs it (MATH500 as the test questions): every sample record is a test problem.
     examples, counts = prm800k_examples(prm800k_records, levels, [1, 2, 3], math500, "samples")
@@ -394,11 +409,11 @@ def test_read_prm800k_names_file_and_line(tmp_path):
     good = json.dumps(prm_record("P", []))
     path.write_text(good + "\n" + good[:-5] + "\n")
     with pytest.raises(DataError) as error:
-        evaluator_data.read_prm800k(str(path))
+        prm800k_data.read_records(str(path))
     assert f"{path}:2" in str(error.value)
     path.write_text(good + "\n" + json.dumps({"question": {"problem": "P"}}) + "\n")
     with pytest.raises(DataError, match=r":2: missing field\(s\) label"):
-        evaluator_data.read_prm800k(str(path))
+        prm800k_data.read_records(str(path))
 
 
 # --- automatic (Monte-Carlo) step labels -------------------------------------------------------------

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import MATH_DIR, REPO_ROOT
+from conftest import MATH_DIR, PRM800K_EXAMPLES_DIR, REPO_ROOT
 from easy2hard.launch import launch_command, normalize_cuda_arch_list, prepare_environment
 
 
@@ -57,13 +57,16 @@ def job_block(output: str, rule: str) -> str:
     return match.group(1)
 
 
-needs_math = pytest.mark.skipif(not (MATH_DIR / "train.jsonl").exists(), reason="real MATH files absent")
+needs_math = pytest.mark.skipif(not (MATH_DIR / "train.jsonl").exists() or not PRM800K_EXAMPLES_DIR.exists(),
+                                reason="real MATH files or the PRM800K sample records absent")
+# The paper preset reads PRM800K (not shipped): planned with the sample records in its place.
+PAPER_PRESET = ("--configfile", "configs/paper-llemma7b.yaml", "tests/configs/prm800k_samples.yaml")
 
 
 @needs_math
 @pytest.mark.skipif(importlib.util.find_spec("snakemake_executor_plugin_slurm") is None, reason="slurm plugin absent")
 def test_slurm_profile_dry_run_on_the_paper_preset():
-    output = dry_run("--profile", "profiles/slurm", "--configfile", "configs/paper-llemma7b.yaml", "--forceall")
+    output = dry_run("--profile", "profiles/slurm", *PAPER_PRESET, "--forceall")
     sft = job_block(output, "sft")
     assert "gpu=8" in sft and "gpu_model=" in sft and "tasks=" not in sft
     assert "torch.distributed.run --standalone --nproc_per_node=8" in output
@@ -74,7 +77,7 @@ def test_slurm_profile_dry_run_on_the_paper_preset():
 def test_local_gpu_profile_launches_as_many_processes_as_gpus_granted():
     """A workstation with fewer GPUs than the preset asks for: Snakemake scales the job's `gpu`
     down, and the launcher follows (the global batch is kept by more accumulation)."""
-    args = ("--profile", "profiles/local-gpu", "--configfile", "configs/paper-llemma7b.yaml", "--forceall")
+    args = ("--profile", "profiles/local-gpu", *PAPER_PRESET, "--forceall")
     one = dry_run(*args)
     assert "gpu=1" in job_block(one, "sft") and "torch.distributed.run" not in one
     four = dry_run(*args, "--resources", "gpu=4")

@@ -227,22 +227,89 @@ def test_process_rewards_worked_example():
 
 def test_token_rewards_worked_example():
     config = ppo.PPOConfig(outcome_reward=1.0, process_weight=2.0, process_upper_bound=0.0, no_answer_penalty=-1.0)
-    rewards = ppo.token_rewards(8, [2, 5, 7], [0.9, 0.6, 0.8], correct=True, has_answer=True, config=config)
+    solution = "a\n\nb\n\n# Answer\n\n5"
+    rewards = ppo.token_rewards(8, [2, 5, 7], [0.9, 0.6, 0.8], correct=True, completion=solution, config=config)
     assert rewards == pytest.approx([0, 0, -0.2, 0, 0, -0.6, 0, 1.0])  # 2 x (-0.1), 2 x (-0.3), 2 x 0 + 1
-    hard = ppo.token_rewards(8, [2, 5, 7], [0.9, 0.6, 0.8], correct=None, has_answer=True, config=config)
+    hard = ppo.token_rewards(8, [2, 5, 7], [0.9, 0.6, 0.8], correct=None, completion=solution, config=config)
     assert hard[-1] == 0.0  # a hard question earns no outcome reward
-    truncated = ppo.token_rewards(6, [2, 5], [0.9, 0.6], correct=False, has_answer=False, config=config)
+    truncated = ppo.token_rewards(6, [2, 5], [0.9, 0.6], correct=False, completion="a\n\nb", config=config)
     assert truncated == pytest.approx([0, 0, -0.2, 0, 0, -0.6 - 1.0])
 
 
-def test_an_unscorable_solution_gets_the_lowest_process_reward():
-    config = ppo.PPOConfig()
-    scores, ends = ppo.unscorable(5)
-    floor = ppo.token_rewards(5, ends, scores, correct=None, has_answer=True, config=config)
-    assert floor == pytest.approx([0, 0, 0, 0, -1.0])
+AUTHORS = dict(running_min_start=0.5, process_upper_bound=0.0, total_step_bonus=0.25, answer_process_reward=False,
+               hard_outcome_reward=0.25, stop_penalty="graded", no_answer_penalty=-1.0, kl_estimator="k1_clamped")
+
+
+def test_authors_process_rewards_worked_example():
+    # running minimum 0.5: 0.9 and 0.7 are above it (not charged); 0.3 drops it by 0.2, 0.4 is a rise
+    # (0); each of the 4 steps gets 0.25 / 4 of the bonus, whatever the solution's length
+    assert ppo.process_rewards([0.9, 0.7, 0.3, 0.4], 0.0, 0.0, 0.5, 0.25) == pytest.approx(
+        [0.0625, 0.0625, -0.2 + 0.0625, 0.0625])
+    assert sum(ppo.process_rewards([0.9] * 8, 0.0, 0.0, 0.5, 0.25)) == pytest.approx(0.25)  # no length incentive
+    # per-step bonus (ours): the same steps, twice as many, earn more
+    assert sum(ppo.process_rewards([0.9] * 8, 0.0, 0.01)) == pytest.approx(-0.1 + 8 * 0.01)
+    assert sum(ppo.process_rewards([0.9] * 4, 0.0, 0.01)) == pytest.approx(-0.1 + 4 * 0.01)
+
+
+def test_authors_token_rewards_worked_example():
+    config = ppo.PPOConfig(**AUTHORS)
+    solution = "So $x = 5$.\n\nThus $x = 5$.\n\n# Answer\n\n5"  # "5" in the last step, not as $5$: 0.75
+    # two steps (ends 3, 7) and the answer unit (end 9): the answer's 0.2 is NOT paid as a process reward
+    easy = ppo.token_rewards(10, [3, 7, 9], [0.6, 0.4, 0.2], correct=True, completion=solution, config=config)
+    assert easy == pytest.approx([0, 0, 0, 0.125, 0, 0, 0, -0.1 + 0.125, 0, 1.0 - 0.75])
+    hard = ppo.token_rewards(10, [3, 7, 9], [0.6, 0.4, 0.2], correct=None, completion=solution, config=config)
+    assert hard[-1] == pytest.approx(0.25 - 0.75)  # hard questions: the constant 0.25
+    # no answer section: full penalty; the last step is still rewarded
+    cut = ppo.token_rewards(8, [3, 7], [0.6, 0.4], correct=None, completion="So $x$.\n\nThus", config=config)
+    assert cut == pytest.approx([0, 0, 0, 0.125, 0, 0, 0, -0.1 + 0.125 + 0.25 - 1.0])
+
+
+@pytest.mark.parametrize("completion, fraction", [
+    ("Hence $\\boxed{5}$.\n\n# Answer\n\n5", 0.0),  # boxed anywhere in the solution
+    ("First.\n\nSo it is $5$.\n\n# Answer\n\n5", 0.5),  # $answer$ in the last step
+    ("First.\n\nSo it is $5.$\n\n# Answer\n\n5", 0.5),
+    ("It is $5$.\n\nSo we are done.\n\n# Answer\n\n5", 1.0),  # only in an earlier step
+    ("So x = 5.\n\n# Answer\n\n5", 0.75),  # in the last step, not in math mode
+    ("So x = 6.\n\n# Answer\n\n5", 1.0),
+    ("So x = 5.\n\n# Answer\n\n", 1.0),  # empty answer
+    ("So x = 5.", 1.0),  # no answer section
+])
+def test_graded_stop_penalty(completion, fraction):
+    assert ppo.stop_penalty_fraction(completion) == fraction
+
+
+def test_outcome_reward_pays_the_aggregated_score_at_the_end():
+    config = ppo.PPOConfig(reward="outcome", aggregation="last", process_weight=1.0, outcome_reward=1.0)
+    rewards = ppo.token_rewards(6, [1, 3, 5], [0.9, 0.2, 0.7], correct=False, completion="a\n\nb\n\n# Answer\n\n1",
+                                config=config)
+    assert rewards == pytest.approx([0, 0, 0, 0, 0, 0.7])
+    config = ppo.PPOConfig(reward="outcome", aggregation="min")
+    assert ppo.token_rewards(6, [1, 3, 5], [0.9, 0.2, 0.7], None, "a\n\nb\n\n# Answer\n\n1", config)[-1] == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="rl.ppo.reward"):
+        ppo.PPOConfig(reward="final")
+
+
+@pytest.mark.parametrize("options", [{}, AUTHORS, {"reward": "outcome"}], ids=["ours", "authors", "outcome"])
+def test_an_unscorable_solution_gets_the_lowest_evaluator_reward(options):
+    config = ppo.PPOConfig(**options)
+    floor = ppo.evaluator_rewards(5, [], [], has_answer=True, config=config)
+    assert floor[:-1] == [0, 0, 0, 0] and floor[-1] <= 0
     for any_scores in ([0.0], [0.3, 0.9], [1.0]):  # no scored solution does worse
-        scored = ppo.token_rewards(5, list(range(len(any_scores))), any_scores, None, True, config)
+        scored = ppo.evaluator_rewards(5, list(range(len(any_scores))), any_scores, True, config)
         assert sum(scored) >= sum(floor)
+
+
+def test_reward_whitening_keeps_the_sign():
+    x = torch.tensor([[1.0, 3.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    assert ppo.whiten(x, mask, shift_mean=False)[0].tolist() == pytest.approx([1.0, 3.0, 0.0])  # std 1
+
+
+def test_best_checkpoint_prefers_accuracy_then_the_later_step():
+    assert ppo.best_checkpoint({4: 0.30, 8: 0.35, 12: 0.35, 16: 0.20}) == 12
+    assert ppo.best_checkpoint({16: 0.5}) == 16
+    with pytest.raises(ValueError):
+        ppo.best_checkpoint({})
 
 
 def test_ppo_batch_sizes_must_split_the_rollouts_evenly():
@@ -347,7 +414,7 @@ def test_ppo_runs_and_updates_both_models(tiny, synthetic_split, tmp_path):
     assert [r["step"] for r in history] == [1, 2]
     for record in history:
         assert record["num_rollouts"] == 8
-        for key in ("reward", "kl", "policy_loss", "value_loss", "clipfrac", "process_reward", "no_answer_rate"):
+        for key in ("reward", "kl", "policy_loss", "value_loss", "clipfrac", "evaluator_reward", "no_answer_rate"):
             assert math.isfinite(record[key]), key
     assert history[0]["kl"] == pytest.approx(0.0, abs=1e-4)  # first rollouts: policy == reference
     assert any((start_policy[k] - v).abs().max() > 0 for k, v in policy.state_dict().items())

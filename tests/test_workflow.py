@@ -13,13 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MATH_DIR, REPO_ROOT
+from conftest import MATH_DIR, PRM800K_EXAMPLES_DIR, REPO_ROOT
 
 GOLD_DIR = "results/gold/"
 # The hard train solutions: read by the oracle rules only (the "Full" upper bounds).
 ORACLE_DIR = "results/oracle/"
 ORACLE_RULES = {"sft_full", "grade_train_full", "orm_data_full", "prm_data_full", "oprm_data_full"}
 ORACLE_OUTPUT = re.compile(r"^results/(oracle|graded_full)/|(^|/)(sft|prm|orm|oprm)_full(/|\.|$)")
+# The PPO checkpoint chosen with hard validation gold (rl.ppo.checkpoint_selection: hard_valid_gold) and
+# everything made from it: a labelled reference point that may depend on results/gold/, like evaluation.
+GOLD_SELECTED_OUTPUT = re.compile(r"_gold_selected(/|\.|$)|/gold_selection\.csv$")
 # Rules allowed to read gold answers of valid/test (every level), and what may consume their output.
 EVALUATION_RULES = {"evaluate", "evaluate_greedy", "evaluator_report"}
 REPORTING_RULES = EVALUATION_RULES | {"report", "rl_report", "all"}
@@ -86,7 +89,7 @@ def hard_answer_leaks(jobs: dict[str, tuple[str, list[str]]]) -> list[str]:
     for output, (rule, _) in jobs.items():
         if rule in REPORTING_RULES:
             continue
-        if output in gold:
+        if output in gold and not GOLD_SELECTED_OUTPUT.search(output):
             leaks.append(f"{output} ({rule}) depends on {GOLD_DIR}")
         if output in oracle and not ORACLE_OUTPUT.search(output):
             leaks.append(f"{output} ({rule}) is an easy-to-hard output that depends on {ORACLE_DIR}")
@@ -96,13 +99,21 @@ def hard_answer_leaks(jobs: dict[str, tuple[str, list[str]]]) -> list[str]:
 ALL_ORACLES = ("--configfile", str(REPO_ROOT / "tests" / "configs" / "all_oracles.yaml"))
 
 
+# The paper presets read PRM800K: planned with the sample records in its place.
+PRM800K_SAMPLES = REPO_ROOT / "tests" / "configs" / "prm800k_samples.yaml"
+
+
 def config_cases():
     cases = [pytest.param((), id="default"), pytest.param(ALL_ORACLES, id="oracles-and-icl")]
     for preset in PRESETS:
-        marks = []
+        marks, files = [], [str(preset)]
         if "math" in preset.read_text() and not (MATH_DIR / "train.jsonl").exists():
             marks.append(pytest.mark.skip(reason="real MATH files absent"))
-        cases.append(pytest.param(("--configfile", str(preset)), id=preset.stem, marks=marks))
+        if "source: prm800k" in preset.read_text():
+            files.append(str(PRM800K_SAMPLES))
+            if not PRM800K_EXAMPLES_DIR.exists():
+                marks.append(pytest.mark.skip(reason="PRM800K sample records absent"))
+        cases.append(pytest.param(("--configfile", *files), id=preset.stem, marks=marks))
     return cases
 
 
@@ -147,16 +158,33 @@ def test_the_leak_check_catches_an_oracle_output_feeding_an_easy_to_hard_stage()
     assert hard_answer_leaks(direct) == ["results/models/sft (sft) is an easy-to-hard output that depends on results/oracle/"]
 
 
+def test_the_leak_check_catches_a_gold_selected_policy_feeding_an_easy_to_hard_stage():
+    """The PPO checkpoint chosen with hard validation gold may be sampled and scored for the report;
+    anything easy-to-hard built from it is a leak."""
+    jobs = {
+        "results/gold/valid.jsonl": ("prepare_data", []),
+        "results/models/ppo_r1": ("ppo", []),
+        "results/models/ppo_r1_gold_selected": ("ppo_gold_selected", ["results/models/ppo_r1", "results/gold/valid.jsonl"]),
+        "results/rl/ppo_r1/gold_selection.csv": ("ppo_gold_selected", ["results/gold/valid.jsonl"]),
+        "results/samples/ppo_r1_gold_selected/test.jsonl": ("sample", ["results/models/ppo_r1_gold_selected"]),
+        "results/scores/prm/ppo_r1_gold_selected/test.jsonl": ("score", ["results/samples/ppo_r1_gold_selected/test.jsonl"]),
+    }
+    assert hard_answer_leaks(jobs) == []
+    leaky = {**jobs, "results/models/ppo_r2": ("ppo", ["results/models/ppo_r1_gold_selected"])}
+    assert hard_answer_leaks(leaky) == ["results/models/ppo_r2 (ppo) depends on results/gold/"]
+
+
 @pytest.mark.parametrize("config_args", config_cases())
 def test_gold_answers_reach_only_evaluation(config_args):
     jobs = planned_jobs(*config_args)
     rules = {rule for rule, _ in jobs.values()}
     assert TRAINING_AND_SELECTION_RULES | {"evaluate", "report"} <= rules  # the DAG is really there
     readers = {rule for rule, inputs in jobs.values() if any(p.startswith(GOLD_DIR) for p in inputs)}
-    assert readers and readers <= EVALUATION_RULES - {"evaluator_report"}
-    tainted = downstream_of_gold(jobs)
+    assert readers and readers <= EVALUATION_RULES - {"evaluator_report"} | {"ppo_gold_selected"}
+    # The policy chosen with hard validation gold, and what is made of it, is labelled as such.
+    tainted = {output: rule for output, rule in downstream_of_gold(jobs).items() if not GOLD_SELECTED_OUTPUT.search(output)}
     assert set(tainted.values()) <= REPORTING_RULES, tainted
-    # Training and sampling of every policy depend on no gold file at all.
+    # Training and sampling of every easy-to-hard policy depend on no gold file at all.
     for output, (rule, _) in jobs.items():
         if rule in TRAINING_AND_SELECTION_RULES:
             assert output not in tainted
@@ -459,13 +487,15 @@ def test_rl_policies_are_generators_in_the_report(tiny_run):
     results = tiny_run / "results"
     with open(results / "report/metrics.csv", newline="") as handle:
         metrics = list(csv.DictReader(handle))
-    generators = {"sft", "rest_em_r1", "dpo_r1", "ppo_r1", "sft_full", "icl"}  # the Full SFT oracle and ICL are on in tiny.yaml
+    # The Full SFT oracle, ICL and the gold-selected PPO checkpoint are on in tiny.yaml.
+    generators = {"sft", "rest_em_r1", "dpo_r1", "ppo_r1", "sft_full", "icl", "ppo_r1_gold_selected"}
     assert {row["generator"] for row in metrics} == generators
     for generator in generators:
         methods = {row["method"] for row in metrics if row["generator"] == generator}
         assert methods == {"greedy", "majority", "weighted", "best_of_n"}, generator
     main_table = (results / "report/report.md").read_text().split("## Main result")[1].split("\n## ")[0]
-    assert all(f"| {generator} |" in main_table for generator in generators)
+    labels = {g: "ppo_r1 (selected with hard validation gold)" if g.endswith("_gold_selected") else g for g in generators}
+    assert all(f"| {label} |" in main_table for label in labels.values())
     with open(results / "report/rl_rounds.csv", newline="") as handle:
         rounds = list(csv.DictReader(handle))
     assert {(row["algorithm"], row["round"]) for row in rounds} == {(a, r) for a in ("rest_em", "dpo", "ppo") for r in "01"}
@@ -477,6 +507,22 @@ def test_rl_policies_are_generators_in_the_report(tiny_run):
     assert stats["hard_questions"] > 0 and stats["filter"]["hard_filter"] == "top_k"
     ppo_log = read_jsonl(results / "models/ppo_r1/train_log.jsonl")
     assert [r["step"] for r in ppo_log] == [1, 2] and all("kl" in r and "reward" in r for r in ppo_log)
+
+
+def test_ppo_checkpoint_selected_with_hard_validation_gold(tiny_run):
+    """snapshot_every 1 over 2 steps: the step-1 snapshot and the final policy compete on greedy
+    validation accuracy; the winner is copied out and reported as such."""
+    results = tiny_run / "results"
+    manifest = json.loads((results / "rl/ppo_r1/snapshots/snapshots.json").read_text())
+    assert manifest == {"steps": [1], "final_step": 2}
+    with open(results / "rl/ppo_r1/gold_selection.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert [row["step"] for row in table] == ["1", "2"] and [row["chosen"] for row in table].count("True") == 1
+    chosen = next(row for row in table if row["chosen"] == "True")
+    accuracies = [float(row["valid_greedy_accuracy"]) for row in table]
+    assert float(chosen["valid_greedy_accuracy"]) == max(accuracies)
+    source = Path(chosen["folder"]) if Path(chosen["folder"]).is_absolute() else tiny_run / chosen["folder"]
+    assert (source / "model.safetensors").read_bytes() == (results / "models/ppo_r1_gold_selected/model.safetensors").read_bytes()
 
 
 def test_rl_rounds_chain_from_the_previous_round(tmp_path):

@@ -60,7 +60,8 @@ def key_effects(results: Path, evaluator: str = "prm", policies=("rest_em", "dpo
     for policy in policies:
         for method in ("greedy", "majority"):
             rows = comparisons[(comparisons["comparison"] == "policy_vs_sft") & (comparisons["method"] == method)
-                               & comparisons["generator"].str.startswith(policy)]
+                               & comparisons["generator"].str.startswith(policy)
+                               & ~comparisons["generator"].str.endswith("_gold_selected")]  # not easy-to-hard
             row[f"{policy} − sft ({method}), hard"] = _difference(rows)
     return row
 

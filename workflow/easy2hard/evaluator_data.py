@@ -16,8 +16,7 @@ import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from easy2hard import formats, synthetic
-from easy2hard.io import DataError
+from easy2hard import formats, prm800k_data, synthetic
 
 # ---------------------------------------------------------------------------------------------
 # ORM: outcome labels, balanced per question
@@ -108,61 +107,35 @@ def orm_example(sample: dict, problem: str) -> dict:
 def prm800k_examples(
     records: list[dict], levels_by_problem: dict[str, int | None], easy_levels, test_problems: set[str], source: str
 ) -> tuple[list[dict], Counter]:
-    """Examples from PRM800K phase-1/phase-2 records.
+    """Examples from PRM800K phase-1/phase-2 records (the authors' reward-model recipe).
 
-    At each step, the prefix is the chosen (or human-written) completions so far; every rated
-    completion at that step becomes an example whose last unit(s) carry its label
-    (1 if rating >= 0, 0 if -1); null ratings are skipped. Problems in the test set, and MATH
-    problems of hard levels, are dropped; problems not in MATH are kept.
+    Along the labeller's path (`prm800k_data.walk`: the chosen, human-written or only completion
+    of each step), every rated completion at a step becomes an example: the path so far as
+    unlabelled units, the completion's unit(s) labelled 1 if rating >= 0, 0 if -1; null ratings
+    are skipped, identical (problem, prefix, completion) texts used once. Test problems and MATH
+    problems of hard levels are dropped; problems not in MATH are kept.
     """
-    easy_levels = set(easy_levels)
-    counts = Counter()
-    examples = []
-    for index, record in enumerate(records, start=1):
-        where = f"{source}: record {index}"
-        try:
-            problem = record["question"]["problem"]
-            steps = record["label"]["steps"]
-        except (KeyError, TypeError):
-            raise DataError(f"{where}: expected question.problem and label.steps") from None
-        if not steps:
-            counts["records without steps"] += 1
-            continue
-        key = problem.strip()
-        if key in test_problems:
-            counts["records of test problems"] += 1
-            continue
-        level = levels_by_problem.get(key)
-        if key in levels_by_problem and level not in easy_levels:
-            counts["records of hard (or unlevelled) MATH problems"] += 1
-            continue
-        counts["records kept"] += 1
-        prefix: list[str] = []
-        for step_number, step in enumerate(steps, start=1):
-            for completion in step.get("completions") or []:
+    counts, seen, examples = Counter(), set(), []
+    for number, problem, steps in prm800k_data.usable_records(records, levels_by_problem, easy_levels, test_problems,
+                                                              source, counts):
+        for step_number, prefix, step in prm800k_data.walk(steps):
+            for completion in step["completions"]:
                 rating = completion.get("rating")
                 if rating is None:
                     counts["null ratings skipped"] += 1
                     continue
-                if not (completion.get("text") or "").strip():
+                text = prm800k_data.normalize_completion(completion.get("text") or "")
+                if not text:
                     counts["empty completions skipped"] += 1
                     continue
-                examples.append(_prm_example(f"prm800k/{index}/{step_number}", problem, prefix, completion["text"], rating))
-            chosen = _chosen_text(step)
-            if chosen is None:
-                break  # the labeler stopped here (found an error or gave up)
-            prefix = prefix + [chosen]
+                key = (problem.strip(), tuple(prefix), text)
+                if key in seen:
+                    counts["duplicates dropped"] += 1
+                    continue
+                seen.add(key)
+                examples.append(_prm_example(f"prm800k/{number}/{step_number}", problem, prefix, text, rating))
     counts["examples"] = len(examples)
     return examples, counts
-
-
-def _chosen_text(step: dict) -> str | None:
-    if step.get("human_completion"):
-        return step["human_completion"]["text"]
-    chosen = step.get("chosen_completion")
-    if chosen is None:
-        return None
-    return step["completions"][chosen]["text"]
 
 
 def _prm_example(unique_id: str, problem: str, prefix: list[str], text: str, rating: int) -> dict:
@@ -180,13 +153,6 @@ def _prm_example(unique_id: str, problem: str, prefix: list[str], text: str, rat
         "labels": [None] * prefix_units + [label] * (units - prefix_units),
         "kind": "prm",
     }
-
-
-def read_prm800k(path: str) -> list[dict]:
-    """PRM800K JSONL (local path); errors name the file and line."""
-    from easy2hard.io import read_jsonl
-
-    return read_jsonl(path, required=("question", "label"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,14 +5,18 @@ frozen reference policy (the SFT model) and the frozen evaluator (a PRM). Each P
 
 1. rollouts: the policy samples solutions to a batch of train questions (easy and hard);
 2. rewards, per response token (`token_rewards`):
-   * outcome: `outcome_reward` x correct at the last token, on EASY questions only -- graded
-     against easy gold answers, the only gold this stage can read;
-   * process, on every question: the PRM's per-unit probabilities turned into step rewards by
-     `process_rewards` (a drop below the running minimum is penalised, a rise is capped at
-     `process_upper_bound`, plus `step_bonus` per unit), each placed at the token that ends its unit;
-   * `no_answer_penalty` at the last token when the solution has no `# Answer` section;
-   * minus `kl_coef` x (log pi - log pi_ref) on every token;
-3. GAE advantages (gamma, lambda) and returns from the value model; advantages whitened;
+   * outcome: `outcome_reward` x correct at the last token on EASY questions -- graded against
+     easy gold answers, the only gold this stage can read -- and `hard_outcome_reward` (a
+     constant) on hard ones;
+   * evaluator, on every question (`reward: process`): the PRM's per-unit probabilities turned into
+     step rewards by `process_rewards` (a drop below the running minimum is penalised, a rise is
+     capped at `process_upper_bound`, plus bonuses), each placed at the token that ends its unit;
+     or (`reward: outcome`) the evaluator's aggregated solution score at the last token;
+   * the stop penalty at the last token: `no_answer_penalty` without a `# Answer` section, or that
+     penalty scaled by the authors' graded `stop_penalty_fraction`;
+   * minus `kl_coef` x KL estimate on every token (k1, or k1 clamped at 0 as the authors);
+3. rewards optionally divided by their std (`whiten_rewards`); GAE advantages (gamma, lambda)
+   and returns from the value model; advantages whitened;
 4. `ppo_epochs` passes of clipped policy and clipped value losses over minibatches, each model
    through its own `training.Trainer` (the loop SFT and the reward models use: DeepSpeed on GPU,
    plain torch on CPU, the same checkpoints and logs).
@@ -30,12 +34,14 @@ import random
 import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from easy2hard import evaluator, formats, sampling
+from easy2hard import evaluator, formats, metrics, sampling
 from easy2hard.grading import GradingStats
+from easy2hard.io import atomic_output
 from easy2hard.judge import judge_samples
 from easy2hard.training import (IGNORE_INDEX, Trainer, TrainConfig, collate, latest_checkpoint, model_inputs,
                                 run_fingerprint, token_logps, world)
@@ -49,59 +55,114 @@ class PPOConfig:
     prompts_per_step: int = 32  # train questions per rollout batch (easy and hard alike)
     samples_per_prompt: int = 1
     ppo_epochs: int = 2  # passes over each rollout batch
+    rollout_top_k: int | None = None  # top-k of the rollouts; None: sampling.top_k (the authors: 50)
     kl_coef: float = 0.01  # per-token KL penalty to the reference policy
+    kl_estimator: str = "k1"  # k1: log pi - log pi_ref | k1_clamped: clamped at 0 (the authors)
     gamma: float = 1.0
     lam: float = 0.95
     clip_range: float = 0.2  # policy ratio clip
     clip_range_value: float = 0.2  # value clip around the rollout-time values
+    whiten_rewards: bool = False  # divide the per-token rewards by their std over the batch (the authors)
     whiten_advantages: bool = True
+    reward: str = "process"  # process: the PRM's step rewards | outcome: the evaluator's solution score at the end
+    aggregation: str = "min"  # outcome reward: per-unit scores -> one score (the rule sets rl.aggregation)
     outcome_reward: float = 1.0  # easy questions: reward for a correct final answer (0 otherwise)
-    process_weight: float = 1.0  # scale of the PRM step rewards
+    hard_outcome_reward: float = 0.0  # hard questions (no gold answer): a constant (the authors: 0.25)
+    process_weight: float = 1.0  # scale of the evaluator's rewards (process or outcome)
     process_upper_bound: float = 0.0  # cap on a step's reward for rising above the running minimum
-    step_bonus: float = 0.0  # added to every scored unit
-    no_answer_penalty: float = -1.0  # at the last token of a solution without an answer section
+    running_min_start: float = 1.0  # the running minimum before the first step (the authors: 0.5)
+    step_bonus: float = 0.0  # added to every rewarded unit (the return grows with the number of steps)
+    total_step_bonus: float = 0.0  # spread evenly over the rewarded units (the authors: 0.25)
+    answer_process_reward: bool = True  # the answer unit is rewarded like a step (the authors: steps only)
+    stop_penalty: str = "no_answer"  # no_answer: the penalty without an answer section | graded: the authors'
+    no_answer_penalty: float = -1.0  # the penalty (graded: times the fraction of `stop_penalty_fraction`)
+    snapshot_every: int = 0  # PPO steps between policy snapshots kept for checkpoint selection (0: none)
     seed: int = 0
+
+    def __post_init__(self):
+        choices = {"reward": ("process", "outcome"), "stop_penalty": ("no_answer", "graded"),
+                   "kl_estimator": ("k1", "k1_clamped")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"rl.ppo.{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
 
 
 # ---------------------------------------------------------------------------------------------
 # Rewards
 
 
-def process_rewards(unit_scores: list[float], upper_bound: float, step_bonus: float) -> list[float]:
+def process_rewards(unit_scores: list[float], upper_bound: float, step_bonus: float, running_min_start: float = 1.0,
+                    total_bonus: float = 0.0) -> list[float]:
     """Step rewards from the PRM's per-unit probabilities.
 
-    Unit i earns min(p_i - m_{i-1}, upper_bound) + step_bonus, where m is the running minimum of
-    the scores so far (m_0 = 1). With upper_bound = 0 and no bonus the rewards telescope to
-    min_i p_i - 1: the return of a solution is its min-aggregated PRM score, shifted, and each
-    step is charged exactly for how much it lowers that minimum.
+    Unit i earns min(p_i - m_{i-1}, upper_bound) + step_bonus + total_bonus / n, where m is the
+    running minimum of the scores so far (m_0 = running_min_start). With upper_bound = 0 and no
+    bonus the rewards telescope to min(min_i p_i, m_0) - m_0: the return of a solution is its
+    min-aggregated PRM score, shifted, and each step is charged exactly for how much it lowers
+    that minimum. The authors start at m_0 = 0.5 (a step above 0.5 is never charged) and spread a
+    total bonus of 0.25 over the steps (no length incentive); step_bonus pays per step.
     """
-    rewards, running_min = [], 1.0
+    rewards, running_min = [], running_min_start
+    spread = total_bonus / len(unit_scores) if unit_scores else 0.0
     for score in unit_scores:
-        rewards.append(min(score - running_min, upper_bound) + step_bonus)
+        rewards.append(min(score - running_min, upper_bound) + step_bonus + spread)
         running_min = min(running_min, score)
     return rewards
 
 
-def token_rewards(num_tokens: int, unit_ends: list[int], unit_scores: list[float], correct: bool | None,
-                  has_answer: bool, config: PPOConfig) -> list[float]:
-    """The score part of each response token's reward (the KL penalty is added later).
+def stop_penalty_fraction(completion: str) -> float:
+    """The authors' graded stop penalty, as a fraction of `no_answer_penalty`: 1 without an answer
+    section or with an empty answer; 0 when the answer appears as \\boxed{answer} in the solution,
+    0.5 as $answer$ (or $answer.$) in its last step, 0.75 anywhere in its last step; 1 otherwise."""
+    body, marker, tail = completion.partition(formats.ANSWER_MARKER)
+    answer = tail.strip()
+    if not marker or not answer:
+        return 1.0
+    last_step = body.strip().split(formats.STEP_SEPARATOR)[-1]
+    if "\\boxed{" + answer + "}" in body:
+        return 0.0
+    if f"${answer}$" in last_step or f"${answer}.$" in last_step:
+        return 0.5
+    return 0.75 if answer in last_step else 1.0
 
-    `correct` is None on hard questions: they get no outcome reward, whatever they answer."""
+
+def evaluator_rewards(num_tokens: int, unit_ends: list[int], unit_scores: list[float], has_answer: bool,
+                      config: PPOConfig) -> list[float]:
+    """The evaluator's part of each response token's reward.
+
+    `unit_scores` are its per-unit scores (steps, then the answer when there is one), empty when
+    it could not read the solution: that earns the lowest evaluator reward there is, never a
+    better one than a scored solution's, or the policy would learn to write what it cannot read."""
     rewards = [0.0] * num_tokens
-    for end, reward in zip(unit_ends, process_rewards(unit_scores, config.process_upper_bound, config.step_bonus)):
-        rewards[end] += config.process_weight * reward
-    if correct is not None:
-        rewards[-1] += config.outcome_reward * float(correct)
-    if not has_answer:
-        rewards[-1] += config.no_answer_penalty
+    if not unit_scores:
+        rewards[-1] = config.process_weight * min(0.0 - config.running_min_start, config.process_upper_bound)
+    elif config.reward == "outcome":
+        rewards[-1] = config.process_weight * metrics.aggregate_steps(unit_scores, config.aggregation)
+    else:
+        rewarded = len(unit_scores) - (has_answer and not config.answer_process_reward)
+        shaped = process_rewards(unit_scores[:rewarded], config.process_upper_bound, config.step_bonus,
+                                 config.running_min_start, config.total_step_bonus)
+        for end, reward in zip(unit_ends, shaped):
+            rewards[end] += config.process_weight * reward
     return rewards
 
 
-def unscorable(num_tokens: int) -> tuple[list[float], list[int]]:
-    """Unit scores and ends for a solution the PRM gives no score (empty, or not alignable): one
-    unit scored 0 at the last token, the lowest process reward there is -- never a better one than
-    a scored solution's, or the policy would learn to write what the PRM cannot read."""
-    return [0.0], [num_tokens - 1]
+def terminal_reward(correct: bool | None, completion: str, config: PPOConfig) -> float:
+    """Outcome (easy: graded against easy gold; hard, `correct` None: a constant) plus the stop penalty."""
+    reward = config.hard_outcome_reward if correct is None else config.outcome_reward * float(correct)
+    if config.stop_penalty == "graded":
+        return reward + config.no_answer_penalty * stop_penalty_fraction(completion)
+    has_answer = formats.parse_solution(completion)[1] is not None
+    return reward + (0.0 if has_answer else config.no_answer_penalty)
+
+
+def token_rewards(num_tokens: int, unit_ends: list[int], unit_scores: list[float], correct: bool | None,
+                  completion: str, config: PPOConfig) -> list[float]:
+    """The score part of each response token's reward (the KL penalty is added later)."""
+    has_answer = formats.parse_solution(completion)[1] is not None
+    rewards = evaluator_rewards(num_tokens, unit_ends, unit_scores, has_answer, config)
+    rewards[-1] += terminal_reward(correct, completion, config)
+    return rewards
 
 
 def unit_end_chars(text: str) -> list[int]:
@@ -134,6 +195,13 @@ def unit_end_tokens(tokenizer, token_ids: list[int], text: str) -> list[int]:
             for char in unit_end_chars(text)]
 
 
+def best_checkpoint(accuracies: dict[int, float]) -> int:
+    """The step with the highest validation accuracy; ties go to the later step (more training)."""
+    if not accuracies:
+        raise ValueError("no checkpoint to choose from")
+    return max(accuracies, key=lambda step: (accuracies[step], step))
+
+
 # ---------------------------------------------------------------------------------------------
 # Advantages and losses
 
@@ -157,11 +225,12 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
-def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Zero mean, unit variance over the masked entries (masked entries stay 0)."""
+def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8, shift_mean: bool = True) -> torch.Tensor:
+    """Unit variance over the masked entries, and zero mean when `shift_mean` (masked entries stay 0).
+    Rewards are whitened without the shift, so their sign survives (the authors' choice)."""
     mean = masked_mean(x, mask)
     variance = masked_mean((x - mean) ** 2, mask)
-    return (x - mean) * torch.rsqrt(variance + eps) * mask
+    return (x - mean * shift_mean) * torch.rsqrt(variance + eps) * mask
 
 
 def policy_loss(logps, old_logps, advantages, mask, clip_range) -> tuple[torch.Tensor, dict]:
@@ -295,8 +364,9 @@ class PPOTrainer:
         policy = self.policy.module
         policy.eval()
         prompts = [sampling.encode_prompt(self.tokenizer, q["problem"]) for q in questions]
+        top_k = self.sampling_config.top_k if self.config.rollout_top_k is None else self.config.rollout_top_k
         config = sampling.SamplingConfig(**{**self.sampling_config.__dict__, "num_samples": self.config.samples_per_prompt,
-                                            "seed": self.config.seed * 7919 + step})
+                                            "seed": self.config.seed * 7919 + step, "top_k": top_k})
         groups = sampling.generate(policy, self.tokenizer, prompts, config, progress=False, usage=self.sampling_usage)
         samples = []
         for question, prompt, group in zip(questions, prompts, groups):
@@ -309,19 +379,19 @@ class PPOTrainer:
                                mode=self.grading["mode"], stats=self.grading_stats)
         unit_scores = self._unit_scores(samples)
         examples = []
-        stats = {"reward": [], "kl": [], "easy_accuracy": [], "process_reward": [], "no_answer_rate": [], "response_tokens": []}
+        stats = {"reward": [], "kl": [], "easy_accuracy": [], "evaluator_reward": [], "no_answer_rate": [],
+                 "response_tokens": []}
         for sample, judged, scores in zip(samples, graded, unit_scores):
-            _, answer = formats.parse_solution(sample["completion"])
-            if scores:
-                ends = unit_end_tokens(self.tokenizer, sample["token_ids"], sample["completion"])
-            else:
-                scores, ends = unscorable(len(sample["token_ids"]))
-            rewards = token_rewards(len(sample["token_ids"]), ends, scores, judged["correct"], answer is not None, self.config)
+            num_tokens, completion = len(sample["token_ids"]), sample["completion"]
+            has_answer = formats.parse_solution(completion)[1] is not None
+            ends = unit_end_tokens(self.tokenizer, sample["token_ids"], completion) if scores else []
+            from_evaluator = evaluator_rewards(num_tokens, ends, scores, has_answer, self.config)
+            rewards = from_evaluator[:-1] + [from_evaluator[-1] + terminal_reward(judged["correct"], completion, self.config)]
             examples.append({**rollout_example(sample["prompt_ids"], sample["token_ids"]), "score_rewards": rewards})
             if judged["correct"] is not None:
                 stats["easy_accuracy"].append(float(judged["correct"]))
-            stats["process_reward"].append(sum(process_rewards(scores, self.config.process_upper_bound, self.config.step_bonus)))
-            stats["no_answer_rate"].append(float(answer is None))
+            stats["evaluator_reward"].append(sum(from_evaluator))
+            stats["no_answer_rate"].append(float(not has_answer))
             stats["reward"].append(sum(rewards))
             stats["response_tokens"].append(len(sample["token_ids"]))
         self._advantages(examples, stats)
@@ -360,11 +430,14 @@ class PPOTrainer:
                 example["old_logps"] = logps[row][keep].float().cpu().tolist()
                 example["old_values"] = values[row][keep].float().cpu().tolist()
                 kl = (logps[row][keep] - ref_logps[row][keep]).float().cpu()
+                if self.config.kl_estimator == "k1_clamped":
+                    kl = kl.clamp(min=0.0)
                 example["rewards"] = (torch.tensor(example.pop("score_rewards")) - self.config.kl_coef * kl).tolist()
                 stats["kl"].append(float(kl.sum()))
         batch = collate_rollouts(examples, self.tokenizer.pad_token_id)
         mask = (batch["labels"][:, 1:] != IGNORE_INDEX).float()
-        advantages, returns = gae(batch["rewards"], batch["old_values"], mask, self.config.gamma, self.config.lam)
+        rewards = whiten(batch["rewards"], mask, shift_mean=False) if self.config.whiten_rewards else batch["rewards"]
+        advantages, returns = gae(rewards, batch["old_values"], mask, self.config.gamma, self.config.lam)
         if self.config.whiten_advantages:
             advantages = whiten(advantages, mask)
         for row, example in enumerate(examples):
@@ -391,7 +464,15 @@ class PPOTrainer:
                                 "value_clipfrac": value_record["value_clipfrac"], "lr": policy_record["lr"]})
         return {key: sum(r[key] for r in records) / len(records) for key in records[0]}
 
-    def train(self, checkpoint_dir: str | None, fingerprint_extra: dict) -> tuple[object, object, list[dict]]:
+    def snapshot(self, snapshot_dir: str, step: int) -> None:
+        """The policy after `step` PPO steps, a model folder of its own (rank 0; written atomically)."""
+        if self.policy.rank == 0:
+            with atomic_output(Path(snapshot_dir) / f"step_{step:06d}", directory=True) as tmp:
+                self.policy.module.save_pretrained(tmp, safe_serialization=True)
+                self.tokenizer.save_pretrained(tmp)
+
+    def train(self, checkpoint_dir: str | None, fingerprint_extra: dict,
+              snapshot_dir: str | None = None) -> tuple[object, object, list[dict]]:
         policy_dir = f"{checkpoint_dir}/policy" if checkpoint_dir else None
         value_dir = f"{checkpoint_dir}/value" if checkpoint_dir else None
         fingerprint = run_fingerprint(self.policy.config, [{"questions": [q["unique_id"] for q in self.questions]}],
@@ -413,6 +494,9 @@ class PPOTrainer:
                       "elapsed_s": round(time.perf_counter() - start, 3)}
             history.append(record)
             progress.set_postfix(reward=f"{record['reward']:.3f}", kl=f"{record['kl']:.3f}")
+            if snapshot_dir and self.config.snapshot_every and step % self.config.snapshot_every == 0 \
+                    and step < self.config.steps:  # the last step is the round's policy itself
+                self.snapshot(snapshot_dir, step)
             every = self.policy.config.checkpoint_every
             if checkpoint_dir and every and step % every == 0 and step < self.config.steps:
                 self.value.checkpoint(value_dir, step, history, fingerprint)

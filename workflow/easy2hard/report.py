@@ -45,6 +45,7 @@ SCORE_FIELDS = ("unique_id", "sample_index", "step_scores")
 COLUMNS = ["generator", "evaluator", "method", "aggregation", "n", "levels", "accuracy", "std", "num_problems", "grader",
            "ci_low", "ci_high"]
 ORACLE_SUFFIX = "_full"  # an oracle (the "Full" model) of a policy or evaluator: sft_full, prm_full, ...
+GOLD_SELECTED_SUFFIX = "_gold_selected"  # a PPO checkpoint chosen with hard validation gold (rl.ppo.checkpoint_selection)
 GAP_COLUMNS = ["grader", "generator", "method", "evaluator", "oracle", "aggregation", "levels", "easy_to_hard",
                "oracle_accuracy", "majority", "recovered", "ci_low", "ci_high", "num_problems", "note"]
 COMPARISON_COLUMNS = ["grader", "comparison", "generator", "method", "evaluator", "aggregation", "versus_generator",
@@ -568,12 +569,20 @@ def _max_n(rows: pd.DataFrame) -> int:
     return int(select(rows, "majority")["n"].max())
 
 
+def policy_label(generator: str) -> str:
+    """A policy's name in the report; one selected with hard validation gold says so on every row."""
+    if generator.endswith(GOLD_SELECTED_SUFFIX):
+        return f"{generator.removesuffix(GOLD_SELECTED_SUFFIX)} (selected with hard validation gold)"
+    return generator
+
+
 def _main_table(df: pd.DataFrame, aggregations: dict[str, str]) -> list[str]:
     """The paper's table: every generator x method at its largest N, easy / hard / all."""
     body = []
     for generator, rows in df.groupby("generator", sort=False):
-        body += [[generator, label, *_cells(part, SUMMARY_GROUPS)] for label, part in _methods_at_n(rows, _max_n(rows), aggregations)]
-        body.append([generator, "Problems", *_counts(select(rows, "greedy"), SUMMARY_GROUPS)])
+        name = policy_label(generator)
+        body += [[name, label, *_cells(part, SUMMARY_GROUPS)] for label, part in _methods_at_n(rows, _max_n(rows), aggregations)]
+        body.append([name, "Problems", *_counts(select(rows, "greedy"), SUMMARY_GROUPS)])
     return _markdown_table(["Policy", "Method", *SUMMARY_GROUPS], body, text_columns=2)
 
 
@@ -629,7 +638,7 @@ def _comparison_section(comparisons: pd.DataFrame, settings: dict) -> list[str]:
                               None if versus_aggregation == NOT_APPLICABLE else versus_aggregation)
         what = f"{label} − {versus}" if versus_generator == generator else f"{label} − {versus_generator} {versus}"
         by_group = {row.levels: row for row in rows.itertuples()}
-        body.append([generator, what, *[_difference(by_group[g]) if g in by_group else "–" for g in SUMMARY_GROUPS]])
+        body.append([policy_label(generator), what, *[_difference(by_group[g]) if g in by_group else "–" for g in SUMMARY_GROUPS]])
     if not body:
         return []
     confidence = 100 * settings.get("bootstrap", {}).get("confidence", 0.95)
@@ -645,7 +654,7 @@ def _generator_section(generator: str, rows: pd.DataFrame, aggregations: dict[st
     curve += [[f"maj@{n}", *_cells(select(rows, "majority", n=n), SUMMARY_GROUPS, with_std=True)]
               for n in sorted(majority["n"].unique())]
     curve.append(["Problems", *_counts(greedy, SUMMARY_GROUPS)])
-    lines = [f"## {generator}", "", "Greedy (with its 95 % CI over problems) and majority voting over n samples "
+    lines = [f"## {policy_label(generator)}", "", "Greedy (with its 95 % CI over problems) and majority voting over n samples "
              "(mean ± std over random sample subsets: the variation over sample subsets, not over problems):", "",
              *_markdown_table(["", *SUMMARY_GROUPS], curve), ""]
     subjects = [g for g in greedy["levels"] if g.startswith(SUBJECT_PREFIX)]

@@ -79,6 +79,18 @@ def sft_example(problem: str, steps: list[str], answer: str, tokenizer, max_leng
     return {"input_ids": input_ids, "labels": labels}
 
 
+def continuation_example(problem: str, context: str, target: str, eos: bool, tokenizer, max_length: int) -> dict | None:
+    """BOS + prompt + `context` (a partial solution, no loss) + `target` (loss) + EOS when `eos`:
+    one step of a solution given the steps before it (the PRM800K SFT recipe). None when too long."""
+    prompt_ids = encode_prompt(tokenizer, problem)
+    context_ids = tokenizer(context, add_special_tokens=False)["input_ids"] if context else []
+    target_ids = tokenizer(target, add_special_tokens=False)["input_ids"] + ([tokenizer.eos_token_id] if eos else [])
+    input_ids = prompt_ids + context_ids + target_ids
+    if len(input_ids) > max_length:
+        return None
+    return {"input_ids": input_ids, "labels": [IGNORE_INDEX] * (len(prompt_ids) + len(context_ids)) + target_ids}
+
+
 def _label_pad(labels: list) -> int | float:
     """The ignore value in the labels' own type: token ids (SFT) or float targets (evaluators)."""
     return IGNORE_INDEX if isinstance(labels[0], int) else float(IGNORE_INDEX)

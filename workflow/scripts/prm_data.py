@@ -5,22 +5,18 @@ questions (automatic, Math-Shepherd style). None reads a hard-level gold answer.
 import random
 from collections import Counter, defaultdict
 
-from easy2hard import cli, evaluator_data, modeling, sampling
+from easy2hard import cli, evaluator_data, modeling, prm800k_data, sampling
 from easy2hard.grading import GradingStats, extract_answer, grade_many
 from easy2hard.io import read_jsonl, write_json, write_jsonl
 
 
 def human_labels(args, cfg):
-    levels = {}
-    for path in args.math_files:
-        for row in read_jsonl(path, required=("problem", "level")):
-            levels[row["problem"].strip()] = row["level"]
+    levels = prm800k_data.math_levels(args.math_files)
     # Test and validation problems never become training data.
     test_problems = {r["problem"].strip() for path in args.test_questions for r in read_jsonl(path, required=("problem",))}
-    records = [r for path in cfg["prm800k"]["files"] for r in evaluator_data.read_prm800k(path)]
-    examples, counts = evaluator_data.prm800k_examples(
-        records, levels, cfg["easy_levels"], test_problems, ", ".join(cfg["prm800k"]["files"])
-    )
+    records = [r for path in args.prm800k for r in prm800k_data.read_records(path)]
+    examples, counts = evaluator_data.prm800k_examples(records, levels, cfg["easy_levels"], test_problems,
+                                                       ", ".join(args.prm800k))
     return examples, dict(counts), {}
 
 
@@ -90,6 +86,7 @@ if __name__ == "__main__":
     p.add_argument("--answers", nargs="*", default=[],
                    help="rollouts: train problems whose gold answers label (easy; the oracle adds hard)")
     p.add_argument("--policy")
+    p.add_argument("--prm800k", nargs="*", default=[], help="prm800k: PRM800K JSONL files")
     p.add_argument("--math-files", nargs="*", default=[])
     p.add_argument("--test-questions", nargs="*", default=[])
     p.add_argument("--out", required=True)

@@ -2,6 +2,11 @@
 reward on every question, outcome reward from easy gold answers only) with a KL penalty to the
 frozen SFT reference."""
 
+import json
+import os
+import shutil
+from pathlib import Path
+
 import torch
 
 from easy2hard import cli, evaluator, modeling, ppo, sampling, training
@@ -18,6 +23,8 @@ if __name__ == "__main__":
     p.add_argument("--train-hard", required=True, help="hard train questions (no answers)")
     p.add_argument("--out", required=True)
     p.add_argument("--value-out", required=True)
+    p.add_argument("--snapshots", required=True, help="policy snapshots every rl.ppo.snapshot_every steps (for "
+                   "the checkpoint selection option; empty when 0)")
     args = p.parse_args()
     cli.setup(args)
     params = args.params
@@ -40,10 +47,18 @@ if __name__ == "__main__":
         grading=params["grading"],
         score_batch_size=params["score_batch_size"],
     )
-    policy, value, history = trainer.train(training.checkpoint_dir_for(args.out), {"inputs": vars(args)})
+    # Snapshots are staged beside the output (a resumed run keeps those it has) and appear with it.
+    staging = Path(f"{args.snapshots.rstrip('/')}.partial")
+    staging.mkdir(parents=True, exist_ok=True)
+    policy, value, history = trainer.train(training.checkpoint_dir_for(args.out), {"inputs": vars(args)}, str(staging))
     # Value first: the policy's save removes the run's checkpoints, so it must come last.
     training.save_model(value, tokenizer, args.value_out, history, trainer.value.config)
     training.save_model(policy, tokenizer, args.out, history, trainer.policy.config, {"ppo": params["ppo"]})
+    if training.world()[0] == 0:
+        steps = sorted(int(path.name.removeprefix("step_")) for path in staging.glob("step_*"))
+        (staging / "snapshots.json").write_text(json.dumps({"steps": steps, "final_step": len(history)}) + "\n")
+        shutil.rmtree(args.snapshots, ignore_errors=True)
+        os.replace(staging, args.snapshots)
     last = history[-1]
     print(f"{len(history)} PPO steps; last reward {last['reward']:.3f}, KL {last['kl']:.3f}")
     cli.finish(args, sampling=trainer.sampling_usage.as_record(), grading=trainer.grading_stats.as_record())
