@@ -9,7 +9,7 @@ from pathlib import Path
 PACKAGE_ROOT = Path(workflow.basedir) / "workflow"
 sys.path.insert(0, str(PACKAGE_ROOT))
 
-from easy2hard.config import validate_config
+from easy2hard.config import GOLD_SELECTED_SUFFIX, validate_config
 from easy2hard.launch import launch_command
 
 validate_config(config, source="config (config.yaml + --configfile/--config overrides)")
@@ -29,7 +29,6 @@ ORACLE_EVALUATORS = [f"{kind}_full" for kind in ORACLES["evaluators"]]
 BASELINES = ["icl"] if config["icl"]["enabled"] else []
 # PPO's last round with its checkpoint selected with hard validation gold (the authors' choice): a
 # labelled reference point like the oracles, reported beside the easy-to-hard policies.
-GOLD_SELECTED_SUFFIX = "_gold_selected"
 GOLD_SELECTED = ([f"ppo_r{RL_ROUNDS['ppo']}{GOLD_SELECTED_SUFFIX}"]
                  if config["rl"]["ppo"]["checkpoint_selection"] == "hard_valid_gold" and RL_ROUNDS["ppo"] else [])
 KNOWN_GENERATORS = {"sft", *ORACLE_POLICIES, *BASELINES, *GOLD_SELECTED} | {
@@ -160,18 +159,18 @@ def supervised_answers(full=False):
     return ["results/data/train_easy.jsonl", *([ORACLE_TRAIN_HARD] if full else [])]
 
 
-# PRM800K records, the MATH files that give their problems' levels, and the questions they may
-# not train on (test and validation): what sft.source and evaluators.prm.source prm800k read.
-PRM800K_INPUTS = {
-    "prm800k": config["data"]["prm800k"]["files"],
-    "math_files": config["data"]["prm800k"]["math_files"],
-    "test_questions": ["results/data/test.jsonl", "results/data/valid.jsonl"],
-}
+def prm800k_inputs(full=False):
+    """PRM800K records, the MATH files that give their problems' levels, and the questions they may
+    not train on: test and validation, and the hard train questions (whatever the MATH files say;
+    an oracle keeps those): what sft.source and evaluators.prm.source prm800k read."""
+    excluded = ["results/data/test.jsonl", "results/data/valid.jsonl"] + ([] if full else ["results/data/train_hard.jsonl"])
+    return {"prm800k": config["data"]["prm800k"]["files"], "math_files": config["data"]["prm800k"]["math_files"],
+            "excluded_questions": excluded}
 
 
 def prm800k_args(input):
     return (f"--prm800k {' '.join(input.prm800k)} --math-files {' '.join(input.math_files)}"
-            f" --test-questions {' '.join(input.test_questions)}")
+            f" --excluded-questions {' '.join(input.excluded_questions)}")
 
 
 def sft_inputs(full=False):
@@ -180,7 +179,7 @@ def sft_inputs(full=False):
 
     def inputs(wildcards):
         if config["sft"]["source"] == "prm800k":
-            return {"base": "results/models/base", **PRM800K_INPUTS}
+            return {"base": "results/models/base", **prm800k_inputs(full)}
         return {"base": "results/models/base", "data": supervised_answers(full)}
 
     return inputs
@@ -224,7 +223,7 @@ def prm_data_inputs(full=False):
 
     def inputs(wildcards):
         if prm["source"] == "prm800k":
-            return PRM800K_INPUTS
+            return prm800k_inputs(full)
         graded = {"graded": f"results/{'graded_full' if full else 'graded'}/sft/train.jsonl",
                   "answers": supervised_answers(full)}
         return graded if prm["source"] == "labeller" else {**graded, "policy": "results/models/sft"}

@@ -187,3 +187,11 @@ def test_synthetic_train_counts_per_level_validate():
     assert validate_config(config)
     config["data"]["synthetic"]["num_train"] = [1000, 1000]
     assert "field 'data.synthetic.num_train'" in error_for(config)
+
+
+def test_gold_selection_needs_snapshots():
+    config = base()
+    config["rl"]["ppo"]["checkpoint_selection"] = "hard_valid_gold"
+    assert "rl.ppo.snapshot_every" in error_for(config)
+    config["rl"]["ppo"]["snapshot_every"] = 4
+    validate_config(config)

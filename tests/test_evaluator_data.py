@@ -323,7 +323,7 @@ def test_prm800k_level_filter_with_hand_made_levels(prm800k_records):
 
     examples, counts = prm800k_examples(prm800k_records, levels, [1, 2, 3], {problems[0]}, "samples")
     assert {e["unique_id"].split("/")[1] for e in examples} == {"5"}
-    assert counts["records of test problems"] == 2  # phase-1 train record 1 and the phase-1 test record
+    assert counts["records of excluded problems (test, validation, hard train)"] == 2  # phase-1 train record 1 and the phase-1 test record
 
 
 def test_prm800k_with_real_math_levels(prm800k_records, math_dir):
@@ -349,7 +349,7 @@ def test_prm800k_with_real_math_levels(prm800k_records, math_dir):
     # As the pipeline runs it (MATH500 as the test questions): every sample record is a test problem.
     examples, counts = prm800k_examples(prm800k_records, levels, [1, 2, 3], math500, "samples")
     assert examples == []
-    assert counts["records of test problems"] == 5
+    assert counts["records of excluded problems (test, validation, hard train)"] == 5
 
 
 def prm_record(problem, steps, finish_reason="solution"):

@@ -77,9 +77,12 @@ def test_sft_trains_on_prm800k_with_table_4_settings(paper_7b):
     assert {k: sft["params"][k] for k in TABLE_4_SFT} == TABLE_4_SFT
     assert arguments_after(sft, "--prm800k") == SAMPLE_PATHS
     assert arguments_after(sft, "--levels") == ["1", "2", "3"] and "--data" not in sft["args"]
-    assert "results/data/test.jsonl" in arguments_after(sft, "--test-questions")
+    assert set(arguments_after(sft, "--excluded-questions")) == {
+        "results/data/test.jsonl", "results/data/valid.jsonl", "results/data/train_hard.jsonl"}
     # The oracle (Full) SFT reads PRM800K records of every level.
-    assert arguments_after(only(paper_7b, "sft_full"), "--levels") == ["1", "2", "3", "4", "5"]
+    sft_full = only(paper_7b, "sft_full")
+    assert arguments_after(sft_full, "--levels") == ["1", "2", "3", "4", "5"]
+    assert "results/data/train_hard.jsonl" not in arguments_after(sft_full, "--excluded-questions")
 
 
 def test_evaluators_train_from_the_base_model_with_table_4_settings(paper_7b):
@@ -98,7 +101,11 @@ def test_ppo_receives_the_authors_reward_and_optimisation_settings(paper_7b):
     assert {k: ppo["ppo"][k] for k in AUTHORS_PPO} == AUTHORS_PPO
     assert ppo["policy_train"]["global_batch_size"] == ppo["value_train"]["global_batch_size"] == 64
     assert ppo["sampling"]["temperature"] == 0.7 and ppo["sampling"]["max_new_tokens"] == 768
-    assert only(paper_7b, "ppo")["input"][3] == "results/evaluators/prm/model"
+    ppo_job = only(paper_7b, "ppo")
+    assert arguments_after(ppo_job, "--reward-model") == arguments_after(ppo_job, "--value") == ["results/evaluators/prm/model"]
+    assert ppo["ppo"]["steps"] == 11_500 * 50 // 512  # train questions x their 50 epochs // rollout batch
+    for model in ("policy_train", "value_train"):
+        assert {k: ppo[model][k] for k in ("learning_rate", "lr_scheduler")} == {"learning_rate": 2e-5, "lr_scheduler": "cosine"}
 
 
 def test_the_preset_runs_every_stage_on_gpus(paper_7b):

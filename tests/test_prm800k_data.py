@@ -61,7 +61,7 @@ def test_answer_spacing_ratings_and_the_path_on_hand_records():
     rec = record("P?", [
         step(("First.", 1), ("Wrong.", -1), ("Meh.", 0), chosen=0),
         step(("Only one, unchosen.", 1)),  # a single unchosen completion: the path continues with it
-        step(("So 5.\n# Answer\n\n5", 1), ("# Answer\n\n5", 1), ("Nope.", None)),  # several unchosen: path ends
+        step(("So 5.\n# Answer\n\n5", 1), ("# Answer\n\n5", 1), ("Nope.", None), ("Then.\n\n# Answer", 1)),  # ends the path
         step(("never reached", 1), chosen=0),
     ])
     rows, counts = prm800k_data.sft_rows([rec], {}, [1, 2, 3], set(), "hand")
@@ -70,11 +70,12 @@ def test_answer_spacing_ratings_and_the_path_on_hand_records():
         ("First.", "\n\nOnly one, unchosen.", False),
         ("First.\n\nOnly one, unchosen.", "\n\nSo 5.\n\n# Answer\n\n5", True),
         ("First.\n\nOnly one, unchosen.", "\n\n# Answer\n\n5", True),
+        ("First.\n\nOnly one, unchosen.", "\n\nThen.\n\n# Answer\n\n", False),  # no blank line after "# Answer": no EOS
     ]
     assert counts["completions not rated +1"] == 3
     # The same record twice (phase 1 and 2 overlap): every example once.
     again, counts = prm800k_data.sft_rows([rec, rec], {}, [1, 2, 3], set(), "hand")
-    assert again == rows and counts["duplicates dropped"] == 4
+    assert again == rows and counts["duplicates dropped"] == 5
 
 
 def test_records_of_test_and_hard_problems_are_dropped():
@@ -83,13 +84,27 @@ def test_records_of_test_and_hard_problems_are_dropped():
     rows, counts = prm800k_data.sft_rows(recs, levels, [1, 2, 3], {"test"}, "hand")
     assert [r["problem"] for r in rows] == ["easy", "not in MATH"]
     assert counts["records of hard (or unlevelled) MATH problems"] == 1
-    assert counts["records of test problems"] == 1
+    assert counts["records of excluded problems (test, validation, hard train)"] == 1
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
     texts = [formats.format_prompt("P?") + "First.\n\nSo 5.\n\n# Answer\n\n5"] * 4
     return modeling.train_tokenizer(texts, 300)
+
+
+@pytest.fixture(scope="module")
+def metaspace_tokenizer():
+    """A SentencePiece-style tokenizer (Llama's kind): a word-start marker before the first word."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+    tok.train_from_iterator(["First. So 5. Then 6.\n\n# Answer\n\n5"] * 4,
+                            trainers.BpeTrainer(vocab_size=120, special_tokens=["<s>", "</s>", "<pad>", "<unk>"]))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>")
 
 
 @pytest.mark.parametrize("final", [True, False])
@@ -103,3 +118,14 @@ def test_continuation_example_trains_on_the_target_only(tokenizer, final):
     assert labels[: len(ids) - len(learned)] == [IGNORE_INDEX] * (len(ids) - len(learned))
     assert training.continuation_example("P?", "First.", "\n\nSo 5.", final, tokenizer, len(ids) - 1) is None
 
+
+def test_continuation_example_tokenises_context_and_target_together(metaspace_tokenizer):
+    tok = metaspace_tokenizer
+    alone = tok("\n\nSo 5.", add_special_tokens=False)["input_ids"]
+    assert tok.convert_ids_to_tokens(alone)[0].startswith("\u2581")  # the marker a target alone would teach
+    example = training.continuation_example("P?", "First.", "\n\nSo 5.", True, tok, 512)
+    together = tok("First.\n\nSo 5.", add_special_tokens=False)["input_ids"]
+    prompt = len(example["input_ids"]) - len(together) - 1
+    assert example["input_ids"][prompt:] == together + [tok.eos_token_id]
+    learned = [label for label in example["labels"] if label != IGNORE_INDEX]
+    assert learned == together[-len(learned) + 1:] + [tok.eos_token_id] and alone[0] not in learned

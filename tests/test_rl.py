@@ -299,10 +299,25 @@ def test_an_unscorable_solution_gets_the_lowest_evaluator_reward(options):
         assert sum(scored) >= sum(floor)
 
 
-def test_reward_whitening_keeps_the_sign():
-    x = torch.tensor([[1.0, 3.0, 0.0]])
+def test_reward_whitening_keeps_the_mean():
+    x = torch.tensor([[1.0, 5.0, 0.0]])  # mean 3, std 2 over the two real tokens
     mask = torch.tensor([[1.0, 1.0, 0.0]])
-    assert ppo.whiten(x, mask, shift_mean=False)[0].tolist() == pytest.approx([1.0, 3.0, 0.0])  # std 1
+    # (x - mean) / std + mean, as the authors whiten rewards; padding stays 0
+    assert ppo.whiten(x, mask, shift_mean=False)[0].tolist() == pytest.approx([2.0, 4.0, 0.0])
+    assert ppo.whiten(x, mask)[0].tolist() == pytest.approx([-1.0, 1.0, 0.0])
+
+
+def test_kl_penalty_k1_and_clamped():
+    logps, ref = torch.tensor([-1.0, -2.0, -0.5]), torch.tensor([-1.5, -1.0, -0.5])
+    assert ppo.kl_penalty(logps, ref, "k1").tolist() == pytest.approx([0.5, -1.0, 0.0])
+    assert ppo.kl_penalty(logps, ref, "k1_clamped").tolist() == pytest.approx([0.5, 0.0, 0.0])  # the authors
+
+
+def test_rollouts_sample_with_their_own_top_k_and_seed():
+    base = sampling.SamplingConfig(num_samples=16, temperature=0.7, top_k=20, seed=3)
+    ours = ppo.rollout_sampling(base, ppo.PPOConfig(samples_per_prompt=2, seed=1), step=5)
+    assert (ours.top_k, ours.num_samples, ours.seed, ours.temperature) == (20, 2, 7919 + 5, 0.7)
+    assert ppo.rollout_sampling(base, ppo.PPOConfig(rollout_top_k=50), step=5).top_k == 50
 
 
 def test_best_checkpoint_prefers_accuracy_then_the_later_step():

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import MATH_DIR, PRM800K_EXAMPLES_DIR, REPO_ROOT
+from easy2hard.config import GOLD_SELECTED_SUFFIX
 
 GOLD_DIR = "results/gold/"
 # The hard train solutions: read by the oracle rules only (the "Full" upper bounds).
@@ -22,7 +23,7 @@ ORACLE_RULES = {"sft_full", "grade_train_full", "orm_data_full", "prm_data_full"
 ORACLE_OUTPUT = re.compile(r"^results/(oracle|graded_full)/|(^|/)(sft|prm|orm|oprm)_full(/|\.|$)")
 # The PPO checkpoint chosen with hard validation gold (rl.ppo.checkpoint_selection: hard_valid_gold) and
 # everything made from it: a labelled reference point that may depend on results/gold/, like evaluation.
-GOLD_SELECTED_OUTPUT = re.compile(r"_gold_selected(/|\.|$)|/gold_selection\.csv$")
+GOLD_SELECTED_OUTPUT = re.compile(rf"{GOLD_SELECTED_SUFFIX}(/|\.|$)|/gold_selection\.csv$")
 # Rules allowed to read gold answers of valid/test (every level), and what may consume their output.
 EVALUATION_RULES = {"evaluate", "evaluate_greedy", "evaluator_report"}
 REPORTING_RULES = EVALUATION_RULES | {"report", "rl_report", "all"}

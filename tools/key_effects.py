@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from easy2hard.config import GOLD_SELECTED_SUFFIX
+
 
 def _difference(comparisons: pd.DataFrame, **where) -> str:
     rows = comparisons
@@ -61,7 +63,7 @@ def key_effects(results: Path, evaluator: str = "prm", policies=("rest_em", "dpo
         for method in ("greedy", "majority"):
             rows = comparisons[(comparisons["comparison"] == "policy_vs_sft") & (comparisons["method"] == method)
                                & comparisons["generator"].str.startswith(policy)
-                               & ~comparisons["generator"].str.endswith("_gold_selected")]  # not easy-to-hard
+                               & ~comparisons["generator"].str.endswith(GOLD_SELECTED_SUFFIX)]  # not easy-to-hard
             row[f"{policy} − sft ({method}), hard"] = _difference(rows)
     return row
 

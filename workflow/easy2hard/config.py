@@ -9,6 +9,8 @@ import jsonschema
 import yaml
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+# The policy name suffix of a PPO checkpoint chosen with hard validation gold (rl.ppo.checkpoint_selection).
+GOLD_SELECTED_SUFFIX = "_gold_selected"
 
 
 class ConfigError(ValueError):
@@ -60,6 +62,10 @@ def _semantic_problems(config: dict, source: str) -> list[str]:
     if isinstance(prm, dict) and prm.get("source") == "labeller" and data.get("source") != "synthetic":
         problems.append(f"{source}: field 'evaluators.prm.source': 'labeller' checks synthetic arithmetic steps; "
                         f"data.source is {data.get('source')!r} (use auto or prm800k)")
+    ppo = config.get("rl", {}).get("ppo", {})
+    if isinstance(ppo, dict) and ppo.get("checkpoint_selection") == "hard_valid_gold" and not ppo.get("snapshot_every"):
+        problems.append(f"{source}: field 'rl.ppo.snapshot_every': must be > 0 when checkpoint_selection is "
+                        "'hard_valid_gold' (without snapshots there is nothing to choose from)")
     sft = config.get("sft", {})
     if isinstance(sft, dict) and all(isinstance(sft.get(k), int) for k in ("global_batch_size", "micro_batch_size")):
         if sft["micro_batch_size"] > 0 and sft["global_batch_size"] % sft["micro_batch_size"]:

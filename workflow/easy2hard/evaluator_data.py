@@ -125,9 +125,9 @@ def prm800k_examples(
                     counts["null ratings skipped"] += 1
                     continue
                 text = prm800k_data.normalize_completion(completion.get("text") or "")
-                if not text:
-                    counts["empty completions skipped"] += 1
-                    continue
+                if not text:  # the authors stop reading a step's completions at an empty one
+                    counts["empty completions (the step's remaining completions skipped)"] += 1
+                    break
                 key = (problem.strip(), tuple(prefix), text)
                 if key in seen:
                     counts["duplicates dropped"] += 1

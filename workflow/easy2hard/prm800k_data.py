@@ -40,7 +40,8 @@ def math_levels(paths: list[str]) -> dict[str, int | None]:
 def usable_records(records: list[dict], levels_by_problem: dict[str, int | None], easy_levels,
                    excluded_problems: set[str], source: str, counts: Counter) -> Iterator[tuple[int, str, list[dict]]]:
     """(record number, problem, steps) of every record whose problem may supervise: not excluded
-    (test or validation), not a MATH problem of a hard (or unknown) level. Counts what it drops."""
+    (test, validation, hard train questions), not a MATH problem of a hard (or unknown) level. Counts
+    what it drops."""
     easy_levels = set(easy_levels)
     for number, record in enumerate(records, start=1):
         try:
@@ -51,7 +52,7 @@ def usable_records(records: list[dict], levels_by_problem: dict[str, int | None]
         if not steps:
             counts["records without steps"] += 1
         elif key in excluded_problems:
-            counts["records of test problems"] += 1
+            counts["records of excluded problems (test, validation, hard train)"] += 1
         elif key in levels_by_problem and levels_by_problem[key] not in easy_levels:
             counts["records of hard (or unlevelled) MATH problems"] += 1
         else:
@@ -115,7 +116,9 @@ def sft_rows(records: list[dict], levels_by_problem: dict[str, int | None], easy
                 seen.add(key)
                 # The separator before the completion belongs to the target: the model learns to write it.
                 separator = formats.STEP_SEPARATOR if context else ""
+                # EOS after the answer, as the authors decide it: "# Answer" and a blank line in the raw text.
+                final = formats.ANSWER_HEADER + formats.STEP_SEPARATOR in completion["text"]
                 rows.append({"unique_id": f"prm800k/{number}/{step_number}", "problem": problem, "context": context,
-                             "target": separator + text, "final": formats.ANSWER_HEADER in text})
+                             "target": separator + text, "final": final})
     counts["examples"] = len(rows)
     return rows, counts

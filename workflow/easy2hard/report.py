@@ -22,6 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
+from easy2hard.config import GOLD_SELECTED_SUFFIX
 from easy2hard.io import DataError, atomic_output, read_jsonl
 from easy2hard.metrics import (
     AGGREGATIONS,
@@ -45,7 +46,6 @@ SCORE_FIELDS = ("unique_id", "sample_index", "step_scores")
 COLUMNS = ["generator", "evaluator", "method", "aggregation", "n", "levels", "accuracy", "std", "num_problems", "grader",
            "ci_low", "ci_high"]
 ORACLE_SUFFIX = "_full"  # an oracle (the "Full" model) of a policy or evaluator: sft_full, prm_full, ...
-GOLD_SELECTED_SUFFIX = "_gold_selected"  # a PPO checkpoint chosen with hard validation gold (rl.ppo.checkpoint_selection)
 GAP_COLUMNS = ["grader", "generator", "method", "evaluator", "oracle", "aggregation", "levels", "easy_to_hard",
                "oracle_accuracy", "majority", "recovered", "ci_low", "ci_high", "num_problems", "note"]
 COMPARISON_COLUMNS = ["grader", "comparison", "generator", "method", "evaluator", "aggregation", "versus_generator",

@@ -81,14 +81,20 @@ def sft_example(problem: str, steps: list[str], answer: str, tokenizer, max_leng
 
 def continuation_example(problem: str, context: str, target: str, eos: bool, tokenizer, max_length: int) -> dict | None:
     """BOS + prompt + `context` (a partial solution, no loss) + `target` (loss) + EOS when `eos`:
-    one step of a solution given the steps before it (the PRM800K SFT recipe). None when too long."""
+    one step of a solution given the steps before it (the PRM800K SFT recipe). None when too long.
+
+    Context and target are tokenised together, as the model reads and writes them, and a token is
+    learned when it starts inside the target: tokenised alone, a target such as "\n\nSo ..." gets a
+    word-start marker from SentencePiece-style tokenizers that never follows a step in a solution."""
     prompt_ids = encode_prompt(tokenizer, problem)
-    context_ids = tokenizer(context, add_special_tokens=False)["input_ids"] if context else []
-    target_ids = tokenizer(target, add_special_tokens=False)["input_ids"] + ([tokenizer.eos_token_id] if eos else [])
-    input_ids = prompt_ids + context_ids + target_ids
+    encoded = tokenizer(context + target, add_special_tokens=False, return_offsets_mapping=True)
+    solution_ids = encoded["input_ids"] + ([tokenizer.eos_token_id] if eos else [])
+    learned = [start >= len(context) for start, _ in encoded["offset_mapping"]] + ([True] if eos else [])
+    input_ids = prompt_ids + solution_ids
     if len(input_ids) > max_length:
         return None
-    return {"input_ids": input_ids, "labels": [IGNORE_INDEX] * (len(prompt_ids) + len(context_ids)) + target_ids}
+    labels = [token if learn else IGNORE_INDEX for token, learn in zip(solution_ids, learned)]
+    return {"input_ids": input_ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + labels}
 
 
 def _label_pad(labels: list) -> int | float:

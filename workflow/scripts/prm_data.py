@@ -12,10 +12,10 @@ from easy2hard.io import read_jsonl, write_json, write_jsonl
 
 def human_labels(args, cfg):
     levels = prm800k_data.math_levels(args.math_files)
-    # Test and validation problems never become training data.
-    test_problems = {r["problem"].strip() for path in args.test_questions for r in read_jsonl(path, required=("problem",))}
+    # Test and validation problems never become training data, nor hard train ones (but for an oracle).
+    excluded = {r["problem"].strip() for path in args.excluded_questions for r in read_jsonl(path, required=("problem",))}
     records = [r for path in args.prm800k for r in prm800k_data.read_records(path)]
-    examples, counts = evaluator_data.prm800k_examples(records, levels, cfg["easy_levels"], test_problems,
+    examples, counts = evaluator_data.prm800k_examples(records, levels, cfg["easy_levels"], excluded,
                                                        ", ".join(args.prm800k))
     return examples, dict(counts), {}
 
@@ -88,7 +88,7 @@ if __name__ == "__main__":
     p.add_argument("--policy")
     p.add_argument("--prm800k", nargs="*", default=[], help="prm800k: PRM800K JSONL files")
     p.add_argument("--math-files", nargs="*", default=[])
-    p.add_argument("--test-questions", nargs="*", default=[])
+    p.add_argument("--excluded-questions", nargs="*", default=[])
     p.add_argument("--out", required=True)
     p.add_argument("--stats", required=True)
     args = p.parse_args()

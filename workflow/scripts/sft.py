@@ -15,7 +15,7 @@ def reference_examples(paths, tokenizer, max_length):
 
 def prm800k_examples(args, tokenizer, max_length):
     levels = prm800k_data.math_levels(args.math_files)
-    excluded = {r["problem"].strip() for path in args.test_questions for r in read_jsonl(path, required=("problem",))}
+    excluded = {r["problem"].strip() for path in args.excluded_questions for r in read_jsonl(path, required=("problem",))}
     records = [r for path in args.prm800k for r in prm800k_data.read_records(path)]
     rows, counts = prm800k_data.sft_rows(records, levels, args.levels, excluded, ", ".join(args.prm800k))
     examples = [training.continuation_example(r["problem"], r["context"], r["target"], r["final"], tokenizer, max_length)
@@ -29,7 +29,8 @@ if __name__ == "__main__":
     p.add_argument("--data", nargs="+", help="SFT rows: problem, steps, answer (easy; the oracle adds hard)")
     p.add_argument("--prm800k", nargs="+", help="PRM800K JSONL (instead of --data)")
     p.add_argument("--math-files", nargs="*", default=[], help="--prm800k: MATH files giving each problem's level")
-    p.add_argument("--test-questions", nargs="*", default=[], help="--prm800k: questions never trained on")
+    p.add_argument("--excluded-questions", nargs="*", default=[],
+                   help="--prm800k: questions never trained on (test, validation; hard train unless an oracle)")
     p.add_argument("--levels", type=int, nargs="*", default=[], help="--prm800k: MATH levels whose records are used")
     p.add_argument("--out", required=True)
     args = p.parse_args()

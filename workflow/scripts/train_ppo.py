@@ -51,14 +51,15 @@ if __name__ == "__main__":
     staging = Path(f"{args.snapshots.rstrip('/')}.partial")
     staging.mkdir(parents=True, exist_ok=True)
     policy, value, history = trainer.train(training.checkpoint_dir_for(args.out), {"inputs": vars(args)}, str(staging))
-    # Value first: the policy's save removes the run's checkpoints, so it must come last.
-    training.save_model(value, tokenizer, args.value_out, history, trainer.value.config)
-    training.save_model(policy, tokenizer, args.out, history, trainer.policy.config, {"ppo": params["ppo"]})
-    if training.world()[0] == 0:
-        steps = sorted(int(path.name.removeprefix("step_")) for path in staging.glob("step_*"))
+    if training.world()[0] == 0:  # before the policy's save, which removes the checkpoints a resume needs
+        steps = sorted(step for step in (int(path.name.removeprefix("step_")) for path in staging.glob("step_*"))
+                       if step < len(history))
         (staging / "snapshots.json").write_text(json.dumps({"steps": steps, "final_step": len(history)}) + "\n")
         shutil.rmtree(args.snapshots, ignore_errors=True)
         os.replace(staging, args.snapshots)
+    # Value first: the policy's save removes the run's checkpoints, so it must come last.
+    training.save_model(value, tokenizer, args.value_out, history, trainer.value.config)
+    training.save_model(policy, tokenizer, args.out, history, trainer.policy.config, {"ppo": params["ppo"]})
     last = history[-1]
     print(f"{len(history)} PPO steps; last reward {last['reward']:.3f}, KL {last['kl']:.3f}")
     cli.finish(args, sampling=trainer.sampling_usage.as_record(), grading=trainer.grading_stats.as_record())
