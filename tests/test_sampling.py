@@ -243,7 +243,7 @@ def test_in_context_prompts_and_completions(random_model, tokenizer, questions, 
 
     seen_prompts = []
 
-    def fake_generate(model, tokenizer, prompts, config, progress=True, desc="sample", usage=None):
+    def fake_generate(model, tokenizer, prompts, config, progress=True, desc="sample", usage=None, model_path=None):
         seen_prompts.extend(prompts)
         for _ in prompts:
             yield [{"text": "1 + 2 = 3.\n\n# Answer\n\n3\n\n# Question\n\nWhat is", "token_ids": [], "num_tokens": 20,

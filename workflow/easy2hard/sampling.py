@@ -41,14 +41,15 @@ from typing import Iterator
 
 import torch
 from tqdm.auto import tqdm
+from transformers import AutoTokenizer
 
 from easy2hard import engine as sampling_engine
-from easy2hard import formats
+from easy2hard import formats, modeling, vllm_backend
 from easy2hard.io import atomic_output, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
-ENGINE_MODES = ("auto", "engine", "hf")
+ENGINE_MODES = ("auto", "engine", "hf", "vllm")
 
 
 @dataclass
@@ -61,7 +62,8 @@ class SamplingConfig:
     batch_size: int = 64  # sequences per generate call
     seed: int = 0
     greedy: bool = False
-    engine: str | None = None  # auto | engine | hf; None: $EASY2HARD_SAMPLING_ENGINE, else auto
+    engine: str | None = None  # auto | engine | hf | vllm; None: $EASY2HARD_SAMPLING_ENGINE, else auto
+    vllm: dict | None = None  # vllm_backend.VLLMOptions (sampling.vllm + compute.inference_gpus)
 
 
 def encode_prompt(tokenizer, problem: str, solution_prefix: str = "", context: str = "") -> list[int]:
@@ -137,12 +139,42 @@ def engine_mode(config: SamplingConfig) -> str:
     return mode
 
 
+def use_vllm(config: SamplingConfig, model_path: str | None) -> bool:
+    """Whether a model saved at `model_path` is sampled by vLLM: always under ``vllm`` (which must be
+    installed), under ``auto`` when vLLM is installed and CUDA is present (on CPU its model load,
+    tens of seconds, costs more than the tiny offline model's whole sampling job). In-process
+    weights (PPO rollouts, `model_path` None) never are."""
+    mode = engine_mode(config)
+    if mode == "vllm" and not vllm_backend.installed():
+        raise ValueError("config: field 'sampling.engine' is 'vllm' but vLLM is not installed "
+                         "(pip install -e '.[vllm]' on GPU machines; README, Fast sampling, for CPU)")
+    if model_path is None:
+        return False
+    return mode == "vllm" or (mode == "auto" and vllm_backend.installed() and torch.cuda.is_available())
+
+
+def load_policy(path: str, config: SamplingConfig):
+    """(model, tokenizer) to sample a saved policy with: vLLM loads the model itself (none here),
+    the other back ends need it in this process (bf16 on CUDA, fp32 on CPU)."""
+    if use_vllm(config, path):
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        modeling.ensure_pad_token(tokenizer)
+        return None, tokenizer
+    device, dtype = modeling.device_and_dtype()
+    model, tokenizer = modeling.load_model(path, dtype=dtype)
+    return model.to(device).eval(), tokenizer
+
+
 def use_engine(model, config: SamplingConfig, usage: BackendUsage | None = None) -> bool:
     """Whether ``generate`` goes through the sampling engine (see the module docstring); a
     fallback under ``auto`` is recorded in ``usage``."""
     mode = engine_mode(config)
     if mode == "hf":
         return False
+    if mode == "vllm":  # a model in memory (PPO rollouts): vLLM samples saved models only
+        (usage if usage is not None else BackendUsage()).fall_back(
+            "vLLM samples models saved on disk; in-process weights use the engine", expected=True)
+        mode = "auto"
     unsupported = sampling_engine.check_support(model)
     if unsupported is None:
         return True
@@ -154,14 +186,21 @@ def use_engine(model, config: SamplingConfig, usage: BackendUsage | None = None)
 
 def generate(
     model, tokenizer, prompts: list[list[int]], config: SamplingConfig, progress: bool = True, desc: str = "sample",
-    usage: BackendUsage | None = None,
+    usage: BackendUsage | None = None, model_path: str | None = None,
 ) -> Iterator[list[dict]]:
     """For each prompt (token ids), yield its N continuations: {text, token_ids, num_tokens, finished}
     (token_ids: the sampled ids up to and including EOS, which PPO scores as they were drawn).
-    ``usage`` counts the prompts each back end sampled and records any fallback."""
+    ``usage`` counts the prompts each back end sampled and records any fallback. `model_path`, the
+    folder `model` was loaded from, lets vLLM sample it (`model` may then be None)."""
     usage = usage if usage is not None else BackendUsage()
     usage.mode = engine_mode(config)
     num_samples = 1 if config.greedy else config.num_samples
+    if use_vllm(config, model_path):
+        options = vllm_backend.VLLMOptions(**(config.vllm or {}))
+        for group in vllm_backend.generate(model_path, tokenizer, prompts, config, options):
+            usage.count("vllm")
+            yield [_decode(tokenizer, torch.tensor(tokens, dtype=torch.long)) for tokens in group]
+        return
     bar = tqdm(total=len(prompts) * num_samples, desc=desc, unit="seq", disable=not progress, mininterval=2)
     if use_engine(model, config, usage):
         options = sampling_engine.EngineOptions(num_slots=max(1, config.batch_size // num_samples) * num_samples)
@@ -226,11 +265,12 @@ def _decode(tokenizer, tokens: torch.Tensor) -> dict:
 
 
 def sample_solutions(model, tokenizer, questions: list[dict], config: SamplingConfig, progress: bool = True,
-                     usage: BackendUsage | None = None, context: str = ""):
+                     usage: BackendUsage | None = None, context: str = "", model_path: str | None = None):
     """Yield one row per (question, sample) with the decoded completion. With an in-context
     `context` (exemplars), a completion ends before the next "# Question" the model starts."""
     prompts = [encode_prompt(tokenizer, question["problem"], context=context) for question in questions]
-    for question, continuations in zip(questions, generate(model, tokenizer, prompts, config, progress, usage=usage)):
+    for question, continuations in zip(questions, generate(model, tokenizer, prompts, config, progress, usage=usage,
+                                                           model_path=model_path)):
         for index, continuation in enumerate(continuations):
             if context:
                 text, stopped = formats.cut_at_stop(continuation["text"])
@@ -247,7 +287,8 @@ def sample_solutions(model, tokenizer, questions: list[dict], config: SamplingCo
 
 
 def sample_in_shards(model, tokenizer, questions: list[dict], config: SamplingConfig, out: str,
-                     shard_questions: int, model_fingerprint: dict, context: str = "") -> tuple[int, BackendUsage]:
+                     shard_questions: int, model_fingerprint: dict, context: str = "",
+                     model_path: str | None = None) -> tuple[int, BackendUsage]:
     """`sample_solutions` into `out`, shard by shard, so a killed job resumes where it stopped;
     returns the number of rows and which back end sampled them (all shards, resumed ones too).
 
@@ -279,7 +320,7 @@ def sample_in_shards(model, tokenizer, questions: list[dict], config: SamplingCo
         if not path.exists():
             shard, shard_usage = questions[k * shard_questions : (k + 1) * shard_questions], BackendUsage()
             rows = list(sample_solutions(model, tokenizer, shard, replace(config, seed=config.seed + k), usage=shard_usage,
-                                         context=context))
+                                         context=context, model_path=model_path))
             write_json(usage_path, shard_usage.as_record())
             write_jsonl(path, rows)
         usage.merge(BackendUsage.from_record(json.loads(usage_path.read_text())))

@@ -5,7 +5,7 @@ questions (automatic, Math-Shepherd style). None reads a hard-level gold answer.
 import random
 from collections import Counter, defaultdict
 
-from easy2hard import cli, evaluator_data, modeling, prm800k_data, sampling
+from easy2hard import cli, evaluator_data, prm800k_data, sampling
 from easy2hard.grading import GradingStats, extract_answer, grade_many
 from easy2hard.io import read_jsonl, write_json, write_jsonl
 
@@ -45,17 +45,16 @@ def automatic_labels(args, cfg):
     # A correct solution is its own successful rollout from each of its prefixes, so under the
     # hard estimate its steps are positive without rolling out; every other prefix is rolled out.
     needs_rollouts = [s for s in solutions if auto["estimate"] == "soft" or not s["correct"]]
-    _, dtype = modeling.device_and_dtype()
-    model, tokenizer = modeling.load_model(args.policy, dtype=dtype)
-    model.to(modeling.device_and_dtype()[0]).eval()
+    config = sampling.SamplingConfig(**{**cfg["sampling"], "num_samples": auto["rollouts"], "seed": auto["seed"]})
+    model, tokenizer = sampling.load_policy(args.policy, config)
     prompts, owners = [], []
     for index, solution in enumerate(needs_rollouts):
         for prefix in evaluator_data.rollout_prefixes(solution):
             prompts.append(sampling.encode_prompt(tokenizer, easy[solution["unique_id"]]["problem"], prefix))
             owners.append((index, prefix))
-    config = sampling.SamplingConfig(**{**cfg["sampling"], "num_samples": auto["rollouts"], "seed": auto["seed"]})
     usage = sampling.BackendUsage()
-    continuations = list(sampling.generate(model, tokenizer, prompts, config, desc="rollouts", usage=usage))
+    continuations = list(sampling.generate(model, tokenizer, prompts, config, desc="rollouts", usage=usage,
+                                           model_path=args.policy))
     pairs = []
     for (index, prefix), group in zip(owners, continuations):
         gold = easy[needs_rollouts[index]["unique_id"]]["answer"]

@@ -1,7 +1,7 @@
 """Stage 5: sample N solutions per question (or one greedy solution) from a policy; with
 --exemplars, the in-context baseline: the base model prompted with k solved easy problems."""
 
-from easy2hard import cli, formats, modeling, provenance, sampling
+from easy2hard import cli, formats, provenance, sampling
 from easy2hard.io import read_jsonl
 
 if __name__ == "__main__":
@@ -18,9 +18,7 @@ if __name__ == "__main__":
     params = dict(args.params)
     shard_questions = params.pop("shard_questions")
     config = sampling.SamplingConfig(**params, greedy=args.greedy)
-    device, dtype = modeling.device_and_dtype()
-    model, tokenizer = modeling.load_model(args.model, dtype=dtype)
-    model.to(device).eval()
+    model, tokenizer = sampling.load_policy(args.model, config)
     questions = [q for path in args.questions for q in read_jsonl(path, required=("unique_id", "problem", "level"))]
     context, icl = "", {}
     if args.exemplars:
@@ -30,6 +28,6 @@ if __name__ == "__main__":
         icl = {"icl": {"k": args.icl_k, "seed": args.icl_seed, "exemplars": [e["unique_id"] for e in exemplars]}}
         print(f"in-context baseline: {args.icl_k} exemplars ({', '.join(icl['icl']['exemplars'])})")
     count, usage = sampling.sample_in_shards(model, tokenizer, questions, config, args.out, shard_questions,
-                                             provenance.fingerprint(args.model), context)
+                                             provenance.fingerprint(args.model), context, model_path=args.model)
     print(f"wrote {count} samples for {len(questions)} questions; back end: {usage.as_record()['backend']}")
     cli.finish(args, sampling=usage.as_record(), **icl)

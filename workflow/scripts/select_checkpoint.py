@@ -8,18 +8,16 @@ import json
 import shutil
 from pathlib import Path
 
-import torch
-
-from easy2hard import cli, modeling, ppo, sampling
+from easy2hard import cli, ppo, sampling
 from easy2hard.grading import GradingStats
 from easy2hard.io import atomic_output, read_jsonl
 from easy2hard.judge import judge_samples
 
 
 def greedy_accuracy(model_dir, questions, gold, params) -> float:
-    model, tokenizer = modeling.load_model(model_dir, dtype=torch.float32)
     config = sampling.SamplingConfig(**{**params["sampling"], "greedy": True, "num_samples": 1})
-    samples = list(sampling.sample_solutions(model.eval(), tokenizer, questions, config, progress=False))
+    model, tokenizer = sampling.load_policy(model_dir, config)
+    samples = list(sampling.sample_solutions(model, tokenizer, questions, config, progress=False, model_path=model_dir))
     grading = params["grading"]
     judged = judge_samples(samples, gold, grading["timeout"], grading["workers"], mode=grading["mode"], stats=GradingStats())
     return sum(bool(row["correct"]) for row in judged) / len(judged)
