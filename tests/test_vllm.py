@@ -15,6 +15,13 @@ from easy2hard import modeling, sampling, training, vllm_backend
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def stop_vllm_after_the_module():
+    """The engines this module starts hold a core and their KV cache: stopped before the next module."""
+    yield
+    vllm_backend.close_all()
+
+
 # vLLM's CPU attention needs a head size of at least 32 (the shared test model's is 16).
 VLLM_SHAPE = {**TINY_SHAPE, "hidden_size": 64, "intermediate_size": 128, "num_heads": 2}
 

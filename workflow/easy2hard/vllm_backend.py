@@ -57,6 +57,14 @@ def load(model_path: str, options: VLLMOptions):
     return _LLMS[key]
 
 
+def close_all() -> None:
+    """Stop every vLLM engine this process started: their worker processes hold a CPU core (the CPU
+    build's engine loop spins) and the KV cache until then."""
+    while _LLMS:
+        _, llm = _LLMS.popitem()
+        llm.llm_engine.engine_core.shutdown()
+
+
 def request_params(config, eos_token_id: int, index: int):
     """vLLM's SamplingParams for prompt `index` of a run with `config` (a SamplingConfig)."""
     from vllm import SamplingParams
