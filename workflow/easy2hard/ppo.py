@@ -404,7 +404,8 @@ class PPOTrainer:
             examples.append({**rollout_example(sample["prompt_ids"], sample["token_ids"]), "score_rewards": rewards})
             if judged["correct"] is not None:
                 stats["easy_accuracy"].append(float(judged["correct"]))
-            stats["evaluator_reward"].append(sum(evaluator_rewards(num_tokens, ends, scores, has_answer, self.config)))
+            # The evaluator's share: everything but the last token's outcome and stop penalty.
+            stats["evaluator_reward"].append(sum(rewards) - terminal_reward(judged["correct"], completion, self.config))
             stats["no_answer_rate"].append(float(not has_answer))
             stats["reward"].append(sum(rewards))
             stats["response_tokens"].append(len(sample["token_ids"]))

@@ -8,7 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
-from easy2hard import cli, ppo, sampling
+from easy2hard import cli, ppo, sampling, vllm_backend
 from easy2hard.grading import GradingStats
 from easy2hard.io import atomic_output, read_jsonl
 from easy2hard.judge import judge_samples
@@ -18,6 +18,7 @@ def greedy_accuracy(model_dir, questions, gold, params) -> float:
     config = sampling.SamplingConfig(**{**params["sampling"], "greedy": True, "num_samples": 1})
     model, tokenizer = sampling.load_policy(model_dir, config)
     samples = list(sampling.sample_solutions(model, tokenizer, questions, config, progress=False, model_path=model_dir))
+    vllm_backend.close_all()  # one candidate's vLLM engine at a time (each holds its weights and KV cache)
     grading = params["grading"]
     judged = judge_samples(samples, gold, grading["timeout"], grading["workers"], mode=grading["mode"], stats=GradingStats())
     return sum(bool(row["correct"]) for row in judged) / len(judged)
