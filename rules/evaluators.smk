@@ -109,6 +109,7 @@ rule train_evaluator:
     input:
         init=f"results/models/{config['evaluators']['init']}",
         data="results/evaluators/{evaluator}/train.jsonl",
+        stats="results/evaluators/{evaluator}/stats.json",
     output:
         directory("results/evaluators/{evaluator}/model"),
     params:
@@ -123,7 +124,7 @@ rule train_evaluator:
         "results/logs/evaluators/train_{evaluator}.log",
     shell:
         "{params.script} --params {params.cfg:q} --threads {threads} --init {input.init} --data {input.data}"
-        " --out {output} > {log} 2>&1"
+        " --stats {input.stats} --out {output} > {log} 2>&1"
 
 
 rule score:

@@ -32,6 +32,7 @@ rule rest_em:
     input:
         init=f"results/models/{config['rl']['rest_em']['init']}",
         data="results/rl/rest_em_r{round}/train.jsonl",
+        stats="results/rl/rest_em_r{round}/stats.json",
     output:
         directory("results/models/rest_em_r{round}"),
     params:
@@ -46,7 +47,7 @@ rule rest_em:
         "results/logs/rl/rest_em_r{round}.log",
     shell:
         "{params.script} --params {params.cfg:q} --threads {threads} --base {input.init}"
-        " --data {input.data} --out {output} > {log} 2>&1"
+        " --data {input.data} --stats {input.stats} --out {output} > {log} 2>&1"
 
 
 rule dpo_pairs:
@@ -73,6 +74,7 @@ rule dpo:
     input:
         policy=lambda wildcards: previous_policy("dpo", wildcards.round),
         pairs="results/rl/dpo_r{round}/pairs.jsonl",
+        stats="results/rl/dpo_r{round}/stats.json",
     output:
         directory("results/models/dpo_r{round}"),
     params:
@@ -90,7 +92,7 @@ rule dpo:
         "results/logs/rl/dpo_r{round}.log",
     shell:
         "{params.script} --params {params.cfg:q} --threads {threads} --policy {input.policy}"
-        " --pairs {input.pairs} --out {output} > {log} 2>&1"
+        " --pairs {input.pairs} --stats {input.stats} --out {output} > {log} 2>&1"
 
 
 rule ppo:

@@ -513,3 +513,30 @@ def test_hf_source_concatenates_train_configs(monkeypatch):
     train, test = data.load_source(cfg)
     assert [row["subject"] for row in train] == ["a"] * 3 + ["b"] * 3
     assert len({row["unique_id"] for row in train}) == 6 and len(test) == 3
+
+
+# --- data.subset: a small fixed run on a large source ---------------------------------------------------
+
+
+def test_stratified_subset_counts_subjects_in_turn_and_is_fixed():
+    pool = [row(f"{subject[0]}{level}-{i}", level, subject) for level in (1, 2, 4) for subject in ("Algebra", "Geometry")
+            for i in range(5)] + [row("unlevelled", None)]
+    chosen = data.stratified_subset(pool, [3, 2, 0, 1, 0], seed=0, field_name="data.subset.train_per_level")
+    assert Counter(r["level"] for r in chosen) == {1: 3, 2: 2, 4: 1}
+    assert cells(r for r in chosen if r["level"] == 2) == {("Algebra", 2): 1, ("Geometry", 2): 1}
+    assert chosen == data.stratified_subset(list(reversed(pool)), [3, 2, 0, 1, 0], 0, "x")  # input order is irrelevant
+    assert chosen != data.stratified_subset(pool, [3, 2, 0, 1, 0], 1, "x")
+    with pytest.raises(DataError, match=r"'data.subset.test_per_level' asks for 11 level-1 problems, the source has 10"):
+        data.stratified_subset(pool, [11, 0, 0, 0, 0], 0, "data.subset.test_per_level")
+
+
+def test_apply_subset_on_the_real_math_files(math_dir):
+    train, test = load_math_jsonl(f"{math_dir}/train.jsonl"), load_math_jsonl(f"{math_dir}/test.jsonl")
+    assert data.apply_subset(train, test, None) == (train, test)
+    subset = {"train_per_level": [6, 6, 6, 3, 3], "test_per_level": [2, 2, 2, 2, 2], "seed": 0}
+    small_train, small_test = data.apply_subset(train, test, subset)
+    assert Counter(r["level"] for r in small_train) == {1: 6, 2: 6, 3: 6, 4: 3, 5: 3}
+    assert Counter(r["level"] for r in small_test) == {level: 2 for level in range(1, 6)}
+    assert len({r["subject"] for r in small_train if r["level"] == 1}) == 6  # six subjects, one problem each
+    split = split_problems(small_train, small_test, EASY, valid_size=5, seed=0)
+    assert split.summary["counts"]["valid"] == 5 and split.summary["counts"]["test"] == 10

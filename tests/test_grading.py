@@ -381,6 +381,11 @@ BOTH_MODES = [  # (pred, gold, lenient, prm800k)
     (r"5\text{ cm}", "5", True, True),
     ("(1, 2)", "(1,2)", True, True),
     ("2", "3", False, False),
+    # A sentence after "# Answer", as real models write it: lenient reads the value, prm800k the whole text.
+    ("The answer is 240.", "240", True, False),
+    (r"So the final answer is $\boxed{7}$. I hope it is correct.", "7", True, False),
+    ("Answer: 3/4", r"\frac34", True, False),
+    ("The answer is 241.", "240", False, False),
 ]
 
 
@@ -403,3 +408,25 @@ def test_prm800k_mode_needs_no_worker_and_clusters_by_its_own_equivalence(monkey
 def test_cluster_many_matches_cluster_answers():
     groups = [[r"\frac12", "0.5", "3", None], [r"\sqrt{8}", r"2\sqrt2", "x", "x"], []]
     assert grading.cluster_many(groups) == [cluster_answers(group) for group in groups] == [[0, 0, 1, -1], [0, 0, 1, 1], []]
+
+
+@pytest.mark.parametrize("text, value", [
+    ("The answer is 240.", "240."),
+    ("Therefore, the answer is: $x = 2$", "$x = 2$"),
+    ("answer = 3", "3"),
+    ("The answer is", "The answer is"),  # no value: unchanged
+    ("the answers are 1 and 2", "the answers are 1 and 2"),
+    ("240", "240"),
+])
+def test_answer_from_phrase(text, value):
+    assert grading.answer_from_phrase(text) == value
+
+
+def test_an_answer_sentence_is_graded_by_the_stages(tmp_path):
+    """extract_answer keeps the section as written (the authors'); the lenient grader reads its value."""
+    from easy2hard.formats import extract_answer as extract
+
+    completion = "We multiply 12 by 20.\n\n# Answer\n\nThe answer is 240."
+    assert extract(completion) == "The answer is 240."
+    assert grade_many([(extract(completion), "240")]) == [True]
+    assert grade_many([(extract(completion), "240")], mode="prm800k") == [False]

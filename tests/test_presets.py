@@ -111,3 +111,20 @@ def test_ppo_receives_the_authors_reward_and_optimisation_settings(paper_7b):
 def test_the_preset_runs_every_stage_on_gpus(paper_7b):
     for rule in ("sft", "train_evaluator", "ppo", "rest_em", "dpo"):
         assert "--nproc_per_node=8" in " ".join(paper_7b[rule][0]["args"]), rule
+
+
+def test_the_smoke_preset_runs_every_stage_on_a_fixed_subset_of_real_math():
+    if not (MATH_DIR / "train.jsonl").exists() or not (PRM800K_EXAMPLES_DIR / SAMPLE_FILES[0]).exists():
+        pytest.skip("the MATH files or the PRM800K sample records are not under ../shared/data")
+    jobs = planned_commands(REPO_ROOT / "configs" / "smollm2-smoke.yaml")
+    for rule in ("base_model", "sft", "sample", "prm_data", "orm_data", "oprm_data", "rest_em", "dpo", "ppo",
+                 "evaluator_report", "rl_report", "report"):
+        assert rule in jobs, rule
+    assert sorted(arguments_after(job, "--out")[0] for job in jobs["train_evaluator"]) == [
+        f"results/evaluators/{kind}/model" for kind in ("oprm", "orm", "prm")]
+    subset = only(jobs, "prepare_data")["params"]["subset"]
+    assert subset == {"train_per_level": [6, 6, 6, 3, 3], "test_per_level": [2, 2, 2, 2, 2], "seed": 0}
+    assert only(jobs, "prm_data")["params"]["source"] == "prm800k"
+    # Pretrained-scale learning rates everywhere (the offline default's collapse a pretrained PRM).
+    assert max(job["params"]["learning_rate"] for job in jobs["train_evaluator"]) <= 1e-5
+    assert only(jobs, "sft")["params"]["learning_rate"] == 2e-5

@@ -122,7 +122,10 @@ def test_dpo_pairs_best_against_worst():
     assert [(p["chosen"]["sample_index"], p["rejected"]["sample_index"]) for p in pairs] == [(1, 4), (3, 2)]
     assert pairs[0]["chosen_score"] == pytest.approx(0.9) and pairs[0]["rejected_score"] == pytest.approx(0.05)
     assert pairs[0]["rejected"]["finished"] is False
-    assert stats == {"questions": 1, "pairs": 2, "questions_paired": 1}
+    assert stats == {"questions": 1, "pairs": 2, "questions_paired": 1, "questions_without_a_whole_solution": 0,
+                     "questions_with_one_solution": 0, "min_margin": 0.0,
+                     "score_gap": {"questions": 1, "max": pytest.approx(0.85), "median": pytest.approx(0.85)},
+                     "score_range": [pytest.approx(0.05), pytest.approx(0.9)]}
 
 
 def test_dpo_pairs_margin_ties_and_duplicates():

@@ -258,3 +258,27 @@ def test_in_context_prompts_and_completions(random_model, tokenizer, questions, 
     # Without exemplars nothing is cut: a policy's completion is its own.
     rows = list(sampling.sample_solutions(random_model, tokenizer, questions[:1], SamplingConfig(num_samples=2), progress=False))
     assert rows[0]["completion"].endswith("What is") and rows[0]["finished"] is False
+
+
+def test_generate_progress_moves_as_sequences_finish(random_model, tokenizer, questions, monkeypatch):
+    """HF generate returns a batch at once; the bar still moves as each sequence reaches EOS."""
+    from easy2hard import sampling
+
+    updates = []
+
+    class Bar:
+        def __init__(self, total, **kwargs):
+            self.total = total
+
+        def update(self, n=1):
+            updates.append(n)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(sampling, "tqdm", Bar)
+    model = eos_biased(random_model, tokenizer, 2.0)
+    config = SamplingConfig(num_samples=4, max_new_tokens=48, batch_size=64, seed=0)
+    rows = list(sample_solutions(model, tokenizer, questions, config, progress=True))
+    assert sum(updates) == len(rows) == 4 * len(questions)  # one batch, counted sequence by sequence
+    assert len([n for n in updates if n > 0]) > 2 and all(n >= 0 for n in updates)

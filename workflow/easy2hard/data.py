@@ -101,6 +101,41 @@ def load_source(data_config: dict) -> tuple[list[dict], list[dict]]:
     raise DataError(f"config: field 'data.source': unknown source {source!r}")
 
 
+def stratified_subset(rows: list[dict], per_level: list[int], seed: int, field_name: str) -> list[dict]:
+    """A fixed subset: ``per_level[i]`` rows of level i + 1, subjects taken in turn within a level
+    (each subject's rows in a seeded order), so that a small run still spans the subjects.
+    Rows without a level are left out; a level with too few rows is an error naming `field_name`."""
+    by_cell = defaultdict(list)
+    for row in sorted(rows, key=lambda row: row["unique_id"]):
+        if row.get("level") is not None:
+            by_cell[(row["level"], row.get("subject") or "")].append(row)
+    rng = random.Random(seed)
+    for cell in sorted(by_cell):
+        rng.shuffle(by_cell[cell])
+    chosen = []
+    for level, count in enumerate(per_level, start=1):
+        queues = [by_cell[cell] for cell in sorted(by_cell) if cell[0] == level]
+        available = sum(map(len, queues))
+        if count > available:
+            raise DataError(f"config: field '{field_name}' asks for {count} level-{level} problems, "
+                            f"the source has {available}")
+        taken = []
+        while len(taken) < count:
+            for queue in queues:
+                if queue and len(taken) < count:
+                    taken.append(queue.pop(0))
+        chosen += taken
+    return chosen
+
+
+def apply_subset(train_pool: list[dict], test: list[dict], subset: dict | None) -> tuple[list[dict], list[dict]]:
+    """``data.subset`` (a small fixed run on a large source), or the rows unchanged without it."""
+    if not subset:
+        return train_pool, test
+    return (stratified_subset(train_pool, subset["train_per_level"], subset["seed"], "data.subset.train_per_level"),
+            stratified_subset(test, subset["test_per_level"], subset["seed"], "data.subset.test_per_level"))
+
+
 # ---------------------------------------------------------------------------------------------
 # Splitting
 

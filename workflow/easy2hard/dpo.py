@@ -9,6 +9,7 @@ round starts from (it is the reference), so no second copy of the model is held 
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter
 from dataclasses import dataclass
 
@@ -53,23 +54,26 @@ def make_pairs(samples: list[dict], scores: dict[tuple[str, int], list[float]], 
 
     Per question, distinct non-empty solutions are ranked by evaluator score (by correctness
     first on easy questions when `easy_use_answers`; `correct` is never read on hard ones). The
-    chosen side must be a finished solution with an answer; pair i is the i-th best against the
+    chosen side must be a finished solution with steps and an answer; pair i is the i-th best against the
     i-th worst, kept if the chosen ranks strictly higher and the score gap is at least
     `min_margin` (a correct-vs-incorrect easy pair needs no gap).
     """
     easy_levels = set(easy_levels)
     pairs, stats = [], Counter()
+    gaps, all_scores = [], []  # each question's best-vs-worst score gap, when the score decides
     for unique_id, rows in candidates.by_question(samples):
         use_answers = config.easy_use_answers and rows[0]["level"] in easy_levels
         ranked = []
-        for row, _, answer in candidates.distinct(rows):
+        for row, steps, answer in candidates.distinct(rows, stats):
             score = aggregate_steps(scores[(unique_id, row["sample_index"])], config.aggregation)
             rank = (bool(row["correct"]) if use_answers else 0, score)
-            complete = row.get("finished", True) and answer is not None
+            complete = row.get("finished", True) and answer is not None and bool(steps)  # a whole solution
             ranked.append({"row": row, "score": score, "rank": rank, "complete": complete})
+            all_scores.append(score)
         ranked.sort(key=lambda c: (c["rank"], -c["row"]["sample_index"]), reverse=True)
         stats["questions"] += 1
         chosen_pool = [c for c in ranked if c["complete"]]
+        stats["questions_without_a_whole_solution"] += not chosen_pool
         made = 0
         for i in range(config.pairs_per_question):
             if i >= len(chosen_pool) or i >= len(ranked):
@@ -78,7 +82,10 @@ def make_pairs(samples: list[dict], scores: dict[tuple[str, int], list[float]], 
             if not chosen["rank"] > rejected["rank"]:
                 break
             outcome_decided = chosen["rank"][0] > rejected["rank"][0]
+            if not outcome_decided and i == 0:
+                gaps.append(chosen["score"] - rejected["score"])
             if not outcome_decided and chosen["score"] - rejected["score"] < config.min_margin:
+                stats["pairs_below_margin"] += 1
                 break
             pairs.append({
                 "unique_id": unique_id,
@@ -91,7 +98,28 @@ def make_pairs(samples: list[dict], scores: dict[tuple[str, int], list[float]], 
             made += 1
         stats["pairs"] += made
         stats["questions_paired"] += bool(made)
-    return pairs, dict(stats)
+        stats["questions_with_one_solution"] += len(ranked) < 2
+    stats = {**dict(stats), "min_margin": config.min_margin,
+             "score_gap": {"questions": len(gaps), "max": max(gaps, default=None),
+                           "median": statistics.median(gaps) if gaps else None},
+             "score_range": [min(all_scores, default=None), max(all_scores, default=None)]}
+    return pairs, stats if pairs else {**stats, "empty_because": empty_because(stats)}
+
+
+def empty_because(stats: dict) -> str:
+    """Why no pair was made (for the DPO stage's error): the margin against the observed gaps."""
+    gap, low_high = stats["score_gap"], stats["score_range"]
+    if not gap["questions"]:
+        return (f"no DPO pair: none of the {stats.get('questions', 0)} questions has a whole solution (finished, with"
+                f" steps and an answer) ranked above another solution: {stats.get('questions_without_a_whole_solution', 0)}"
+                f" have no whole solution, {stats.get('questions_with_one_solution', 0)} fewer than two distinct"
+                f" solutions, {stats.get('empty_solutions', 0)} samples are empty; more samples per question"
+                " (sampling.num_samples.train), a longer sampling.max_new_tokens, or a stronger SFT policy")
+    return (f"no DPO pair: no question's best and worst solutions differ by rl.dpo.min_margin = {stats['min_margin']}"
+            f" in evaluator score: the largest gap is {gap['max']:.3g} (median {gap['median']:.3g} over "
+            f"{gap['questions']} questions) and every score lies in [{low_high[0]:.3g}, {low_high[1]:.3g}]. Lower "
+            "rl.dpo.min_margin, or check the evaluator (scores that all sit together mean it has collapsed: see "
+            "results/report/evaluators.md)")
 
 
 def _side(row: dict) -> dict:

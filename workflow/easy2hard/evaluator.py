@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
 
 from easy2hard import formats
@@ -146,9 +147,10 @@ def load_backbone(path: str, dtype: torch.dtype = torch.float32):
 
 
 @torch.inference_mode()
-def score_solutions(model, tokenizer, solutions: list[dict], batch_size: int) -> list[list[float]]:
+def score_solutions(model, tokenizer, solutions: list[dict], batch_size: int, progress: bool = False) -> list[list[float]]:
     """Per-unit scores (sigmoid) of each {problem, completion, finished?}: its steps, then its answer.
-    Identical solutions (a third of a tiny policy's samples) are scored once."""
+    Identical solutions (a third of a tiny policy's samples) are scored once; `progress` shows a
+    bar in distinct solutions."""
     device = next(model.parameters()).device
     keys = [(s["problem"], s["completion"], s.get("finished", True)) for s in solutions]
     distinct = list(dict.fromkeys(keys))
@@ -159,6 +161,7 @@ def score_solutions(model, tokenizer, solutions: list[dict], batch_size: int) ->
     # Longest first, so each batch pads little; results are put back in input order.
     order = sorted(range(len(rendered)), key=lambda i: -len(rendered[i].input_ids))
     scores: list[list[float]] = [[] for _ in rendered]
+    bar = tqdm(total=len(order), desc="score", unit="solution", disable=not progress, mininterval=2)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         batch = collate([{"input_ids": rendered[i].input_ids} for i in chunk], tokenizer.pad_token_id)
@@ -166,5 +169,7 @@ def score_solutions(model, tokenizer, solutions: list[dict], batch_size: int) ->
         probabilities = torch.sigmoid(logits)
         for row, index in enumerate(chunk):
             scores[index] = probabilities[row, rendered[index].positions].tolist()
+        bar.update(len(chunk))
+    bar.close()
     position = {key: index for index, key in enumerate(distinct)}
     return [list(scores[position[key]]) for key in keys]

@@ -35,6 +35,14 @@ class BalanceStats:
     positives: int = 0
     negatives: int = 0
 
+    def empty_because(self) -> str:
+        """Why no question was kept (for the error of a stage that finds no ORM example)."""
+        return (f"no easy train question has both a correct and an incorrect sample: of {self.questions_in} graded"
+                f" questions, {self.dropped_all_wrong} have no correct sample and {self.dropped_all_correct} no"
+                f" incorrect one ({self.samples_in} samples kept, {self.unscorable_dropped} without steps or answer"
+                " dropped); the policy must solve some easy train problems sometimes: more samples per question"
+                " (sampling.num_samples.train), a stronger SFT policy, or more easy train problems")
+
 
 def balance_orm(samples: list[dict], max_ratio: float, seed: int) -> tuple[list[dict], BalanceStats]:
     """Per question: de-duplicate identical solutions, drop questions without both classes, keep

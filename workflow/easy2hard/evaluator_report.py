@@ -16,7 +16,8 @@ from easy2hard import metrics
 from easy2hard.io import atomic_output
 from easy2hard.report import Samples, aggregate_grid, load_samples, load_scores
 
-COLUMNS = ["evaluator", "aggregation", "levels", "auc", "threshold_accuracy", "best_of_n", "n", "num_problems", "num_samples"]
+COLUMNS = ["evaluator", "aggregation", "levels", "auc", "threshold_accuracy", "best_of_n", "n", "num_problems", "num_samples",
+           "num_correct"]
 Grid = list[list[list[float]]]  # per question, per sample: its step scores
 
 
@@ -37,7 +38,8 @@ def evaluator_quality(samples: Samples, grids: dict[str, Grid], easy_levels) -> 
         if not mask.any():
             continue
         correct = samples.correct[mask]
-        base = {"levels": group, "n": samples.num_samples, "num_problems": int(mask.sum()), "num_samples": int(correct.size)}
+        base = {"levels": group, "n": samples.num_samples, "num_problems": int(mask.sum()), "num_samples": int(correct.size),
+                "num_correct": int(correct.sum())}
         for (name, how), all_scores in aggregated.items():
             scores = all_scores[mask]
             ranked, _ = metrics.selection_scores(scores, samples.valid[mask])  # truncated / no answer: last
@@ -75,17 +77,27 @@ def render_markdown(df: pd.DataFrame, aggregations: dict[str, str]) -> str:
         "|---|---|" + "---:|" * len(groups),
     ]
     judged = df[df["aggregation"] != "-"]  # evaluators only; the references have no AUC
+    counts_by_group = df.drop_duplicates("levels").set_index("levels")
     for (name, how), rows in judged.groupby(["evaluator", "aggregation"], sort=False):
         cells = [_fmt(rows.loc[rows["levels"] == g, "auc"]) for g in groups]
         lines.append(f"| {name} | {_marked(how, name, aggregations)} | " + " | ".join(cells) + " |")
+    lines += [_undefined_auc(g, counts_by_group.loc[g]) for g in groups
+              if judged.loc[judged["levels"] == g, "auc"].isna().all()]
     n = int(df["n"].max()) if not df.empty else 0
     lines += ["", f"## Best-of-{n} accuracy (%)", "", "| selector | aggregation | " + " | ".join(groups) + " |", "|---|---|" + "---:|" * len(groups)]
     for (name, how), rows in df.groupby(["evaluator", "aggregation"], sort=False):
         cells = [_fmt(rows.loc[rows["levels"] == g, "best_of_n"], percent=True) for g in groups]
         lines.append(f"| {name} | {_marked(how, name, aggregations)} | " + " | ".join(cells) + " |")
-    counts = df.drop_duplicates("levels").set_index("levels")
-    lines += ["", "Problems: " + ", ".join(f"{g} {int(counts.loc[g, 'num_problems'])}" for g in groups), ""]
+    lines += ["", "Problems: " + ", ".join(f"{g} {int(counts_by_group.loc[g, 'num_problems'])}" for g in groups), ""]
     return "\n".join(lines)
+
+
+def _undefined_auc(group: str, counts: pd.Series) -> str:
+    """The note under the AUC table for a level group where AUC is undefined (one class only)."""
+    correct, total = int(counts["num_correct"]), int(counts["num_samples"])
+    reason = "no validation sample is correct" if correct == 0 else "every validation sample is correct"
+    return (f"\nAUC on {group} problems is undefined (–): {reason} ({correct} of {total}), so there is nothing"
+            " to tell apart.")
 
 
 def _marked(how: str, evaluator: str, aggregations: dict[str, str]) -> str:

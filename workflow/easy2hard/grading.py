@@ -124,6 +124,14 @@ _MIXED_NUMBER = re.compile(r"(-?)(\d{1,12})\\frac\{(\d{1,12})\}\{(\d{1,12})\}")
 _CHOICE = re.compile(r"\(([A-Z])\)")
 _WRAPPERS = (("$", "$"), (r"\(", r"\)"), (r"\[", r"\]"))
 _BOX_OPENER = re.compile(r"\\(?:boxed|fbox)\s*\{")
+# Real models write a sentence after "# Answer" ("The answer is 240.", "So the final answer is
+# $\boxed{7}$. I hope it is correct."): the answer is what follows the phrase (lenient mode only;
+# the prm800k mode keeps the authors' strict reading of the whole section).
+_ANSWER_PHRASE = re.compile(
+    r"(?:(?:so|thus|therefore|hence|finally)\s*,?\s*)?(?:the\s+)?(?:final\s+)?answer\s*(?:is\b|:|=)\s*:?\s*(?P<value>.+)",
+    re.IGNORECASE | re.DOTALL,
+)
+_HOPE = re.compile(r"[.\s]*I hope it is correct\.?\s*$", re.IGNORECASE)
 _TOKEN = re.compile(r"\\[A-Za-z]+|\\.|.", re.DOTALL)
 
 
@@ -136,7 +144,7 @@ def normalize_answer(answer: str | None) -> str | None:
     """
     if answer is None:
         return None
-    text = _MARKED_THOUSANDS.sub(r"\1", _peel(str(answer).translate(_UNICODE)))
+    text = _MARKED_THOUSANDS.sub(r"\1", _peel(answer_from_phrase(str(answer).translate(_UNICODE))))
     text = _SPACING.sub(" ", _LAYOUT.sub("", text).replace(r"\!", ""))
     text = _DEGREES.sub("", text)
     text = text.replace(r"\%", "").replace("%", "").replace(r"\$", "").replace("$", "")
@@ -156,6 +164,13 @@ def normalize_answer(answer: str | None) -> str | None:
     text = _canonical_number(text)
     choice = _CHOICE.fullmatch(text)
     return (choice[1] if choice else text) or None
+
+
+def answer_from_phrase(text: str) -> str:
+    """The value of an answer written as a sentence ("The answer is 240." -> "240."); other
+    text unchanged."""
+    phrase = _ANSWER_PHRASE.fullmatch(_HOPE.sub("", text.strip()))
+    return phrase["value"] if phrase and phrase["value"].strip() else text
 
 
 def _peel(text: str) -> str:

@@ -382,7 +382,8 @@ class PPOTrainer:
         policy.eval()
         prompts = [sampling.encode_prompt(self.tokenizer, q["problem"]) for q in questions]
         config = rollout_sampling(self.sampling_config, self.config, step)
-        groups = sampling.generate(policy, self.tokenizer, prompts, config, progress=False, usage=self.sampling_usage)
+        groups = sampling.generate(policy, self.tokenizer, prompts, config, desc=f"rollouts, step {step}",
+                                   usage=self.sampling_usage)
         samples = []
         for question, prompt, group in zip(questions, prompts, groups):
             for index, sample in enumerate(group):
@@ -412,7 +413,9 @@ class PPOTrainer:
         self._advantages(examples, stats)
         policy.train()
         means = {name: (sum(values) / len(values) if values else float("nan")) for name, values in stats.items()}
-        return examples, {**means, "num_rollouts": len(examples)}
+        # Nothing to learn from: every rollout earned the same reward (before the KL penalty).
+        same_reward = max(stats["reward"]) - min(stats["reward"]) <= 1e-9
+        return examples, {**means, "num_rollouts": len(examples), "same_reward_for_all": same_reward}
 
     def _unit_scores(self, samples: list[dict]) -> list[list[float]]:
         """PRM per-unit probabilities; a solution the PRM cannot align gets none (and no process reward)."""
@@ -520,6 +523,9 @@ class PPOTrainer:
             record = {"step": step, **rollout_stats, **self.update(examples, step),
                       "elapsed_s": round(time.perf_counter() - start, 3)}
             history.append(record)
+            if record["same_reward_for_all"]:
+                log.warning("PPO step %d: all %d rollouts earned the same reward (%.4g): no reward signal, the update "
+                            "follows the KL penalty and the value loss only", step, record["num_rollouts"], record["reward"])
             progress.set_postfix(reward=f"{record['reward']:.3f}", kl=f"{record['kl']:.3f}")
             if snapshot_dir and self.config.snapshot_every and step % self.config.snapshot_every == 0 \
                     and step < self.config.steps:  # the last step is the round's policy itself

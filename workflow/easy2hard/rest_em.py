@@ -63,8 +63,12 @@ def select(samples: list[dict], scores: dict[tuple[str, int], list[float]], easy
         group = "easy" if easy else "hard"
         stats[f"{group}_questions"] += 1
         scored = []
-        for row, steps, answer in candidates.distinct(rows):
-            if not row.get("finished", True) or answer is None:
+        for row, steps, answer in candidates.distinct(rows, stats):
+            # A kept solution becomes an SFT example: it needs steps and an answer section.
+            skipped = ("unfinished_skipped" if not row.get("finished", True) else "no_answer_skipped" if answer is None
+                       else "no_steps_skipped" if not steps else None)
+            if skipped:
+                stats[skipped] += 1
                 continue
             if easy and config.easy_filter != "score" and not row["correct"]:
                 continue  # `correct` is read for easy rows only
@@ -84,4 +88,18 @@ def select(samples: list[dict], scores: dict[tuple[str, int], list[float]], easy
         stats[f"{group}_kept"] += len(chosen)
         stats[f"{group}_questions_kept"] += bool(chosen)
         kept += chosen
-    return kept, {**dict(stats), "filter": asdict(config)}
+    stats = {**dict(stats), "filter": asdict(config)}
+    return kept, stats if kept else {**stats, "empty_because": empty_because(stats)}
+
+
+def empty_because(stats: dict) -> str:
+    """Why the filter kept nothing (for the error of the round's training stage)."""
+    get = lambda key: stats.get(key, 0)  # noqa: E731
+    easy_rule = {"answer": "graded correct", "score": f"hard filter {stats['filter']['hard_filter']}",
+                 "answer_and_score": f"graded correct with score >= {stats['filter']['threshold']}"}
+    return (f"no solution passed the ReST-EM filter: 0 kept of {get('easy_questions')} easy questions (easy_filter "
+            f"{stats['filter']['easy_filter']}: {easy_rule[stats['filter']['easy_filter']]}) and of "
+            f"{get('hard_questions')} hard questions (hard_filter {stats['filter']['hard_filter']}); samples skipped: "
+            f"{get('unfinished_skipped')} unfinished, {get('no_answer_skipped')} without an answer section, "
+            f"{get('no_steps_skipped')} without steps, {get('empty_solutions')} empty. More samples per question "
+            "(sampling.num_samples.train), a longer sampling.max_new_tokens, or a looser rl.rest_em.filter")

@@ -41,7 +41,7 @@ from typing import Iterator
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 
 from easy2hard import engine as sampling_engine
 from easy2hard import formats, modeling, vllm_backend
@@ -197,7 +197,7 @@ def generate(
     num_samples = 1 if config.greedy else config.num_samples
     if use_vllm(config, model_path):
         options = vllm_backend.VLLMOptions(**(config.vllm or {}))
-        for group in vllm_backend.generate(model_path, tokenizer, prompts, config, options):
+        for group in vllm_backend.generate(model_path, tokenizer, prompts, config, options, progress):
             usage.count("vllm")
             yield [_decode(tokenizer, torch.tensor(tokens, dtype=torch.long)) for tokens in group]
         return
@@ -232,8 +232,10 @@ def generate(
     for start in range(0, len(prompts), prompts_per_batch):
         encoded = _left_pad(prompts[start : start + prompts_per_batch], tokenizer.pad_token_id, device)
         torch.manual_seed(config.seed * 1_000_003 + start)
+        finished = FinishedSequences(bar, tokenizer.eos_token_id, encoded["input_ids"].shape[1])
         with torch.inference_mode():
             output = model.generate(
+                stopping_criteria=StoppingCriteriaList([finished]),
                 **encoded,
                 do_sample=not config.greedy,
                 temperature=None if config.greedy else config.temperature,
@@ -246,10 +248,24 @@ def generate(
             )
         generated = output[:, encoded["input_ids"].shape[1] :].cpu()
         usage.count("hf", len(generated) // num_samples)
+        bar.update(len(generated) - finished.count)  # the sequences cut at max_new_tokens
         for offset in range(0, len(generated), num_samples):
             yield [_decode(tokenizer, tokens) for tokens in generated[offset : offset + num_samples]]
-        bar.update(len(generated))
     bar.close()
+
+
+class FinishedSequences(StoppingCriteria):
+    """Moves a progress bar as sequences of an HF `generate` batch reach EOS (the batch returns only
+    when its longest sequence is done); stops nothing."""
+
+    def __init__(self, bar, eos_token_id: int, prompt_length: int):
+        self.bar, self.eos_token_id, self.prompt_length, self.count = bar, eos_token_id, prompt_length, 0
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        done = int((input_ids[:, self.prompt_length :] == self.eos_token_id).any(-1).sum())
+        self.bar.update(done - self.count)
+        self.count = done
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
 def _decode(tokenizer, tokens: torch.Tensor) -> dict:

@@ -524,16 +524,30 @@ def train(
     return trainer.finish(), history
 
 
-def drop_too_long(examples: list[dict | None], source: str, max_length: int) -> list[dict]:
+def drop_too_long(examples: list[dict | None], source: str, max_length: int, stats: str | None = None) -> list[dict]:
     """The examples that fit (builders return None for the others), with a warning that counts
-    the rest; none fitting is an error naming the data file."""
+    the rest. No example at all is an error naming the data file and, from the `stats` file its
+    data stage wrote beside it, why the data stage kept nothing; none fitting is another error."""
+    if not examples:
+        raise SystemExit(empty_data_message(source, stats))
     kept = [example for example in examples if example is not None]
     if not kept:
-        raise SystemExit(f"{source}: no training examples fit in max_length {max_length} (or the file is empty)")
+        raise SystemExit(f"{source}: none of its {len(examples)} training examples fits in max_length {max_length}"
+                         " (raise the stage's train.max_length)")
     if len(kept) < len(examples):
         log.warning("%s: skipped %d of %d examples longer than max_length %d", source, len(examples) - len(kept),
                     len(examples), max_length)
     return kept
+
+
+def empty_data_message(source: str, stats: str | None) -> str:
+    """What to tell a user whose training data file is empty: the cause its data stage recorded
+    (``empty_because`` in its stats file) and where the counts are."""
+    cause = ""
+    if stats and Path(stats).is_file():
+        cause = json.loads(Path(stats).read_text()).get("empty_because") or ""
+    where = f" (counts in {stats})" if stats else ""
+    return f"{source}: no training examples: {cause or 'the file is empty'}{where}"
 
 
 def checkpoint_dir_for(output_dir: str) -> str:

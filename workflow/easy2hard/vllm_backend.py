@@ -76,13 +76,15 @@ def request_params(config, eos_token_id: int, index: int):
                           top_p=config.top_p, seed=config.seed * 1_000_003 + index, **common)
 
 
-def generate(model_path: str, tokenizer, prompts: list[list[int]], config, options: VLLMOptions) -> list[list[list[int]]]:
-    """The sampled token ids of each prompt's continuations (EOS included when drawn)."""
+def generate(model_path: str, tokenizer, prompts: list[list[int]], config, options: VLLMOptions,
+             progress: bool = False) -> list[list[list[int]]]:
+    """The sampled token ids of each prompt's continuations (EOS included when drawn); with
+    `progress`, vLLM's own bar counts prompts (each with its N samples) as they finish."""
     from vllm.inputs import TokensPrompt
 
     llm = load(model_path, options)
     params = [request_params(config, tokenizer.eos_token_id, index) for index in range(len(prompts))]
-    outputs = llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in prompts], params, use_tqdm=False)
+    outputs = llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in prompts], params, use_tqdm=progress)
     eos = tokenizer.eos_token_id
     return [[_with_eos(list(sample.token_ids), sample.finish_reason, eos) for sample in output.outputs]
             for output in outputs]

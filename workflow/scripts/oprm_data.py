@@ -16,5 +16,7 @@ if __name__ == "__main__":
         read_jsonl(args.prm), read_jsonl(args.orm), cfg["prm_fraction"], cfg["orm_fraction"], cfg["seed"]
     )
     write_jsonl(args.out, examples)
-    write_json(args.stats, evaluator_data.summarize(examples))
+    empty = {} if examples else {"empty_because": f"the mixture of {args.prm} and {args.orm} is empty (their"
+                                 " stats.json files say why)"}
+    write_json(args.stats, {**evaluator_data.summarize(examples), **empty})
     cli.finish(args)

@@ -17,6 +17,7 @@ if __name__ == "__main__":
     kept, stats = evaluator_data.balance_orm(graded, args.params["max_ratio"], args.params["seed"])
     examples = [evaluator_data.orm_example(sample, problems[sample["unique_id"]]) for sample in kept]
     write_jsonl(args.out, examples)
-    write_json(args.stats, {"balancing": stats.__dict__, **evaluator_data.summarize(examples)})
+    write_json(args.stats, {"balancing": stats.__dict__, **evaluator_data.summarize(examples),
+                            **({} if examples else {"empty_because": stats.empty_because()})})
     print(stats)
     cli.finish(args)

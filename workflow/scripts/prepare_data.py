@@ -15,7 +15,7 @@ if __name__ == "__main__":
     args = p.parse_args()
     cli.setup(args)
     cfg = args.params
-    train_pool, test = data.load_source(cfg)
+    train_pool, test = data.apply_subset(*data.load_source(cfg), cfg.get("subset"))
     split = data.split_problems(train_pool, test, cfg["easy_levels"], cfg["valid_size"], cfg["seed"], cfg["min_step_chars"])
     data_dir, gold_dir = Path(args.data_dir), Path(args.gold_dir)
     for name in ("train_easy", "train_hard", "valid", "test"):

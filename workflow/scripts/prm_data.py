@@ -96,6 +96,7 @@ if __name__ == "__main__":
     sources = {"prm800k": human_labels, "labeller": labeller_labels, "auto": automatic_labels}
     examples, counts, facts = sources[cfg["source"]](args, cfg)
     write_jsonl(args.out, examples)
-    write_json(args.stats, {"source": cfg["source"], "counts": counts, **evaluator_data.summarize(examples)})
+    empty = {} if examples else {"empty_because": f"the {cfg['source']} label source gave no example ({counts})"}
+    write_json(args.stats, {"source": cfg["source"], "counts": counts, **evaluator_data.summarize(examples), **empty})
     print(counts, facts)
     cli.finish(args, **facts)

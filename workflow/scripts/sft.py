@@ -32,6 +32,7 @@ if __name__ == "__main__":
     p.add_argument("--excluded-questions", nargs="*", default=[],
                    help="--prm800k: questions never trained on (test, validation; hard train unless an oracle)")
     p.add_argument("--levels", type=int, nargs="*", default=[], help="--prm800k: MATH levels whose records are used")
+    p.add_argument("--stats", help="--data from a data stage (ReST-EM): its counts, which say why it is empty")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     if bool(args.data) == bool(args.prm800k):
@@ -45,7 +46,7 @@ if __name__ == "__main__":
         print("PRM800K SFT data:", counts)
     else:
         examples, counts = reference_examples(args.data, tokenizer, config.max_length)
-    examples = training.drop_too_long(examples, ", ".join(args.data or args.prm800k), config.max_length)
+    examples = training.drop_too_long(examples, ", ".join(args.data or args.prm800k), config.max_length, args.stats)
     module, history = training.train(
         model, examples, config, tokenizer.pad_token_id, checkpoint_dir=training.checkpoint_dir_for(args.out)
     )

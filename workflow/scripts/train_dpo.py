@@ -11,6 +11,7 @@ if __name__ == "__main__":
     p = cli.parser(__doc__)
     p.add_argument("--policy", required=True, help="the previous round's policy: initialisation and reference")
     p.add_argument("--pairs", required=True)
+    p.add_argument("--stats", help="the pair stage's counts: why there is no pair, if there is none")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     cli.setup(args)
@@ -19,7 +20,7 @@ if __name__ == "__main__":
     model, tokenizer = modeling.load_model(args.policy, dtype=torch.float32)
     rows = read_jsonl(args.pairs, required=("unique_id", "problem", "chosen", "rejected"))
     examples = [dpo.pair_example(row["problem"], row, tokenizer, config.max_length) for row in rows]
-    kept = training.drop_too_long(examples, args.pairs, config.max_length)  # none: see the stats.json beside it
+    kept = training.drop_too_long(examples, args.pairs, config.max_length, args.stats)
     model.to(modeling.device_and_dtype()[0])
     references = dpo.reference_logps(model, kept, tokenizer.pad_token_id, dpo_config, config.micro_batch_size)
     kept = [{**example, "ref_logps": ref} for example, ref in zip(kept, references)]

@@ -10,6 +10,7 @@ if __name__ == "__main__":
     p = cli.parser(__doc__)
     p.add_argument("--init", required=True, help="policy (or evaluator) folder to start from")
     p.add_argument("--data", required=True)
+    p.add_argument("--stats", help="the data stage's counts: why the data is empty, if it is")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     cli.setup(args)
@@ -20,7 +21,7 @@ if __name__ == "__main__":
     model, tokenizer = evaluator.load_backbone(args.init, dtype=torch.float32)  # fp32 master weights
     rows = read_jsonl(args.data, required=("unique_id", "problem", "steps", "answer", "labels", "kind"))
     examples = [evaluator.training_example(row, tokenizer, config.max_length, label_tokens) for row in rows]
-    kept = training.drop_too_long(examples, args.data, config.max_length)  # none: see the stats.json beside it
+    kept = training.drop_too_long(examples, args.data, config.max_length, args.stats)
     module, history = training.train(
         model, kept, config, tokenizer.pad_token_id, loss_fn=evaluator.bce_loss,
         checkpoint_dir=training.checkpoint_dir_for(args.out),

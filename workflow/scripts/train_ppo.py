@@ -59,7 +59,10 @@ if __name__ == "__main__":
         os.replace(staging, args.snapshots)
     # Value first: the policy's save removes the run's checkpoints, so it must come last.
     training.save_model(value, tokenizer, args.value_out, history, trainer.value.config)
-    training.save_model(policy, tokenizer, args.out, history, trainer.policy.config, {"ppo": params["ppo"]})
+    without_signal = sum(record["same_reward_for_all"] for record in history)
+    training.save_model(policy, tokenizer, args.out, history, trainer.policy.config,
+                        {"ppo": params["ppo"], "steps_without_reward_signal": without_signal})
     last = history[-1]
-    print(f"{len(history)} PPO steps; last reward {last['reward']:.3f}, KL {last['kl']:.3f}")
+    print(f"{len(history)} PPO steps ({without_signal} without reward signal: every rollout earned the same reward);"
+          f" last reward {last['reward']:.3f}, KL {last['kl']:.3f}")
     cli.finish(args, sampling=trainer.sampling_usage.as_record(), grading=trainer.grading_stats.as_record())
