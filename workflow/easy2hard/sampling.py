@@ -232,7 +232,7 @@ def generate(
     for start in range(0, len(prompts), prompts_per_batch):
         encoded = _left_pad(prompts[start : start + prompts_per_batch], tokenizer.pad_token_id, device)
         torch.manual_seed(config.seed * 1_000_003 + start)
-        finished = FinishedSequences(bar, tokenizer.eos_token_id, encoded["input_ids"].shape[1])
+        finished = FinishedSequences(bar, tokenizer.eos_token_id)
         with torch.inference_mode():
             output = model.generate(
                 stopping_criteria=StoppingCriteriaList([finished]),
@@ -256,16 +256,19 @@ def generate(
 
 class FinishedSequences(StoppingCriteria):
     """Moves a progress bar as sequences of an HF `generate` batch reach EOS (the batch returns only
-    when its longest sequence is done); stops nothing."""
+    when its longest sequence is done); stops nothing. Called once per decoding step, it reads only
+    the newest token of each row."""
 
-    def __init__(self, bar, eos_token_id: int, prompt_length: int):
-        self.bar, self.eos_token_id, self.prompt_length, self.count = bar, eos_token_id, prompt_length, 0
+    def __init__(self, bar, eos_token_id: int):
+        self.bar, self.eos_token_id, self.done, self.count = bar, eos_token_id, None, 0
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
-        done = int((input_ids[:, self.prompt_length :] == self.eos_token_id).any(-1).sum())
+        newest = input_ids[:, -1] == self.eos_token_id
+        self.done = newest if self.done is None else self.done | newest
+        done = int(self.done.sum())
         self.bar.update(done - self.count)
         self.count = done
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        return torch.zeros_like(newest)
 
 
 def _decode(tokenizer, tokens: torch.Tensor) -> dict:
