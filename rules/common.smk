@@ -10,7 +10,7 @@ PACKAGE_ROOT = Path(workflow.basedir) / "workflow"
 sys.path.insert(0, str(PACKAGE_ROOT))
 
 from easy2hard.config import GOLD_SELECTED_SUFFIX, validate_config
-from easy2hard.launch import launch_command
+from easy2hard.launch import job_environment, launch_command
 
 validate_config(config, source="config (config.yaml + --configfile/--config overrides)")
 
@@ -86,10 +86,14 @@ def _interpreter():
     return "python" if any("conda" in method for method in methods) else sys.executable
 
 
+JOB_ENVIRONMENT = job_environment(config["compute"]["cpu_bf16"])
+
+
 def script(name, gpus=0):
     """The command that runs one of the stage scripts, with the package on PYTHONPATH; training
     scripts on several GPUs start one process per GPU."""
-    return f"PYTHONPATH={PACKAGE_ROOT}${{PYTHONPATH:+:$PYTHONPATH}} {launch_command(_interpreter(), gpus)} {SCRIPTS / name}"
+    return (f"{JOB_ENVIRONMENT}PYTHONPATH={PACKAGE_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"
+            f" {launch_command(_interpreter(), gpus)} {SCRIPTS / name}")
 
 
 TRAIN_GPUS = config["compute"]["train_gpus"]

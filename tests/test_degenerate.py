@@ -12,6 +12,7 @@ from test_reliability import policy_dir, run_script, write_jsonl  # noqa: F401 (
 
 TRAIN = {"learning_rate": 1e-3, "epochs": 1, "global_batch_size": 2, "micro_batch_size": 2, "max_length": 256,
          "deepspeed": "never", "seed": 0}
+ORM = {"max_ratio": 3, "reference_solutions": False, "seed": 0}
 QUESTIONS = [{"unique_id": f"q{i}", "problem": f"What is {i} + 1?", "level": level}
              for i, level in enumerate([1, 1, 2, 4, 5])]
 
@@ -43,7 +44,7 @@ def test_orm_drops_questions_without_a_correct_sample_and_an_empty_orm_says_why(
     out, stats = tmp_path / "orm.jsonl", tmp_path / "stats.json"
     result = run_script("orm_data.py", "--graded", str(write_jsonl(tmp_path / "graded.jsonl", graded)),
                         "--questions", str(questions), "--out", str(out), "--stats", str(stats),
-                        params={"max_ratio": 3, "seed": 0})
+                        params=ORM)
     assert result.returncode == 0, result.stderr[-2000:]
     counts = json.loads(stats.read_text())
     assert counts["balancing"]["dropped_all_wrong"] == 1 and counts["examples"] == 2
@@ -52,7 +53,7 @@ def test_orm_drops_questions_without_a_correct_sample_and_an_empty_orm_says_why(
     no_correct = [row for row in graded if row["unique_id"] == "q1"]
     result = run_script("orm_data.py", "--graded", str(write_jsonl(tmp_path / "wrong.jsonl", no_correct)),
                         "--questions", str(questions), "--out", str(out), "--stats", str(stats),
-                        params={"max_ratio": 3, "seed": 0})
+                        params=ORM)
     assert result.returncode == 0 and out.read_text() == ""
     model_dir = tmp_path / "orm_model"
     result = run_script("train_evaluator.py", "--init", str(policy_dir), "--data", str(out), "--stats", str(stats),
@@ -62,6 +63,24 @@ def test_orm_drops_questions_without_a_correct_sample_and_an_empty_orm_says_why(
     assert str(out) in message and str(stats) in message, message
     assert "1 have no correct sample" in message and "sampling.num_samples.train" in message, message
     assert not model_dir.exists()
+
+
+def test_reference_solutions_give_a_question_without_a_correct_sample_its_positive(tmp_path):
+    """evaluators.orm.reference_solutions: the human-written solution joins as a correct sample."""
+    questions = [{**q, "steps": [f"{i} + 1 = {i + 1}."], "answer": str(i + 1)} for i, q in enumerate(QUESTIONS[:2])]
+    graded = [sample("q1", 0, solution("5"), False), sample("q1", 1, solution("6"), False)]
+    out, stats = tmp_path / "orm.jsonl", tmp_path / "stats.json"
+    result = run_script("orm_data.py", "--graded", str(write_jsonl(tmp_path / "graded.jsonl", graded)),
+                        "--questions", str(write_jsonl(tmp_path / "questions.jsonl", questions)),
+                        "--out", str(out), "--stats", str(stats), params={**ORM, "reference_solutions": True})
+    assert result.returncode == 0, result.stderr[-2000:]
+    counts = json.loads(stats.read_text())
+    assert counts["reference_solutions"] == 2
+    # q0 has only its reference (no negative): dropped; q1 keeps its reference and both wrong samples
+    assert counts["balancing"]["dropped_all_correct"] == 1 and counts["balancing"]["questions_kept"] == 1
+    examples = [json.loads(line) for line in out.read_text().splitlines()]
+    positives = [e for e in examples if e["labels"][0] == 1.0]
+    assert len(examples) == 3 and positives[0]["steps"] == ["1 + 1 = 2."] and positives[0]["answer"] == "2"
 
 
 def test_examples_that_do_not_fit_are_a_different_error(policy_dir, tmp_path):
@@ -115,7 +134,7 @@ def test_orm_and_dpo_data_never_crash_on_malformed_samples(tmp_path):
     graded_path = write_jsonl(tmp_path / "g.jsonl", graded)
     result = run_script("orm_data.py", "--graded", str(graded_path), "--questions", str(questions),
                         "--out", str(tmp_path / "orm.jsonl"), "--stats", str(tmp_path / "orm.json"),
-                        params={"max_ratio": 3, "seed": 0})
+                        params=ORM)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((tmp_path / "orm.json").read_text())["balancing"]["unscorable_dropped"] == 1  # the empty one
     result = run_script("rl_data.py", "--algorithm", "dpo", "--graded", str(graded_path),

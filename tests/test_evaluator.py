@@ -367,6 +367,15 @@ def test_identical_solutions_are_scored_once(backbone, rows):
     assert scores == evaluator.score_solutions(model, tokenizer, [same, other, same, unfinished, same], batch_size=1)
 
 
+def test_length_batches_cap_rows_and_padded_tokens():
+    lengths = [100, 900, 120, 110, 95, 400]
+    assert evaluator.length_batches(lengths, batch_size=2) == [[1, 5], [2, 3], [0, 4]]
+    # 900 goes alone (2 x 900 > 1000); 400 takes two (2 x 400 <= 1000, 3 x 400 > 1000); then 4 rows of ~100
+    assert evaluator.length_batches(lengths, batch_size=8, max_tokens=1000) == [[1], [5, 2], [3, 0, 4]]
+    assert evaluator.length_batches([2000], batch_size=8, max_tokens=1000) == [[0]]  # too long: alone, not dropped
+    assert sorted(i for b in evaluator.length_batches(lengths, 3, 500) for i in b) == list(range(len(lengths)))
+
+
 def test_score_solutions_in_input_order(backbone, rows):
     model, tokenizer = backbone
     problems = [rows[i]["problem"] for i in (0, 7, 3, 12, 5)]
@@ -380,6 +389,8 @@ def test_score_solutions_in_input_order(backbone, rows):
     solutions = [{"problem": p, "completion": c} for p, c in zip(problems, completions)]
     scores = evaluator.score_solutions(model, tokenizer, solutions, batch_size=2)
     assert len(scores) == len(solutions)
+    capped = evaluator.score_solutions(model, tokenizer, solutions, batch_size=4, max_tokens=120)
+    assert [c == pytest.approx(s, abs=1e-5) for c, s in zip(capped, scores)] == [True] * len(scores)
     for solution, unit_scores in zip(solutions, scores):
         steps, answer = formats.parse_solution(solution["completion"])
         assert len(unit_scores) == len(steps) + (answer is not None)

@@ -87,3 +87,13 @@ def test_local_gpu_profile_launches_as_many_processes_as_gpus_granted():
 def test_default_config_trains_with_plain_python():
     output = dry_run("--cores", "2", "--forceall", "-p")
     assert "torch.distributed.run" not in output
+
+
+def test_cpu_bf16_reaches_every_job_and_only_when_asked(tmp_path):
+    """compute.cpu_bf16 becomes the variable every stage command starts with."""
+    assert "EASY2HARD_CPU_BF16" not in dry_run("--cores", "2", "--forceall", "-p")
+    overlay = tmp_path / "bf16.yaml"
+    overlay.write_text("compute: {cpu_bf16: true}\n")
+    output = dry_run("--cores", "2", "--forceall", "-p", "--configfile", "config.yaml", str(overlay))
+    commands = [line.split("Shell command:")[-1].strip() for line in output.splitlines() if "PYTHONPATH=" in line]
+    assert commands and all(command.startswith("EASY2HARD_CPU_BF16=1 PYTHONPATH=") for command in commands), commands

@@ -287,3 +287,23 @@ def test_smollm2_in_context_prompt(smollm2_base):
     assert tokenizer.decode(prompt, skip_special_tokens=True).endswith("# Question\n\nWhat is $6 + 2$?\n\n# Solution\n\n")
     assert "# Question" not in row["completion"] and row["completion"].strip()
     print(f"SmolLM2, 2-shot: {row['completion']!r}")
+
+
+def test_cpu_bf16_switches_inference_dtype_and_training_autocast(monkeypatch, model):
+    """compute.cpu_bf16 (EASY2HARD_CPU_BF16): bf16 inference and bf16 autocast over fp32 weights on
+    CPU; without it, fp32 and no autocast (the offline default's numbers)."""
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is always bf16")
+    ids = torch.tensor([[1, 5, 9, 12]])
+    monkeypatch.delenv("EASY2HARD_CPU_BF16", raising=False)
+    assert modeling.device_and_dtype()[1] == torch.float32
+    with modeling.autocast(torch.device("cpu")):
+        assert model(ids).logits.dtype == torch.float32
+    monkeypatch.setenv("EASY2HARD_CPU_BF16", "1")
+    assert modeling.device_and_dtype()[1] == torch.bfloat16
+    with modeling.autocast(torch.device("cpu")):
+        logits = model(ids).logits
+    assert logits.dtype == torch.bfloat16 and next(model.parameters()).dtype == torch.float32
+    logits.float().sum().backward()  # gradients reach the fp32 weights
+    assert next(model.parameters()).grad.dtype == torch.float32
+    model.zero_grad(set_to_none=True)

@@ -127,4 +127,9 @@ def test_the_smoke_preset_runs_every_stage_on_a_fixed_subset_of_real_math():
     assert only(jobs, "prm_data")["params"]["source"] == "prm800k"
     # Pretrained-scale learning rates everywhere (the offline default's collapse a pretrained PRM).
     assert max(job["params"]["learning_rate"] for job in jobs["train_evaluator"]) <= 1e-5
-    assert only(jobs, "sft")["params"]["learning_rate"] == 2e-5
+    assert only(jobs, "sft")["params"]["learning_rate"] == 5e-5
+    # What made it finish: ORM positives without a solved problem, bf16 on CPU, capped scoring batches.
+    assert only(jobs, "orm_data")["params"]["reference_solutions"] is True
+    assert all(job["params"]["max_tokens"] == 4096 for job in jobs["score"])
+    assert all(job["args"][0] == "EASY2HARD_CPU_BF16=1" for rule in ("sft", "sample", "score", "ppo")
+               for job in jobs[rule])

@@ -176,7 +176,7 @@ def test_bad_inputs_name_the_file_and_line_and_leave_no_output(policy_dir, tmp_p
     }
     params = {
         "grade_train.py": {"mode": "lenient", "timeout": 5.0, "workers": 1}, "evaluate.py": {"mode": "lenient", "timeout": 5.0, "workers": 1},
-        "sample.py": SAMPLING, "score.py": {"batch_size": 4},
+        "sample.py": SAMPLING, "score.py": {"batch_size": 4, "max_tokens": 4096},
         "rl_data.py": {"easy_levels": [1, 2, 3], "aggregation": "min"},
     }
     good = {

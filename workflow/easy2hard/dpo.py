@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from easy2hard import candidates
+from easy2hard import candidates, modeling
 from easy2hard.metrics import AGGREGATIONS, aggregate_steps
 from easy2hard.sampling import encode_prompt
 from easy2hard.training import IGNORE_INDEX, collate, model_inputs, token_logps
@@ -208,7 +208,7 @@ def reference_logps(model, examples: list[dict], pad_token_id: int, config: DPOC
     values = []
     for start in range(0, len(examples), batch_size):
         batch = {k: v.to(device) for k, v in collate_pairs(examples[start : start + batch_size], pad_token_id).items()}
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with modeling.autocast(device):
             logps = sequence_logps(model, batch, average=config.loss_type == "ipo").float().cpu()
         half = logps.shape[0] // 2
         values += [[float(c), float(r)] for c, r in zip(logps[:half], logps[half:])]

@@ -146,11 +146,27 @@ def load_backbone(path: str, dtype: torch.dtype = torch.float32):
     return model, tokenizer
 
 
+def length_batches(lengths: list[int], batch_size: int, max_tokens: int | None = None) -> list[list[int]]:
+    """Indices of `lengths`, longest first, cut into batches of at most `batch_size` rows whose
+    padded size (rows x longest row) stays within `max_tokens` (a longer row goes alone): one long
+    problem no longer pads a whole batch to its length."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for index in order:
+        batch = batches[-1] if batches else None
+        if batch and len(batch) < batch_size and (max_tokens is None or (len(batch) + 1) * lengths[batch[0]] <= max_tokens):
+            batch.append(index)
+        else:
+            batches.append([index])
+    return batches
+
+
 @torch.inference_mode()
-def score_solutions(model, tokenizer, solutions: list[dict], batch_size: int, progress: bool = False) -> list[list[float]]:
+def score_solutions(model, tokenizer, solutions: list[dict], batch_size: int, max_tokens: int | None = None,
+                    progress: bool = False) -> list[list[float]]:
     """Per-unit scores (sigmoid) of each {problem, completion, finished?}: its steps, then its answer.
-    Identical solutions (a third of a tiny policy's samples) are scored once; `progress` shows a
-    bar in distinct solutions."""
+    Identical solutions (a third of a tiny policy's samples) are scored once, in `length_batches`;
+    `progress` shows a bar in distinct solutions."""
     device = next(model.parameters()).device
     keys = [(s["problem"], s["completion"], s.get("finished", True)) for s in solutions]
     distinct = list(dict.fromkeys(keys))
@@ -159,11 +175,10 @@ def score_solutions(model, tokenizer, solutions: list[dict], batch_size: int, pr
         steps, answer = formats.parse_solution(completion)
         rendered.append(render(tokenizer, problem, steps, answer, finished))
     # Longest first, so each batch pads little; results are put back in input order.
-    order = sorted(range(len(rendered)), key=lambda i: -len(rendered[i].input_ids))
+    batches = length_batches([len(r.input_ids) for r in rendered], batch_size, max_tokens)
     scores: list[list[float]] = [[] for _ in rendered]
-    bar = tqdm(total=len(order), desc="score", unit="solution", disable=not progress, mininterval=2)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
+    bar = tqdm(total=len(rendered), desc="score", unit="solution", disable=not progress, mininterval=2)
+    for chunk in batches:
         batch = collate([{"input_ids": rendered[i].input_ids} for i in chunk], tokenizer.pad_token_id)
         logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.squeeze(-1).float().cpu()
         probabilities = torch.sigmoid(logits)

@@ -41,7 +41,8 @@ class BalanceStats:
                 f" questions, {self.dropped_all_wrong} have no correct sample and {self.dropped_all_correct} no"
                 f" incorrect one ({self.samples_in} samples kept, {self.unscorable_dropped} without steps or answer"
                 " dropped); the policy must solve some easy train problems sometimes: more samples per question"
-                " (sampling.num_samples.train), a stronger SFT policy, or more easy train problems")
+                " (sampling.num_samples.train), a stronger SFT policy, more easy train problems, or the"
+                " human-written solutions as positives (evaluators.orm.reference_solutions)")
 
 
 def balance_orm(samples: list[dict], max_ratio: float, seed: int) -> tuple[list[dict], BalanceStats]:
@@ -88,6 +89,15 @@ def balance_orm(samples: list[dict], max_ratio: float, seed: int) -> tuple[list[
         stats.negatives += sum(not s["correct"] for s in chosen)
         kept += chosen
     return kept, stats
+
+
+def reference_samples(questions: list[dict]) -> list[dict]:
+    """Each supervised question's human-written solution as one more correct sample (evaluators.orm.
+    reference_solutions): a question the policy never solves still gives the ORM a positive, at
+    the price of positives in the dataset's style rather than the policy's."""
+    return [{"unique_id": q["unique_id"], "sample_index": -1, "correct": True,
+             "completion": formats.format_solution(q["steps"], q["answer"])}
+            for q in questions if q.get("steps") and q.get("answer") is not None]
 
 
 def _num_units(completion: str) -> int:

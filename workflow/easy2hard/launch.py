@@ -7,6 +7,16 @@ import os
 import re
 
 
+# compute.cpu_bf16 reaches every job, and the processes torchrun or vLLM start, as this variable
+# (modeling.cpu_bf16 reads it).
+CPU_BF16_ENV = "EASY2HARD_CPU_BF16"
+
+
+def job_environment(cpu_bf16: bool) -> str:
+    """The variable assignments a stage command starts with (shell syntax, empty when none)."""
+    return f"{CPU_BF16_ENV}=1 " if cpu_bf16 else ""
+
+
 def launch_command(python: str, gpus: int) -> str:
     """The command prefix of a training script: `python` for 0 or 1 GPU, torchrun for more.
 

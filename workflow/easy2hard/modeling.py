@@ -12,6 +12,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from easy2hard import launch
+
 SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
 
 
@@ -112,11 +114,25 @@ def load_model(path: str, dtype: torch.dtype = torch.float32):
     return model, tokenizer
 
 
+def cpu_bf16() -> bool:
+    """Whether CPU jobs compute in bf16 as CUDA jobs do (CPUs with AVX512-BF16 or AMX run its
+    matmuls about twice as fast as fp32; elsewhere it is emulated and slower)."""
+    return os.environ.get(launch.CPU_BF16_ENV, "") == "1"
+
+
 def device_and_dtype() -> tuple[torch.device, torch.dtype]:
-    """bf16 on CUDA (the paper's setting), fp32 on CPU. On CUDA, this process's GPU: the one of
-    its LOCAL_RANK under torchrun, so eight processes do not all load onto GPU 0."""
+    """bf16 on CUDA (the paper's setting), fp32 on CPU unless compute.cpu_bf16. On CUDA, this
+    process's GPU: the one of its LOCAL_RANK under torchrun, so eight processes do not all load
+    onto GPU 0."""
     if torch.cuda.is_available():
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
         return device, torch.bfloat16
-    return torch.device("cpu"), torch.float32
+    return torch.device("cpu"), torch.bfloat16 if cpu_bf16() else torch.float32
+
+
+def autocast(device: torch.device):
+    """bf16 matmuls over fp32 weights and optimizer state while training: always on CUDA, on CPU
+    with compute.cpu_bf16 (DeepSpeed's bf16 mode does the same with its own fp32 master copy)."""
+    enabled = device.type == "cuda" or (device.type == "cpu" and cpu_bf16())
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)

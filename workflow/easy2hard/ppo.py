@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from easy2hard import evaluator, formats, metrics, sampling
+from easy2hard import evaluator, formats, metrics, modeling, sampling
 from easy2hard.grading import GradingStats
 from easy2hard.io import atomic_output
 from easy2hard.judge import judge_samples
@@ -435,7 +435,7 @@ class PPOTrainer:
     def _advantages(self, examples: list[dict], stats: dict) -> None:
         """Old log-probs, reference log-probs and values in batches; KL-penalised rewards; GAE."""
         device, temperature = self.policy.device, self.sampling_config.temperature
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+        autocast = modeling.autocast(device)
         for start in range(0, len(examples), self.micro_batch_size):
             chunk = examples[start : start + self.micro_batch_size]
             batch = {k: v.to(device) for k, v in collate_rollouts(chunk, self.tokenizer.pad_token_id).items()}

@@ -18,6 +18,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from easy2hard import launch
 from easy2hard.io import atomic_output
 
 LIBRARIES = ("easy2hard", "torch", "transformers", "tokenizers", "datasets", "snakemake", "math-verify", "sympy",
@@ -83,6 +84,7 @@ def record(params: dict, inputs: dict[str, list[str]] | None = None) -> dict:
         "grader_version": GRADER_VERSION,
         "libraries": {name: version(name) for name in LIBRARIES},
         "python": platform.python_version(),
+        "cpu_bf16": os.environ.get(launch.CPU_BF16_ENV, "") == "1",  # compute.cpu_bf16: CPU numbers in bf16
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "inputs": {name: {path: fingerprint(path) for path in paths} for name, paths in (inputs or {}).items()},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -28,7 +28,7 @@ from easy2hard import formats
 from easy2hard.config import from_dict
 from easy2hard.io import atomic_output
 from easy2hard.launch import prepare_environment
-from easy2hard.modeling import device_and_dtype
+from easy2hard.modeling import autocast, device_and_dtype
 from easy2hard.sampling import encode_prompt
 
 log = logging.getLogger(__name__)
@@ -209,9 +209,7 @@ class TorchEngine:
         self.micro_steps = 0
 
     def __call__(self, *args, **kwargs):
-        # fp32 weights and optimizer state, bf16 matmuls on CUDA (DeepSpeed's bf16 mode does the
-        # same with its own fp32 master copy).
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        with autocast(self.device):
             return self.module(*args, **kwargs)
 
     def backward(self, loss: torch.Tensor) -> None:

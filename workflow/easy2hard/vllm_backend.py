@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoConfig
 
+from easy2hard import modeling
+
 _LLMS: dict[tuple, object] = {}  # (model folder, options) -> LLM, loaded once per process
 
 
@@ -49,7 +51,7 @@ def load(model_path: str, options: VLLMOptions):
         max_len = min(options.max_model_len, getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings",
                                                      options.max_model_len))
         _LLMS[key] = LLM(
-            model=model_path, tokenizer=model_path, dtype="bfloat16" if on_gpu else "float32", seed=0,
+            model=model_path, tokenizer=model_path, dtype="bfloat16" if on_gpu or modeling.cpu_bf16() else "float32", seed=0,
             tensor_parallel_size=options.tensor_parallel_size, gpu_memory_utilization=options.gpu_memory_utilization,
             max_model_len=max_len, enable_prefix_caching=True, generation_config="vllm",
             **({} if on_gpu else {"enable_chunked_prefill": False, "max_num_batched_tokens": max(max_len, 8192)}),

@@ -11,13 +11,16 @@ if __name__ == "__main__":
     p.add_argument("--stats", required=True)
     args = p.parse_args()
     cli.setup(args)
-    problems = {row["unique_id"]: row["problem"] for path in args.questions
-                for row in read_jsonl(path, required=("unique_id", "problem"))}
+    questions = [row for path in args.questions for row in read_jsonl(path, required=("unique_id", "problem"))]
+    problems = {row["unique_id"]: row["problem"] for row in questions}
     graded = read_jsonl(args.graded, required=("unique_id", "completion", "correct"))
+    references = evaluator_data.reference_samples(questions) if args.params["reference_solutions"] else []
+    graded += references
     kept, stats = evaluator_data.balance_orm(graded, args.params["max_ratio"], args.params["seed"])
     examples = [evaluator_data.orm_example(sample, problems[sample["unique_id"]]) for sample in kept]
     write_jsonl(args.out, examples)
-    write_json(args.stats, {"balancing": stats.__dict__, **evaluator_data.summarize(examples),
+    write_json(args.stats, {"balancing": stats.__dict__, "reference_solutions": len(references),
+                            **evaluator_data.summarize(examples),
                             **({} if examples else {"empty_because": stats.empty_because()})})
     print(stats)
     cli.finish(args)

@@ -20,7 +20,8 @@ if __name__ == "__main__":
         {"problem": problems[s["unique_id"]], "completion": s["completion"], "finished": s.get("finished", True)}
         for s in samples
     ]
-    scores = evaluator.score_solutions(model, tokenizer, solutions, args.params["batch_size"], progress=True)
+    scores = evaluator.score_solutions(model, tokenizer, solutions, args.params["batch_size"],
+                                      args.params["max_tokens"], progress=True)
     rows = ({"unique_id": s["unique_id"], "sample_index": s["sample_index"], "step_scores": sc} for s, sc in zip(samples, scores))
     print(f"scored {write_jsonl(args.out, rows)} solutions")
     cli.finish(args)
