@@ -29,7 +29,12 @@ What it does, exactly:
   (``model(...)`` on one token per row against the ``SlotCache``) goes through
   ``torch.compile(mode="reduce-overhead")``, i.e. Inductor kernels replayed as CUDA graphs; cache
   buffers and the cursor are static addresses updated in place. Shapes change only when the
-  attention bucket grows or the batch is compacted (a few recompiles / re-recordings per run).
+  attention bucket grows or the batch is compacted: dynamo compiles the first step with a static
+  view, then one graph with a dynamic view and one with a dynamic batch (a batch of one may add
+  one); CUDA graphs are re-recorded per distinct shape. The buffer has one spare bucket past its
+  logical length, so a view never spans the whole buffer (that slice compiled a graph of its own
+  per batch size). ``compile=True`` also runs on CPU (Inductor's C++ backend, no CUDA graphs):
+  the test suite checks its tokens against eager and bounds its graph count there.
   Prefill and sampling stay eager. For SDPA models the engine temporarily switches the model to
   an attention function that, for one query token, packs the query heads of each KV-head group
   (GQA) instead of repeating K/V (HF's SDPA path repeats K/V when compiled), and restores the
@@ -484,9 +489,12 @@ class SamplingEngine:
         max_prompt = max(len(p) for p in prompts)
         slack = opts.slack if opts.slack is not None else max(64, max_new // 4)
         length = max_prompt + max_new + slack
+        # Compiled: one spare bucket past `length`, so the attended view never spans the whole
+        # buffer (a slice to the full size is a shape of its own: one more graph per batch size).
+        capacity = length + (self.attend_bucket if self.compile and self.attend_bucket > 0 else 0)
         slots = max(1, min(opts.num_slots, total))
         if device.type == "cuda":
-            slots = self._fit_slots(slots, length, num_samples)
+            slots = self._fit_slots(slots, capacity, num_samples)
         generator = torch.Generator(device=device).manual_seed(params.seed)
         stats = self.stats = EngineStats(slots=slots)
         allocated: list[bool] = []  # the cache is (re)allocated on this run's first prefill
@@ -501,7 +509,7 @@ class SamplingEngine:
         owner = [-1] * slots  # job id (prompt * num_samples + sample) or -1
         start_host = [0] * slots
         cursor = max_prompt  # the next cache index written; always >= max_prompt
-        arange = torch.arange(length, device=device)
+        arange = torch.arange(capacity, device=device)
 
         results: dict[int, list] = {}
         remaining = {}
@@ -514,11 +522,11 @@ class SamplingEngine:
 
             shapes, dtype, cache = layout(prefill_cache.layers), prefill_cache.layers[0].keys.dtype, self.cache
             if (
-                cache is None or cache.length != length or layout(cache.layers) != shapes
+                cache is None or cache.length != capacity or layout(cache.layers) != shapes
                 or cache.layers[0].keys.shape[0] != slots or cache.layers[0].keys.dtype != dtype
             ):
                 self.cache = None  # free the old buffers first
-                cache = SlotCache(shapes, length, slots, dtype, device, static=self.compile)
+                cache = SlotCache(shapes, capacity, slots, dtype, device, static=self.compile)
             self.cache = cache
             allocated.append(True)
 
@@ -656,7 +664,7 @@ class SamplingEngine:
             cache = self.cache
             cache.cursor.fill_(cursor)
             bucket = self.attend_bucket
-            view = length if bucket <= 0 else min(length, -(-(cursor + 1) // bucket) * bucket)
+            view = capacity if bucket <= 0 else min(capacity, -(-(cursor + 1) // bucket) * bucket)
             cache.view_len = view
             allowed = (arange[:view][None, :] >= start[:, None]) & (arange[:view][None, :] <= cursor)
             logits = self._decode(last[:, None], position[:, None], self._mask(allowed[:, None, None, :]))
