@@ -89,14 +89,30 @@ def _interpreter():
 JOB_ENVIRONMENT = job_environment(config["compute"]["cpu_bf16"])
 
 
-def script(name, gpus=0):
+def script(name, gpus=0, nodes=1):
     """The command that runs one of the stage scripts, with the package on PYTHONPATH; training
-    scripts on several GPUs start one process per GPU."""
+    scripts on several GPUs start one process per GPU, on several nodes one torchrun per node."""
     return (f"{JOB_ENVIRONMENT}PYTHONPATH={PACKAGE_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"
-            f" {launch_command(_interpreter(), gpus)} {SCRIPTS / name}")
+            f" {launch_command(_interpreter(), gpus, nodes)} {SCRIPTS / name}")
 
 
 TRAIN_GPUS = config["compute"]["train_gpus"]
+TRAIN_NODES = config["compute"]["train_nodes"]
+# A training job's resources. One node: `gpu` (Snakemake's local scheduler may grant fewer, the
+# launcher follows; the SLURM plugin asks --gpus). Several nodes (SLURM only): --nodes, and GPUs
+# per node (the plugin's --gpus would count the whole job).
+TRAIN_RESOURCES = (
+    {"gpu": TRAIN_GPUS} if TRAIN_NODES == 1
+    else {"nodes": TRAIN_NODES, "gpus_per_node": TRAIN_GPUS, "slurm_extra": f"'--gpus-per-node={TRAIN_GPUS}'"}
+)
+
+
+def train_script(name):
+    """A training script's command: one process per GPU the job was granted, or one torchrun per
+    node of the allocation."""
+    if TRAIN_NODES > 1:
+        return script(name, gpus=TRAIN_GPUS, nodes=TRAIN_NODES)
+    return lambda wildcards, resources: script(name, gpus=resources.gpu)
 INFERENCE_GPUS = config["compute"]["inference_gpus"]
 
 

@@ -114,9 +114,9 @@ rule train_evaluator:
         directory("results/evaluators/{evaluator}/model"),
     params:
         cfg=evaluator_train_params,
-        script=lambda wildcards, resources: script("train_evaluator.py", gpus=resources.gpu),
+        script=train_script("train_evaluator.py"),
     resources:
-        gpu=TRAIN_GPUS,
+        **TRAIN_RESOURCES,
     threads: config["threads"]["per_job"]
     conda:
         "../envs/easy2hard.yaml"

@@ -37,9 +37,9 @@ rule rest_em:
         directory("results/models/rest_em_r{round}"),
     params:
         cfg=lambda wildcards: as_json(config["rl"]["rest_em"]["train"]),
-        script=lambda wildcards, resources: script("sft.py", gpus=resources.gpu),
+        script=train_script("sft.py"),
     resources:
-        gpu=TRAIN_GPUS,
+        **TRAIN_RESOURCES,
     threads: config["threads"]["per_job"]
     conda:
         "../envs/easy2hard.yaml"
@@ -82,9 +82,9 @@ rule dpo:
             "train": config["rl"]["dpo"]["train"],
             "dpo": {k: config["rl"]["dpo"][k] for k in DPO_LOSS_KEYS},
         }),
-        script=lambda wildcards, resources: script("train_dpo.py", gpus=resources.gpu),
+        script=train_script("train_dpo.py"),
     resources:
-        gpu=TRAIN_GPUS,
+        **TRAIN_RESOURCES,
     threads: config["threads"]["per_job"]
     conda:
         "../envs/easy2hard.yaml"
@@ -119,9 +119,9 @@ rule ppo:
             "grading": config["grading"],
             "score_batch_size": config["evaluators"]["score"]["batch_size"],
         }),
-        script=lambda wildcards, resources: script("train_ppo.py", gpus=resources.gpu),
+        script=train_script("train_ppo.py"),
     resources:
-        gpu=TRAIN_GPUS,
+        **TRAIN_RESOURCES,
     threads: config["threads"]["per_job"]
     conda:
         "../envs/easy2hard.yaml"

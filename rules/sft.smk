@@ -7,9 +7,9 @@ rule sft:
     params:
         cfg=sft_params,
         args=sft_args(),
-        script=lambda wildcards, resources: script("sft.py", gpus=resources.gpu),
+        script=train_script("sft.py"),
     resources:
-        gpu=TRAIN_GPUS,
+        **TRAIN_RESOURCES,
     threads: config["threads"]["sft"]
     conda:
         "../envs/easy2hard.yaml"
@@ -29,6 +29,6 @@ use rule sft as sft_full with:
     params:
         cfg=sft_params,
         args=sft_args(full=True),
-        script=lambda wildcards, resources: script("sft.py", gpus=resources.gpu),
+        script=train_script("sft.py"),
     log:
         "results/logs/sft_full.log",

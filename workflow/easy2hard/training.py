@@ -553,14 +553,35 @@ def checkpoint_dir_for(output_dir: str) -> str:
     return f"{output_dir.rstrip('/')}.checkpoints"
 
 
+def gathered_state_dict(module) -> dict | None:
+    """Under ZeRO-3 every weight is partitioned across the ranks: gather them one parameter at a
+    time (every rank takes part; the whole model never sits on one GPU) into a CPU state dict on
+    rank 0. None when nothing is partitioned: the module itself is saved."""
+    if not any(hasattr(param, "ds_id") for param in module.parameters()):
+        return None
+    import deepspeed
+
+    rank, state = world()[0], {}
+    for name, param in module.named_parameters():
+        with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
+            if rank == 0:
+                state[name] = param.detach().cpu().clone()
+    if rank == 0:
+        persistent = module.state_dict().keys()  # names only (its tensors are the empty partitions)
+        state.update({name: buffer.detach().cpu() for name, buffer in module.named_buffers() if name in persistent})
+    return state
+
+
 def save_model(module, tokenizer, output_dir: str, history: list[dict], config: TrainConfig, extra: dict | None = None):
-    """Save an HF folder atomically (rank 0 only), with the training log and config beside it;
-    the run's checkpoints are removed once the model is safely in place."""
+    """Save an HF folder atomically (rank 0 only; under ZeRO-3 every rank first helps gather the
+    weights), with the training log and config beside it; the run's checkpoints are removed once
+    the model is safely in place."""
+    state = gathered_state_dict(module)
     rank, _ = world()
     if rank != 0:
         return
     with atomic_output(output_dir, directory=True) as tmp:
-        module.save_pretrained(tmp, safe_serialization=True)
+        module.save_pretrained(tmp, safe_serialization=True, **({} if state is None else {"state_dict": state}))
         tokenizer.save_pretrained(tmp)
         with open(Path(tmp) / "train_log.jsonl", "w") as handle:
             for record in history:
