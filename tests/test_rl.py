@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import TINY_SHAPE
-from easy2hard import dpo, evaluator, formats, modeling, ppo, rest_em, rl_report, sampling, training
+from easy2hard import dpo, evaluator, formats, modeling, ppo, rest_em, rl_report, sampling, tracking, training
 
 EASY = [1, 2, 3]
 
@@ -428,8 +428,14 @@ def test_ppo_runs_and_updates_both_models(tiny, synthetic_split, tmp_path):
         training.TrainConfig(**train), training.TrainConfig(**train),
         sampling.SamplingConfig(max_new_tokens=24, batch_size=16, engine="hf"), {"mode": "lenient", "timeout": 5.0, "workers": 1}, 8,
     )
-    policy, value, history = trainer.train(None, {})
-    assert [r["step"] for r in history] == [1, 2]
+    logged = []
+
+    class Recorder(tracking.Tracker):  # what report_to's trackers receive, step by step
+        def log(self, record):
+            logged.append(record)
+
+    policy, value, history = trainer.train(None, {}, tracker=Recorder())
+    assert [r["step"] for r in history] == [1, 2] and logged == history
     for record in history:
         assert record["num_rollouts"] == 8
         for key in ("reward", "kl", "policy_loss", "value_loss", "clipfrac", "evaluator_reward", "no_answer_rate"):

@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from easy2hard import formats
+from easy2hard import formats, tracking
 from easy2hard.config import from_dict
 from easy2hard.io import atomic_output
 from easy2hard.launch import prepare_environment
@@ -54,6 +54,7 @@ class TrainConfig:
     packing: bool = True  # pack each micro-batch into max_length rows instead of padding it
     checkpoint_every: int = 0  # optimizer steps between resumable checkpoints (0: none)
     log_every: int = 1
+    report_to: str = "none"  # none | tensorboard | wandb | mlflow: live curves of the train_log scalars
 
     @classmethod
     def from_dict(cls, config: dict) -> "TrainConfig":
@@ -355,7 +356,8 @@ def latest_checkpoint(directory: str | None) -> str | None:
 def run_fingerprint(config: TrainConfig, examples: list[dict], engine_kind: str, extra: dict | None = None) -> str:
     """What a checkpoint must match to be resumed: the settings, the data, the process layout."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([asdict(config), world()[1], engine_kind, extra or {}], sort_keys=True).encode())
+    settings = {k: v for k, v in asdict(config).items() if k != "report_to"}  # where curves go changes no step
+    digest.update(json.dumps([settings, world()[1], engine_kind, extra or {}], sort_keys=True).encode())
     for example in examples:
         digest.update(json.dumps(token_data(example), sort_keys=True).encode())
     return digest.hexdigest()
@@ -495,6 +497,7 @@ def train(
     loss_fn: Callable = causal_lm_loss,
     checkpoint_dir: str | None = None,
     collate_fn: Callable | None = None,
+    tracker: tracking.Tracker | None = None,
 ) -> tuple[object, list[dict]]:
     """Optimise `loss_fn` over `examples`; returns (trained module, per-step log).
 
@@ -515,11 +518,20 @@ def train(
         record = {"step": step, **trainer.step([examples[i] for i in indices]),
                   "elapsed_s": round(time.perf_counter() - start, 3)}
         history.append(record)
+        if tracker is not None:
+            tracker.log(record)
         if step % config.log_every == 0:
             progress.set_postfix(loss=f"{record['loss']:.4f}")
         if checkpoint_dir and config.checkpoint_every and step % config.checkpoint_every == 0 and step < len(batches):
             trainer.checkpoint(checkpoint_dir, step, history, fingerprint)
+    if tracker is not None:
+        tracker.close()
     return trainer.finish(), history
+
+
+def tracker_for(config: TrainConfig, output_dir: str, extra: dict | None = None) -> tracking.Tracker:
+    """The live-curve tracker of the run that writes `output_dir` (config.report_to; rank 0)."""
+    return tracking.open_tracker(config.report_to, output_dir, {**asdict(config), **(extra or {})}, world()[0])
 
 
 def drop_too_long(examples: list[dict | None], source: str, max_length: int, stats: str | None = None) -> list[dict]:

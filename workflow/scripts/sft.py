@@ -48,7 +48,8 @@ if __name__ == "__main__":
         examples, counts = reference_examples(args.data, tokenizer, config.max_length)
     examples = training.drop_too_long(examples, ", ".join(args.data or args.prm800k), config.max_length, args.stats)
     module, history = training.train(
-        model, examples, config, tokenizer.pad_token_id, checkpoint_dir=training.checkpoint_dir_for(args.out)
+        model, examples, config, tokenizer.pad_token_id, checkpoint_dir=training.checkpoint_dir_for(args.out),
+        tracker=training.tracker_for(config, args.out),
     )
     training.save_model(module, tokenizer, args.out, history, config, {"num_examples": len(examples), **counts})
     print(f"{len(history)} steps on {len(examples)} examples; final loss {history[-1]['loss']:.4f}")

@@ -50,7 +50,9 @@ if __name__ == "__main__":
     # Snapshots are staged beside the output (a resumed run keeps those it has) and appear with it.
     staging = Path(f"{args.snapshots.rstrip('/')}.partial")
     staging.mkdir(parents=True, exist_ok=True)
-    policy, value, history = trainer.train(training.checkpoint_dir_for(args.out), {"inputs": vars(args)}, str(staging))
+    tracker = training.tracker_for(trainer.policy.config, args.out, {"ppo": params["ppo"]})
+    policy, value, history = trainer.train(training.checkpoint_dir_for(args.out), {"inputs": vars(args)}, str(staging),
+                                           tracker)
     if training.world()[0] == 0:  # before the policy's save, which removes the checkpoints a resume needs
         steps = sorted(step for step in (int(path.name.removeprefix("step_")) for path in staging.glob("step_*"))
                        if step < len(history))
