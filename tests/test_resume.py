@@ -179,11 +179,16 @@ def partition_everything(*args):  # the tiny model's weights are below ZeRO-3's 
     ds_config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
     return ds_config
 training.deepspeed_config = partition_everything
+modeling.build_tiny_llama(tok, {shape!r}, 0).save_pretrained(f"{{sys.argv[1]}}/base")
+tok.save_pretrained(f"{{sys.argv[1]}}/base")
 saved = {{}}
 for stage in (2, 3):
     cfg = training.TrainConfig(learning_rate=2e-3, epochs=1, global_batch_size=8, micro_batch_size=4, max_length=512,
                                warmup_ratio=0.0, deepspeed="always", zero_stage=stage, checkpoint_every=0, seed=0)
-    module, history = training.train(modeling.build_tiny_llama(tok, {shape!r}, 0), ex, cfg, tok.pad_token_id)
+    with training.partitioned_loading(cfg):
+        model = modeling.load_model(f"{{sys.argv[1]}}/base")[0]
+    assert (next(model.parameters()).numel() == 0) == (stage == 3)  # loaded partitioned under ZeRO-3 only
+    module, history = training.train(model, ex, cfg, tok.pad_token_id)
     training.save_model(module, tok, f"{{sys.argv[1]}}/zero{{stage}}", history, cfg)
     saved[stage] = modeling.load_model(f"{{sys.argv[1]}}/zero{{stage}}")[0].state_dict()
 assert saved[2].keys() == saved[3].keys()
@@ -194,8 +199,9 @@ print("MAXDIFF", max((saved[2][k] - saved[3][k]).abs().max().item() for k in sav
 
 @pytest.mark.skipif(__import__("importlib").util.find_spec("deepspeed") is None, reason="deepspeed not installed")
 def test_deepspeed_zero3_saves_whole_weights_on_cpu(tmp_path):
-    """ZeRO-3 partitions every weight: the saved folder must hold the gathered weights (not the
-    empty partitions), the same as ZeRO-2 trains them, and load back without unexpected keys."""
+    """ZeRO-3 partitions every weight, from loading on (zero.Init): the saved folder must hold the
+    gathered weights (not the empty partitions), the same as ZeRO-2 trains them, and load back
+    without unexpected keys."""
     script = tmp_path / "zero3.py"
     script.write_text(ZERO3_SCRIPT.format(root=str(REPO_ROOT / "workflow"), shape=SHAPE))
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}

@@ -7,6 +7,7 @@ plain-torch engine with the same three-call interface otherwise, so GPU and CPU 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -267,6 +268,28 @@ def deepspeed_config(config: TrainConfig, accumulation_steps: int) -> dict:
     ds_config["zero_optimization"]["stage"] = config.zero_stage
     ds_config["bf16"]["enabled"] = torch.cuda.is_available()
     return ds_config
+
+
+@contextlib.contextmanager
+def partitioned_loading(config: TrainConfig):
+    """Models loaded (`from_pretrained`) inside this block under ZeRO-3 are partitioned across the
+    ranks as their weights are read (DeepSpeed's zero.Init, through transformers' HfDeepSpeedConfig):
+    no process holds a whole 34b model. Other stages and engines: nothing happens."""
+    if not (use_deepspeed(config) and config.zero_stage == 3):
+        yield
+        return
+    prepare_environment()
+    single_process_defaults()
+    import deepspeed
+    from transformers.integrations import HfDeepSpeedConfig
+
+    deepspeed.init_distributed()
+    accumulation = max(1, config.global_batch_size // (config.micro_batch_size * world()[1]))
+    marker = HfDeepSpeedConfig(deepspeed_config(config, accumulation))  # it reads the zero section and bf16
+    try:
+        yield
+    finally:
+        del marker  # transformers holds it weakly: later calls (saving, generate) see plain modules
 
 
 def single_process_defaults() -> None:

@@ -40,7 +40,8 @@ if __name__ == "__main__":
     cli.setup(args)
     config = training.TrainConfig.from_dict(args.params)
     # fp32 weights: the optimizer must not update bf16 weights directly (bf16 is for compute).
-    model, tokenizer = modeling.load_model(args.base, dtype=torch.float32)
+    with training.partitioned_loading(config):  # ZeRO-3: partitioned as it loads
+        model, tokenizer = modeling.load_model(args.base, dtype=torch.float32)
     if args.prm800k:
         examples, counts = prm800k_examples(args, tokenizer, config.max_length)
         print("PRM800K SFT data:", counts)

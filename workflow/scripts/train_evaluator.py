@@ -18,7 +18,8 @@ if __name__ == "__main__":
     label_tokens = params.pop("label_tokens")
     config = training.TrainConfig.from_dict(params)
     torch.manual_seed(config.seed)  # the new score head is initialised here: reproducible runs
-    model, tokenizer = evaluator.load_backbone(args.init, dtype=torch.float32)  # fp32 master weights
+    with training.partitioned_loading(config):  # ZeRO-3: partitioned as it loads
+        model, tokenizer = evaluator.load_backbone(args.init, dtype=torch.float32)  # fp32 master weights
     rows = read_jsonl(args.data, required=("unique_id", "problem", "steps", "answer", "labels", "kind"))
     examples = [evaluator.training_example(row, tokenizer, config.max_length, label_tokens) for row in rows]
     kept = training.drop_too_long(examples, args.data, config.max_length, args.stats)
