@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,25 @@ def trained_model(synthetic_split, synthetic_tokenizer):
     model = modeling.build_tiny_llama(synthetic_tokenizer, TINY_SHAPE, seed=0)
     module, _ = training.train(model, examples, config, synthetic_tokenizer.pad_token_id)
     return module.eval()
+
+
+# DeepSpeed runs get a process of their own (it initialises torch.distributed once per process).
+DEEPSPEED_PRELUDE = """
+import sys, torch
+sys.path.insert(0, {root!r})
+from easy2hard import evaluator, formats, modeling, synthetic, training
+torch.set_num_threads(1)
+train, _ = synthetic.generate_splits(40, 10, 0)
+tok = modeling.train_tokenizer([formats.format_prompt(r["problem"]) + r["solution"] for r in train], 400)
+ex = [training.sft_example(r["problem"], formats.split_reference_solution(r["solution"]), r["answer"], tok, 512) for r in train]
+"""
+LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def run_deepspeed_script(body: str, folder: Path, *args: str, **fields) -> subprocess.CompletedProcess:
+    """DEEPSPEED_PRELUDE + `body` (str.format'ed with `fields`), run as one plain process (no launcher
+    variables: rank 0 of 1) with `args`; the script is written into `folder`."""
+    script = folder / "deepspeed_run.py"
+    script.write_text((DEEPSPEED_PRELUDE + body).format(root=str(REPO_ROOT / "workflow"), **fields))
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES}
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=600, env=env)

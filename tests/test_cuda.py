@@ -4,14 +4,11 @@ under DeepSpeed ZeRO-2 in bf16, packing against padding in bf16 with SDPA, evalu
 `tools/gpu_check.py` runs these first (`make gpu-check`)."""
 
 import copy
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import REPO_ROOT, TINY_SHAPE
+from conftest import TINY_SHAPE, run_deepspeed_script
 from easy2hard import evaluator, formats, modeling, synthetic, training
 from easy2hard.engine import EngineOptions, SamplingEngine, SamplingParams
 from test_engine import assert_matches, by_hand, data, next_logits, peaky_model, prompts, questions, tokenizer  # noqa: F401
@@ -51,11 +48,6 @@ def test_sampled_tokens_follow_softmax_of_top_k_on_cuda(peaky_model):
 
 
 DEEPSPEED_STEP = """
-import sys, torch
-sys.path.insert(0, {root!r})
-from easy2hard import evaluator, formats, modeling, synthetic, training
-train, _ = synthetic.generate_splits(40, 10, 0)
-tok = modeling.train_tokenizer([formats.format_prompt(r["problem"]) + r["solution"] for r in train], 400)
 rows = [(r["problem"], formats.split_reference_solution(r["solution"]), r["answer"]) for r in train]
 cfg = training.TrainConfig(learning_rate=1e-3, epochs=1, global_batch_size=8, micro_batch_size=8, max_length=512,
                            warmup_ratio=0.0, deepspeed="always", zero_stage=2, seed=0)
@@ -77,11 +69,7 @@ print("RESULT", history[-1]["loss"], rm_history[-1]["loss"], changed)
 
 @pytest.mark.skipif(__import__("importlib").util.find_spec("deepspeed") is None, reason="deepspeed not installed")
 def test_one_sft_and_one_reward_model_step_under_deepspeed_zero2_bf16(tmp_path):
-    script = tmp_path / "ds.py"
-    script.write_text(DEEPSPEED_STEP.format(root=str(REPO_ROOT / "workflow"), shape=TINY_SHAPE))
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    result = subprocess.run([sys.executable, str(script), str(tmp_path / "backbone")], capture_output=True, text=True,
-                            timeout=600, env=env)
+    result = run_deepspeed_script(DEEPSPEED_STEP, tmp_path, str(tmp_path / "backbone"), shape=TINY_SHAPE)
     assert result.returncode == 0, result.stderr[-3000:]
     sft_loss, rm_loss, changed = result.stdout.split("RESULT")[1].split()
     assert torch.isfinite(torch.tensor([float(sft_loss), float(rm_loss)])).all() and changed == "True"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_deepspeed_script
 from easy2hard import formats, modeling, synthetic, training
 
 SHAPE = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 2, "max_position_embeddings": 512}
@@ -111,13 +111,6 @@ def test_a_killed_process_resumes(tmp_path):
 
 
 DEEPSPEED_SCRIPT = """
-import sys, torch
-sys.path.insert(0, {root!r})
-from easy2hard import formats, modeling, synthetic, training
-torch.set_num_threads(1)
-train, _ = synthetic.generate_splits(40, 10, 0)
-tok = modeling.train_tokenizer([formats.format_prompt(r["problem"]) + r["solution"] for r in train], 400)
-ex = [training.sft_example(r["problem"], formats.split_reference_solution(r["solution"]), r["answer"], tok, 512) for r in train]
 def cfg():
     return training.TrainConfig(learning_rate=2e-3, epochs=2, global_batch_size=8, micro_batch_size=4, max_length=512,
                                 warmup_ratio=0.2, deepspeed="always", zero_stage=2, checkpoint_every=3, seed=0)
@@ -142,11 +135,7 @@ print("MAXDIFF", max((ref[k] - v).abs().max().item() for k, v in res.state_dict(
 @pytest.mark.skipif(__import__("importlib").util.find_spec("deepspeed") is None, reason="deepspeed not installed")
 def test_deepspeed_zero2_resumes_on_cpu(tmp_path):
     """The GPU engine's checkpoint path, run on CPU in one process (no launcher variables set)."""
-    script = tmp_path / "ds.py"
-    script.write_text(DEEPSPEED_SCRIPT.format(root=str(REPO_ROOT / "workflow"), shape=SHAPE))
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    result = subprocess.run([sys.executable, str(script), str(tmp_path / "ckpt")], capture_output=True, text=True,
-                            timeout=600, env=env)
+    result = run_deepspeed_script(DEEPSPEED_SCRIPT, tmp_path, str(tmp_path / "ckpt"), shape=SHAPE)
     assert result.returncode == 0, result.stderr[-3000:]
     assert float(result.stdout.split("MAXDIFF")[1]) < 1e-6
 
@@ -166,13 +155,6 @@ def test_a_stale_checkpoint_is_not_resumed(data, tmp_path):
 
 
 ZERO3_SCRIPT = """
-import sys, torch
-sys.path.insert(0, {root!r})
-from easy2hard import formats, modeling, synthetic, training
-torch.set_num_threads(1)
-train, _ = synthetic.generate_splits(40, 10, 0)
-tok = modeling.train_tokenizer([formats.format_prompt(r["problem"]) + r["solution"] for r in train], 400)
-ex = [training.sft_example(r["problem"], formats.split_reference_solution(r["solution"]), r["answer"], tok, 512) for r in train]
 shipped = training.deepspeed_config
 def partition_everything(*args):  # the tiny model's weights are below ZeRO-3's persistence threshold
     ds_config = shipped(*args)
@@ -202,11 +184,7 @@ def test_deepspeed_zero3_saves_whole_weights_on_cpu(tmp_path):
     """ZeRO-3 partitions every weight, from loading on (zero.Init): the saved folder must hold the
     gathered weights (not the empty partitions), the same as ZeRO-2 trains them, and load back
     without unexpected keys."""
-    script = tmp_path / "zero3.py"
-    script.write_text(ZERO3_SCRIPT.format(root=str(REPO_ROOT / "workflow"), shape=SHAPE))
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    result = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True,
-                            timeout=600, env=env)
+    result = run_deepspeed_script(ZERO3_SCRIPT, tmp_path, str(tmp_path), shape=SHAPE)
     assert result.returncode == 0, result.stderr[-3000:]
     assert float(result.stdout.split("MAXDIFF")[1]) < 1e-5
     assert "UNEXPECTED" not in result.stdout + result.stderr
