@@ -75,3 +75,31 @@ def test_a_stage_script_writes_its_curves_beside_its_model(policy_dir, tmp_path)
     events.Reload()
     history = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [e.value for e in events.Scalars("loss")] == pytest.approx([r["loss"] for r in history], rel=1e-6)
+
+
+def test_wandb_writes_an_offline_run(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    out = str(tmp_path / "model")
+    tracker = tracking.open_tracker("wandb", out, {"learning_rate": 1e-3})
+    for step in (1, 2):
+        tracker.log({"step": step, "loss": 1.0 / step})
+    tracker.close()
+    assert list(tracking.run_dir_for(out).glob("wandb/offline-run-*/run-*.wandb"))  # no network needed
+
+
+def test_mlflow_metrics_read_back(tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    pytest.importorskip("alembic")  # mlflow-skinny has no SQLite store
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = str(tmp_path / "model")
+    tracker = tracking.open_tracker("mlflow", out, {"learning_rate": 1e-3, "ppo": {"steps": 2}})
+    for step in (1, 2, 3):
+        tracker.log({"step": step, "loss": 1.0 / step})
+    tracker.close()
+    mlflow.set_tracking_uri(f"sqlite:///{(tracking.run_dir_for(out) / 'mlflow.db').resolve()}")
+    run = mlflow.search_runs(experiment_names=["easy2hard"]).iloc[0]
+    history = mlflow.tracking.MlflowClient().get_metric_history(run["run_id"], "loss")
+    assert [m.step for m in history] == [1, 2, 3]
+    assert [m.value for m in history] == pytest.approx([1.0, 0.5, 1 / 3])
+    assert run["params.ppo.steps"] == "2"

@@ -4,7 +4,7 @@ default). Rank 0 only. Each run writes beside its model, in `<model folder>.trac
 checkpoints go to `<model folder>.checkpoints/`.
 
 W&B runs offline unless WANDB_MODE says otherwise (`wandb sync` uploads later); MLflow writes to
-`<run>/mlruns` unless MLFLOW_TRACKING_URI points at a server. TensorBoard is in the locked
+`<run>/mlflow.db` (SQLite) unless MLFLOW_TRACKING_URI points at a server. TensorBoard is in the locked
 environment; wandb and mlflow are installed by whoever wants them.
 """
 
@@ -79,7 +79,8 @@ class MlflowTracker(Tracker):
         import mlflow
 
         self.mlflow = mlflow
-        mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", (run_dir / "mlruns").resolve().as_uri()))
+        # MLflow 3 refuses its old file store: a SQLite database beside the model by default
+        mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"))
         mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", "easy2hard"))
         mlflow.start_run(run_name=run_name)
         mlflow.log_params(flat_config(config))
