@@ -34,7 +34,6 @@ class Step:
     command: list[str]
     timeout_s: int
     needs: tuple[str, ...] = ()  # modules without which the step is skipped (named in the summary)
-    cwd: Path = REPO
 
 
 @dataclass
@@ -73,7 +72,7 @@ def run_step(step: Step) -> Outcome:
         return Outcome(step, "skipped", 0.0, f"not installed: {', '.join(missing)} (README, GPU section: carry its wheels)")
     start = time.perf_counter()
     try:
-        result = subprocess.run(step.command, cwd=step.cwd, capture_output=True, text=True, timeout=step.timeout_s)
+        result = subprocess.run(step.command, cwd=REPO, capture_output=True, text=True, timeout=step.timeout_s)
         status, output = ("passed" if result.returncode == 0 else f"failed (exit {result.returncode})",
                           result.stdout + result.stderr)
     except subprocess.TimeoutExpired as expired:

@@ -500,7 +500,7 @@ class PPOTrainer:
                     shutil.rmtree(folder)
 
     def train(self, checkpoint_dir: str | None, fingerprint_extra: dict, snapshot_dir: str | None = None,
-              tracker: tracking.Tracker | None = None) -> tuple[object, object, list[dict]]:
+              tracker: tracking.Tracker = tracking.Tracker()) -> tuple[object, object, list[dict]]:
         policy_dir = f"{checkpoint_dir}/policy" if checkpoint_dir else None
         value_dir = f"{checkpoint_dir}/value" if checkpoint_dir else None
         fingerprint = run_fingerprint(self.policy.config, [{"questions": [q["unique_id"] for q in self.questions]}],
@@ -523,8 +523,7 @@ class PPOTrainer:
             record = {"step": step, **rollout_stats, **self.update(examples, step),
                       "elapsed_s": round(time.perf_counter() - start, 3)}
             history.append(record)
-            if tracker is not None:
-                tracker.log(record)
+            tracker.log(record)
             if record["same_reward_for_all"]:
                 log.warning("PPO step %d: all %d rollouts earned the same reward (%.4g): no reward signal, the update "
                             "follows the KL penalty and the value loss only", step, record["num_rollouts"], record["reward"])
@@ -536,6 +535,5 @@ class PPOTrainer:
             if checkpoint_dir and every and step % every == 0 and step < self.config.steps:
                 self.value.checkpoint(value_dir, step, history, fingerprint)
                 self.policy.checkpoint(policy_dir, step, history, fingerprint)
-        if tracker is not None:
-            tracker.close()
+        tracker.close()
         return self.policy.finish(), self.value.finish(), history

@@ -14,9 +14,6 @@ import json
 import os
 from pathlib import Path
 
-REPORT_TO = ("none", "tensorboard", "wandb", "mlflow")
-
-
 def scalars(record: dict) -> dict[str, float]:
     """The numeric entries of a train_log record (booleans as 0/1), without the step itself."""
     return {key: float(value) for key, value in record.items()
@@ -93,24 +90,23 @@ class MlflowTracker(Tracker):
 
 
 TRACKERS = {"none": Tracker, "tensorboard": TensorBoardTracker, "wandb": WandbTracker, "mlflow": MlflowTracker}
-PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 
 
 def run_dir_for(output_dir: str) -> Path:
     return Path(f"{str(output_dir).rstrip('/')}.tracking")
 
 
-def open_tracker(report_to: str, output_dir: str | None, config: dict, rank: int = 0) -> Tracker:
-    """The tracker of a training run writing `output_dir`; a plain Tracker on ranks > 0, without
-    an output folder, or for `none`."""
+def open_tracker(report_to: str, output_dir: str, config: dict, rank: int = 0) -> Tracker:
+    """The tracker of a training run writing `output_dir` (the tracker package is named after
+    `report_to`); a plain Tracker on ranks > 0 or for `none`."""
     if report_to not in TRACKERS:
-        raise ValueError(f"report_to: {report_to!r} is not one of {', '.join(REPORT_TO)}")
-    if report_to == "none" or rank != 0 or output_dir is None:
+        raise ValueError(f"report_to: {report_to!r} is not one of {', '.join(TRACKERS)}")
+    if report_to == "none" or rank != 0:
         return Tracker()
     run_dir = run_dir_for(output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         return TRACKERS[report_to](run_dir, str(output_dir), config)
     except ImportError as error:
-        raise ImportError(f"report_to: {report_to} needs the package {PACKAGES[report_to]!r} "
-                          f"(pip install {PACKAGES[report_to]}): {error}") from error
+        raise ImportError(f"report_to: {report_to} needs the package {report_to!r} (pip install {report_to}):"
+                          f" {error}") from error

@@ -270,6 +270,16 @@ def deepspeed_config(config: TrainConfig, accumulation_steps: int) -> dict:
     return ds_config
 
 
+def accumulation_steps(config: TrainConfig) -> int:
+    """Micro-batches per optimizer step in each process: global batch / (micro batch x processes)."""
+    processes = world()[1]
+    per_step = config.micro_batch_size * processes
+    if config.global_batch_size % per_step:
+        raise ValueError(f"global_batch_size {config.global_batch_size} is not a multiple of "
+                         f"micro_batch_size {config.micro_batch_size} x {processes} processes")
+    return config.global_batch_size // per_step
+
+
 @contextlib.contextmanager
 def partitioned_loading(config: TrainConfig):
     """Models loaded (`from_pretrained`) inside this block under ZeRO-3 are partitioned across the
@@ -284,8 +294,7 @@ def partitioned_loading(config: TrainConfig):
     from transformers.integrations import HfDeepSpeedConfig
 
     deepspeed.init_distributed()
-    accumulation = max(1, config.global_batch_size // (config.micro_batch_size * world()[1]))
-    marker = HfDeepSpeedConfig(deepspeed_config(config, accumulation))  # it reads the zero section and bf16
+    marker = HfDeepSpeedConfig(deepspeed_config(config, accumulation_steps(config)))  # it reads the zero section
     try:
         yield
     finally:
@@ -446,12 +455,7 @@ class Trainer:
     def __init__(self, model, config: TrainConfig, total_steps: int, pad_token_id: int,
                  loss_fn: Callable = causal_lm_loss, collate_fn: Callable | None = None):
         self.rank, self.world_size = world()
-        per_step = config.micro_batch_size * self.world_size
-        if config.global_batch_size % per_step:
-            raise ValueError(
-                f"global_batch_size {config.global_batch_size} is not a multiple of "
-                f"micro_batch_size {config.micro_batch_size} x {self.world_size} processes"
-            )
+        accumulation = accumulation_steps(config)
         if self.world_size > 1 and not use_deepspeed(config):
             raise ValueError("several processes need DeepSpeed (set deepspeed: auto or always, and install it)")
         self.config, self.pad_token_id, self.loss_fn = config, pad_token_id, loss_fn
@@ -462,7 +466,7 @@ class Trainer:
         if config.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         model.train()
-        self.engine = make_engine(model, config, total_steps, config.global_batch_size // per_step)
+        self.engine = make_engine(model, config, total_steps, accumulation)
         self.device = self.engine.device
 
     @property
@@ -520,7 +524,7 @@ def train(
     loss_fn: Callable = causal_lm_loss,
     checkpoint_dir: str | None = None,
     collate_fn: Callable | None = None,
-    tracker: tracking.Tracker | None = None,
+    tracker: tracking.Tracker = tracking.Tracker(),
 ) -> tuple[object, list[dict]]:
     """Optimise `loss_fn` over `examples`; returns (trained module, per-step log).
 
@@ -541,14 +545,12 @@ def train(
         record = {"step": step, **trainer.step([examples[i] for i in indices]),
                   "elapsed_s": round(time.perf_counter() - start, 3)}
         history.append(record)
-        if tracker is not None:
-            tracker.log(record)
+        tracker.log(record)
         if step % config.log_every == 0:
             progress.set_postfix(loss=f"{record['loss']:.4f}")
         if checkpoint_dir and config.checkpoint_every and step % config.checkpoint_every == 0 and step < len(batches):
             trainer.checkpoint(checkpoint_dir, step, history, fingerprint)
-    if tracker is not None:
-        tracker.close()
+    tracker.close()
     return trainer.finish(), history
 
 
