@@ -153,6 +153,12 @@ class EngineStats:
         """Fraction of decoded row-steps that produced a kept token."""
         return (self.generated_tokens - self.first_tokens) / self.slot_steps if self.slot_steps else 0.0
 
+    def count_decode_step(self, batch_size: int) -> None:
+        self.decode_steps += 1
+        self.slot_steps += batch_size
+        if not self.batch_sizes or self.batch_sizes[-1] != batch_size:
+            self.batch_sizes.append(batch_size)
+
 
 # ------------------------------------------------------------------------------------- sampling
 
@@ -355,6 +361,263 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
+# ------------------------------------------------------------------------------------ run steps
+# One run is a loop over these steps (SamplingEngine._run): sync (harvest_finished, compact_slots,
+# refill, shift_cache) every `sync_every` decode steps, and decode_one_token in between. The state
+# they share is passed explicitly: RunPlan (fixed for the run), SlotState (per slot), JobQueue.
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What stays fixed during one run."""
+
+    prompts: list[list[int]]
+    num_samples: int
+    params: SamplingParams
+    pad_id: int
+    slots: int  # slots at the start (compaction shrinks SlotState, not this)
+    refill_min: int  # free slots that trigger a refill (continuous refilling)
+    max_prompt: int
+    slack: int
+    length: int  # the write cursor stays below this
+    capacity: int  # cache positions allocated: length + one spare attention bucket when compiled
+
+
+@dataclass
+class SlotState:
+    """Per-slot decoding state: tensors on the device, job bookkeeping on the host (no syncs)."""
+
+    tokens: torch.Tensor  # [slots, max_new] generated tokens (pad past the end)
+    generated: torch.Tensor  # [slots] tokens generated so far
+    live: torch.Tensor  # [slots] bool: still generating
+    last_token: torch.Tensor  # [slots] fed at the next decode step
+    position: torch.Tensor  # [slots] its position id
+    start: torch.Tensor  # [slots] first cache index the slot attends to
+    job: list[int]  # job each slot serves (prompt * num_samples + sample), -1 when free
+    start_host: list[int]  # host copy of `start`
+    cursor: int  # next cache index written, shared by all slots; always >= max_prompt
+
+    @classmethod
+    def empty(cls, slots: int, max_new: int, pad_id: int, cursor: int, device) -> "SlotState":
+        return cls(
+            tokens=torch.full((slots, max_new), pad_id, dtype=torch.long, device=device),
+            generated=torch.zeros(slots, dtype=torch.long, device=device),
+            live=torch.zeros(slots, dtype=torch.bool, device=device),
+            last_token=torch.full((slots,), pad_id, dtype=torch.long, device=device),
+            position=torch.zeros(slots, dtype=torch.long, device=device),
+            start=torch.zeros(slots, dtype=torch.long, device=device),
+            job=[-1] * slots,
+            start_host=[0] * slots,
+            cursor=cursor,
+        )
+
+    @property
+    def slots(self) -> int:
+        return len(self.job)
+
+    @property
+    def device(self) -> torch.device:
+        return self.tokens.device
+
+    def free_slots(self) -> list[int]:
+        return [b for b in range(self.slots) if self.job[b] < 0]
+
+    def busy_slots(self) -> list[int]:
+        return [b for b in range(self.slots) if self.job[b] >= 0]
+
+
+@dataclass
+class JobQueue:
+    """Jobs handed out in order (N consecutive jobs per prompt); results yielded per prompt, in order."""
+
+    num_prompts: int
+    num_samples: int
+    next_job: int = 0
+    next_prompt: int = 0  # the next prompt to yield
+    results: dict[int, list] = field(default_factory=dict)  # prompt -> its samples' tokens
+    remaining: dict[int, int] = field(default_factory=dict)  # prompt -> samples not finished yet
+
+    @property
+    def jobs_left(self) -> int:
+        return self.num_prompts * self.num_samples - self.next_job
+
+    @property
+    def all_yielded(self) -> bool:
+        return self.next_prompt >= self.num_prompts
+
+    def take(self, count: int) -> list[int]:
+        jobs = list(range(self.next_job, self.next_job + min(count, self.jobs_left)))
+        self.next_job += len(jobs)
+        return jobs
+
+    def finish(self, job: int, tokens: list[int]) -> None:
+        prompt_index, sample = divmod(job, self.num_samples)
+        self.results.setdefault(prompt_index, [None] * self.num_samples)[sample] = tokens
+        self.remaining[prompt_index] = self.remaining.get(prompt_index, self.num_samples) - 1
+
+    def pop_ready(self) -> Iterator[list[list[int]]]:
+        """The samples of each prompt whose samples have all finished, up to the first that has not."""
+        while not self.all_yielded and self.remaining.get(self.next_prompt, self.num_samples) == 0:
+            self.remaining.pop(self.next_prompt)
+            yield self.results.pop(self.next_prompt)
+            self.next_prompt += 1
+
+
+def should_refill(free: int, busy: int, jobs_left: int, continuous: bool, min_free: int) -> bool:
+    """Refill when all slots are free, or (continuous refilling) enough are: ``min_free``, or all
+    the jobs left."""
+    if not jobs_left or not free:
+        return False
+    return busy == 0 or (continuous and free >= min(min_free, jobs_left))
+
+
+def prefill_chunks(prompts: Sequence[Sequence[int]], first: int, last: int, max_tokens: int) -> list[list[int]]:
+    """Prompt indices first..last grouped for prefill: each group's padded size (its widest prompt
+    x its prompts) stays within ``max_tokens`` unless it is a single prompt."""
+    chunks: list[list[int]] = [[]]
+    for prompt_index in range(first, last + 1):
+        chunk = chunks[-1]
+        width = max([len(prompts[i]) for i in chunk + [prompt_index]])
+        if chunk and width * (len(chunk) + 1) > max_tokens:
+            chunks.append([])
+        chunks[-1].append(prompt_index)
+    return chunks
+
+
+def place_chunk(chunk: list[int], assigned: dict[int, int], num_samples: int) -> tuple[list[int], list[int], list[int]]:
+    """(prefill rows, slots, jobs): the slot each assigned job of the chunk's prompts goes to, and
+    the prefill row (index into ``chunk``) its prompt is in."""
+    rows, slots, jobs = [], [], []
+    for row, prompt_index in enumerate(chunk):
+        for sample in range(num_samples):
+            job = prompt_index * num_samples + sample
+            if job in assigned:
+                rows.append(row)
+                slots.append(assigned[job])
+                jobs.append(job)
+    return rows, slots, jobs
+
+
+def assign_jobs(state: SlotState, slots: list[int], jobs: list[int], prompt_lengths: list[int]) -> None:
+    """Host bookkeeping for refilled slots: the job each serves; its prompt ends at the cursor."""
+    for slot, job, length in zip(slots, jobs, prompt_lengths):
+        state.job[slot] = job
+        state.start_host[slot] = state.cursor - length
+
+
+def copy_prompts_into_slots(
+    cache: SlotCache, prefill_cache, valid: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor, cursor: int
+) -> None:
+    """Copy left-padded prefill keys/values (``rows``) into ``slots`` so that they end at the
+    cursor; pad positions become zeros."""
+    width = valid.shape[1]
+    keep = valid[rows][:, None, :, None]
+    for layer, source in zip(cache.layers, prefill_cache.layers):
+        layer.keys[slots, :, cursor - width : cursor] = torch.where(keep, source.keys[rows], 0)
+        layer.values[slots, :, cursor - width : cursor] = torch.where(keep, source.values[rows], 0)
+
+
+def start_slots(
+    state: SlotState, slots: torch.Tensor, prompt_lengths: torch.Tensor, first_tokens: torch.Tensor,
+    max_new: int, eos: int | None,
+) -> None:
+    """Device state of refilled slots after their first token (drawn from the prefill logits)."""
+    state.tokens[slots, 0] = first_tokens
+    state.generated[slots] = 1
+    done = torch.full_like(first_tokens, max_new <= 1, dtype=torch.bool)
+    if eos is not None:
+        done |= first_tokens == eos
+    state.live[slots] = ~done
+    state.last_token[slots] = first_tokens
+    state.position[slots] = prompt_lengths
+    state.start[slots] = state.cursor - prompt_lengths
+
+
+def attention_view_len(cursor: int, capacity: int, bucket: int) -> int:
+    """Cache positions a decode step attends over: the cursor rounded up to ``bucket`` (0: all)."""
+    return capacity if bucket <= 0 else min(capacity, -(-(cursor + 1) // bucket) * bucket)
+
+
+def decode_mask(state: SlotState, cache_index: torch.Tensor, view_len: int) -> torch.Tensor:
+    """Boolean [slots, view_len]: each slot sees its own tokens, ``[start, cursor]``."""
+    index = cache_index[:view_len][None, :]
+    return (index >= state.start[:, None]) & (index <= state.cursor)
+
+
+def append_tokens(state: SlotState, chosen: torch.Tensor, max_new: int, eos: int | None) -> None:
+    """Record one decode step's tokens: live slots keep theirs (finished ones rewrite what they
+    had, so no host sync is needed); EOS or ``max_new`` tokens finish a slot."""
+    slot_index = state.generated.clamp(max=max_new - 1)[:, None]
+    kept = torch.where(state.live[:, None], chosen[:, None], state.tokens.gather(1, slot_index))
+    state.tokens.scatter_(1, slot_index, kept)
+    state.generated.add_(state.live.long())
+    state.position.add_(state.live.long())
+    finished = state.generated >= max_new
+    if eos is not None:
+        finished |= chosen == eos
+    state.live &= ~finished
+    state.last_token.copy_(chosen)
+    state.cursor += 1
+
+
+def harvest_finished(
+    state: SlotState, queue: JobQueue, stats: EngineStats, on_finished: Callable[[int], None] | None = None
+) -> int:
+    """Hand the tokens of finished slots to the queue and free those slots; returns how many."""
+    finished = [b for b, flag in enumerate(state.live.tolist()) if not flag and state.job[b] >= 0]
+    if not finished:
+        return 0
+    index = torch.tensor(finished, device=state.device)
+    counts = state.generated[index].tolist()
+    rows = state.tokens[index].tolist()
+    for b, count, row in zip(finished, counts, rows):
+        queue.finish(state.job[b], row[:count])
+        stats.generated_tokens += count
+        state.job[b] = -1
+        state.start_host[b] = state.cursor  # idle slots attend to their own position only
+    state.start[index] = state.cursor
+    if on_finished is not None:
+        on_finished(len(finished))
+    return len(finished)
+
+
+def compact_slots(state: SlotState, cache: SlotCache, stats: EngineStats) -> bool:
+    """Shrink the batch (state rows and cache rows) to the next power of two >= busy slots, when
+    that halves it at least; returns whether it did."""
+    busy = state.busy_slots()
+    target = _next_pow2(len(busy))
+    if not busy or target > state.slots // 2:
+        return False
+    idle = state.free_slots()[: target - len(busy)]
+    keep = busy + idle
+    index = torch.tensor(keep, device=state.device)
+    state.tokens, state.generated, state.live, state.last_token, state.position, state.start = (
+        t.index_select(0, index)
+        for t in (state.tokens, state.generated, state.live, state.last_token, state.position, state.start)
+    )
+    state.job = [state.job[b] for b in keep]
+    state.start_host = [state.start_host[b] for b in keep]
+    cache.select_rows(index)
+    stats.compactions += 1
+    return True
+
+
+def shift_cache(state: SlotState, cache: SlotCache, max_prompt: int, slack: int, force: bool, stats: EngineStats) -> bool:
+    """Move the live cache region to the front when the dead prefix before every busy slot reaches
+    ``slack`` (or, ``force``, whenever there is one; the cursor is at the end); returns whether it did."""
+    busy_starts = [state.start_host[b] for b in state.busy_slots()]
+    # the cursor never goes below max_prompt: a refilled prompt is copied to end at it
+    shift = min(min(busy_starts, default=state.cursor), state.cursor - max_prompt)
+    if shift <= 0 or not (force or shift >= slack):
+        return False
+    cache.shift_left(shift, state.cursor)
+    state.start_host = [max(0, s - shift) for s in state.start_host]
+    state.start.sub_(shift).clamp_(min=0)
+    state.cursor -= shift
+    stats.defrags += 1
+    return True
+
+
 # -------------------------------------------------------------------------------------- engine
 
 
@@ -482,207 +745,105 @@ class SamplingEngine:
                 self.model.set_attn_implementation(model_attention)
 
     def _run(self, prompts, num_samples, params, pad_token_id, on_finished):
-        opts, device = self.options, self.device
-        num_prompts, total = len(prompts), len(prompts) * num_samples
-        max_new, eos = params.max_new_tokens, params.eos_token_id
-        pad_id = pad_token_id if pad_token_id is not None else (eos if eos is not None else 0)
+        plan = self._plan(prompts, num_samples, params, pad_token_id)
+        generator = torch.Generator(device=self.device).manual_seed(params.seed)
+        self.stats = EngineStats(slots=plan.slots)
+        state = SlotState.empty(plan.slots, params.max_new_tokens, plan.pad_id, plan.max_prompt, self.device)
+        queue = JobQueue(len(prompts), num_samples)
+        cache_index = torch.arange(plan.capacity, device=self.device)
+        steps_since_sync = self.sync_every
+        while True:
+            if steps_since_sync >= self.sync_every or state.cursor >= plan.length:
+                self._sync(state, queue, plan, generator, on_finished)
+                yield from queue.pop_ready()
+                steps_since_sync = 0
+                if queue.all_yielded:
+                    break
+                if not state.busy_slots():  # nothing live and nothing left to refill
+                    raise RuntimeError("sampling engine: stalled with unfinished prompts")  # pragma: no cover
+            assert state.cursor < plan.length
+            self._decode_one_token(state, plan, generator, cache_index)
+            steps_since_sync += 1
+            self.stats.count_decode_step(state.slots)
+
+    def _plan(self, prompts, num_samples, params, pad_token_id) -> RunPlan:
+        opts, max_new, eos = self.options, params.max_new_tokens, params.eos_token_id
         max_prompt = max(len(p) for p in prompts)
         slack = opts.slack if opts.slack is not None else max(64, max_new // 4)
         length = max_prompt + max_new + slack
         # Compiled: one spare bucket past `length`, so the attended view never spans the whole
         # buffer (a slice to the full size is a shape of its own: one more graph per batch size).
         capacity = length + (self.attend_bucket if self.compile and self.attend_bucket > 0 else 0)
-        slots = max(1, min(opts.num_slots, total))
-        if device.type == "cuda":
+        slots = max(1, min(opts.num_slots, len(prompts) * num_samples))
+        if self.device.type == "cuda":
             slots = self._fit_slots(slots, capacity, num_samples)
-        generator = torch.Generator(device=device).manual_seed(params.seed)
-        stats = self.stats = EngineStats(slots=slots)
-        allocated: list[bool] = []  # the cache is (re)allocated on this run's first prefill
+        return RunPlan(
+            prompts=prompts, num_samples=num_samples, params=params,
+            pad_id=pad_token_id if pad_token_id is not None else (eos if eos is not None else 0),
+            slots=slots, refill_min=opts.refill_min_free or max(1, slots // 8),
+            max_prompt=max_prompt, slack=slack, length=length, capacity=capacity,
+        )
 
-        # -- per-slot state: tensors on the device, owners / starts on the host
-        tokens_out = torch.full((slots, max_new), pad_id, dtype=torch.long, device=device)
-        generated = torch.zeros(slots, dtype=torch.long, device=device)
-        live = torch.zeros(slots, dtype=torch.bool, device=device)
-        last = torch.full((slots,), pad_id, dtype=torch.long, device=device)
-        position = torch.zeros(slots, dtype=torch.long, device=device)
-        start = torch.zeros(slots, dtype=torch.long, device=device)
-        owner = [-1] * slots  # job id (prompt * num_samples + sample) or -1
-        start_host = [0] * slots
-        cursor = max_prompt  # the next cache index written; always >= max_prompt
-        arange = torch.arange(capacity, device=device)
+    def _sync(self, state: SlotState, queue: JobQueue, plan: RunPlan, generator, on_finished) -> None:
+        """Host sync: hand out finished sequences, shrink the batch once no jobs are left, refill
+        free slots, shift the cache."""
+        harvest_finished(state, queue, self.stats, on_finished)
+        if self.options.compact and not queue.jobs_left:
+            compact_slots(state, self.cache, self.stats)
+        free = state.free_slots()
+        if should_refill(len(free), state.slots - len(free), queue.jobs_left, self.options.refill, plan.refill_min):
+            self._refill(state, queue, free, plan, generator)
+        if self.cache is not None:
+            shift_cache(state, self.cache, plan.max_prompt, plan.slack, state.cursor >= plan.length, self.stats)
 
-        results: dict[int, list] = {}
-        remaining = {}
-        next_job, next_yield = 0, 0
-        refill_min = opts.refill_min_free or max(1, slots // 8)
+    def _refill(self, state: SlotState, queue: JobQueue, free: list[int], plan: RunPlan, generator) -> None:
+        """Start the next jobs in ``free`` slots, their distinct prompts prefilled once per chunk."""
+        jobs = queue.take(len(free))
+        self.stats.refills += 1
+        assigned = dict(zip(jobs, free))
+        first, last = jobs[0] // plan.num_samples, jobs[-1] // plan.num_samples
+        for chunk in prefill_chunks(plan.prompts, first, last, self.options.prefill_tokens):
+            self._start_chunk(state, chunk, assigned, plan, generator)
 
-        def allocate(prefill_cache):
-            def layout(layers):
-                return [(layer.keys.shape[1], layer.keys.shape[3], layer.values.shape[3]) for layer in layers]
+    def _start_chunk(self, state: SlotState, chunk: list[int], assigned: dict[int, int], plan: RunPlan, generator) -> None:
+        """Prefill the chunk's prompts, copy each into the slots assigned to its jobs, and draw
+        every such slot's first token from the shared prefill logits."""
+        prefill_cache, logits, valid = self._prefill([plan.prompts[i] for i in chunk], plan.pad_id)
+        self._ensure_cache(prefill_cache, plan.capacity, state.slots)
+        rows, slots, jobs = place_chunk(chunk, assigned, plan.num_samples)
+        prompt_lengths = [len(plan.prompts[chunk[r]]) for r in rows]
+        assign_jobs(state, slots, jobs, prompt_lengths)
+        rows_t = torch.tensor(rows, device=self.device)
+        slots_t = torch.tensor(slots, device=self.device)
+        copy_prompts_into_slots(self.cache, prefill_cache, valid, rows_t, slots_t, state.cursor)
+        zero = torch.zeros(len(rows), dtype=torch.long, device=self.device)
+        first_tokens = next_tokens(logits[rows_t], plan.params, zero, generator)
+        lengths_t = torch.tensor(prompt_lengths, device=self.device)
+        start_slots(state, slots_t, lengths_t, first_tokens, plan.params.max_new_tokens, plan.params.eos_token_id)
+        self.stats.first_tokens += len(rows)
 
-            shapes, dtype, cache = layout(prefill_cache.layers), prefill_cache.layers[0].keys.dtype, self.cache
-            if (
-                cache is None or cache.length != capacity or layout(cache.layers) != shapes
-                or cache.layers[0].keys.shape[0] != slots or cache.layers[0].keys.dtype != dtype
-            ):
-                self.cache = None  # free the old buffers first
-                cache = SlotCache(shapes, capacity, slots, dtype, device, static=self.compile)
-            self.cache = cache
-            allocated.append(True)
+    def _ensure_cache(self, prefill_cache, capacity: int, slots: int) -> None:
+        """Keep the slot cache if it has this run's layout, else allocate it (from the prefill
+        cache's layer shapes). Within a run it always fits: compaction shrinks it with the state."""
 
-        def refill(free: list[int]):
-            nonlocal next_job
-            jobs = list(range(next_job, min(total, next_job + len(free))))
-            next_job += len(jobs)
-            stats.refills += 1
-            assigned = dict(zip(jobs, free))
-            first, last_prompt = jobs[0] // num_samples, jobs[-1] // num_samples
-            chunk: list[int] = []
-            for prompt_index in range(first, last_prompt + 1):
-                width = max([len(prompts[i]) for i in chunk + [prompt_index]])
-                if chunk and width * (len(chunk) + 1) > opts.prefill_tokens:
-                    fill(chunk, assigned)
-                    chunk = []
-                chunk.append(prompt_index)
-            fill(chunk, assigned)
+        def layout(layers):
+            return [(layer.keys.shape[1], layer.keys.shape[3], layer.values.shape[3]) for layer in layers]
 
-        def fill(chunk: list[int], assigned: dict[int, int]):
-            prefill_cache, logits, valid = self._prefill([prompts[i] for i in chunk], pad_id)
-            if not allocated:
-                allocate(prefill_cache)
-            width = valid.shape[1]
-            rows, targets = [], []
-            for row, prompt_index in enumerate(chunk):
-                for sample in range(num_samples):
-                    job = prompt_index * num_samples + sample
-                    if job in assigned:
-                        rows.append(row)
-                        targets.append(assigned[job])
-                        owner[assigned[job]] = job
-                        start_host[assigned[job]] = cursor - len(prompts[prompt_index])
-            rows_t = torch.tensor(rows, device=device)
-            slots_t = torch.tensor(targets, device=device)
-            keep = valid[rows_t][:, None, :, None]
-            for layer, source in zip(self.cache.layers, prefill_cache.layers):
-                layer.keys[slots_t, :, cursor - width : cursor] = torch.where(keep, source.keys[rows_t], 0)
-                layer.values[slots_t, :, cursor - width : cursor] = torch.where(keep, source.values[rows_t], 0)
-            zero = torch.zeros(len(rows), dtype=torch.long, device=device)
-            first_tokens = next_tokens(logits[rows_t], params, zero, generator)
-            lengths = torch.tensor([len(prompts[chunk[r]]) for r in rows], device=device)
-            tokens_out[slots_t, 0] = first_tokens
-            generated[slots_t] = 1
-            done = torch.full_like(first_tokens, max_new <= 1, dtype=torch.bool)
-            if eos is not None:
-                done |= first_tokens == eos
-            live[slots_t] = ~done
-            last[slots_t] = first_tokens
-            position[slots_t] = lengths
-            start[slots_t] = cursor - lengths
-            stats.first_tokens += len(rows)
+        shapes, dtype, cache = layout(prefill_cache.layers), prefill_cache.layers[0].keys.dtype, self.cache
+        if (
+            cache is None or cache.length != capacity or layout(cache.layers) != shapes
+            or cache.layers[0].keys.shape[0] != slots or cache.layers[0].keys.dtype != dtype
+        ):
+            self.cache = None  # free the old buffers first
+            cache = SlotCache(shapes, capacity, slots, dtype, self.device, static=self.compile)
+        self.cache = cache
 
-        def harvest() -> int:
-            finished = [b for b, flag in enumerate(live.tolist()) if not flag and owner[b] >= 0]
-            if not finished:
-                return 0
-            index = torch.tensor(finished, device=device)
-            counts = generated[index].tolist()
-            rows = tokens_out[index].tolist()
-            for b, count, row in zip(finished, counts, rows):
-                prompt_index, sample = divmod(owner[b], num_samples)
-                results.setdefault(prompt_index, [None] * num_samples)[sample] = row[:count]
-                remaining[prompt_index] = remaining.get(prompt_index, num_samples) - 1
-                stats.generated_tokens += count
-                owner[b] = -1
-                start_host[b] = cursor  # idle rows attend to their own slot only
-            start[index] = cursor
-            if on_finished is not None:
-                on_finished(len(finished))
-            return len(finished)
-
-        def compact():
-            nonlocal slots, tokens_out, generated, live, last, position, start, owner, start_host
-            busy = [b for b in range(slots) if owner[b] >= 0]
-            target = _next_pow2(len(busy))
-            if not busy or target > slots // 2:
-                return
-            idle = [b for b in range(slots) if owner[b] < 0][: target - len(busy)]
-            keep = busy + idle
-            index = torch.tensor(keep, device=device)
-            tokens_out, generated, live, last, position, start = (
-                t.index_select(0, index) for t in (tokens_out, generated, live, last, position, start)
-            )
-            owner = [owner[b] for b in keep]
-            start_host = [start_host[b] for b in keep]
-            self.cache.select_rows(index)
-            slots = target
-            stats.compactions += 1
-
-        def defrag(force: bool):
-            nonlocal cursor
-            busy = [start_host[b] for b in range(slots) if owner[b] >= 0]
-            shift = min(min(busy, default=cursor), cursor - max_prompt)
-            if shift <= 0 or not (force or shift >= slack):
-                return
-            self.cache.shift_left(shift, cursor)
-            for b in range(slots):
-                start_host[b] = max(0, start_host[b] - shift)
-            start.sub_(shift).clamp_(min=0)
-            cursor -= shift
-            stats.defrags += 1
-
-        def sync():
-            harvest()
-            if opts.compact and next_job >= total:
-                compact()
-            free = [b for b in range(slots) if owner[b] < 0]
-            busy = slots - len(free)
-            enough = opts.refill and len(free) >= min(refill_min, total - next_job)
-            if next_job < total and free and (busy == 0 or enough):
-                refill(free)
-            if self.cache is not None:
-                defrag(force=cursor >= length)
-
-        def emit():
-            nonlocal next_yield
-            while next_yield < num_prompts and remaining.get(next_yield, num_samples) == 0:
-                remaining.pop(next_yield)
-                yield results.pop(next_yield)
-                next_yield += 1
-
-        steps_since_sync = self.sync_every
-        while True:
-            if steps_since_sync >= self.sync_every or cursor >= length:
-                sync()
-                yield from emit()
-                steps_since_sync = 0
-                if next_yield >= num_prompts:
-                    break
-                if all(b < 0 for b in owner):  # nothing live and nothing left to refill
-                    raise RuntimeError("sampling engine: stalled with unfinished prompts")  # pragma: no cover
-            assert cursor < length
-            # -- one decode step: every row feeds its last token at the shared cursor
-            cache = self.cache
-            cache.cursor.fill_(cursor)
-            bucket = self.attend_bucket
-            view = capacity if bucket <= 0 else min(capacity, -(-(cursor + 1) // bucket) * bucket)
-            cache.view_len = view
-            allowed = (arange[:view][None, :] >= start[:, None]) & (arange[:view][None, :] <= cursor)
-            logits = self._decode(last[:, None], position[:, None], self._mask(allowed[:, None, None, :]))
-            chosen = next_tokens(logits, params, generated, generator)
-            slot_index = generated.clamp(max=max_new - 1)[:, None]
-            kept = torch.where(live[:, None], chosen[:, None], tokens_out.gather(1, slot_index))
-            tokens_out.scatter_(1, slot_index, kept)
-            generated.add_(live.long())
-            position.add_(live.long())
-            finished = generated >= max_new
-            if eos is not None:
-                finished |= chosen == eos
-            live &= ~finished
-            last.copy_(chosen)
-            cursor += 1
-            steps_since_sync += 1
-            stats.decode_steps += 1
-            stats.slot_steps += slots
-            if not stats.batch_sizes or stats.batch_sizes[-1] != slots:
-                stats.batch_sizes.append(slots)
-
+    def _decode_one_token(self, state: SlotState, plan: RunPlan, generator, cache_index: torch.Tensor) -> None:
+        """One decode step: every slot feeds its last token at the shared cursor and samples the next."""
+        cache = self.cache
+        cache.cursor.fill_(state.cursor)
+        cache.view_len = attention_view_len(state.cursor, plan.capacity, self.attend_bucket)
+        allowed = decode_mask(state, cache_index, cache.view_len)
+        logits = self._decode(state.last_token[:, None], state.position[:, None], self._mask(allowed[:, None, None, :]))
+        chosen = next_tokens(logits, plan.params, state.generated, generator)
+        append_tokens(state, chosen, plan.params.max_new_tokens, plan.params.eos_token_id)
