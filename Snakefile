@@ -38,10 +38,10 @@ onerror:
 
 rule all:
     input:
-        "results/graded/sft/train.jsonl",
-        expand("results/eval/{generator}/valid.jsonl", generator=GENERATORS),
-        REPORT_FILES,
-        [f"results/scores/{e}/{g}/test.jsonl" for e, g in REPORT_SCORES],
-        "results/report/evaluators.md",
-        ["results/report/rl_training.png"] if REPORTED_RL else [],
+        expand(rules.grade_train.output[0], generator="sft"),
+        expand(rules.evaluate.output[0], generator=GENERATORS, split="valid"),
+        rules.report.output,
+        [expand(rules.score.output[0], evaluator=e, generator=g, split="test") for e, g in REPORT_SCORES],
+        rules.evaluator_report.output,
+        rules.rl_report.output if REPORTED_RL else [],
     default_target: True

@@ -1,5 +1,6 @@
-# Helpers shared by every rule: config validation, script paths, the config slice each rule
-# receives (as JSON, so a change to a stage's parameters re-runs that stage and its dependents).
+# Helpers shared by every rule: config validation, the policies and evaluators a config asks for,
+# script commands, and helpers that map wildcards to inputs. The config keys each rule receives
+# live in one table, workflow/easy2hard/stages.py (`stage_params`).
 
 import json
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 PACKAGE_ROOT = Path(workflow.basedir) / "workflow"
 sys.path.insert(0, str(PACKAGE_ROOT))
 
+from easy2hard import stages
 from easy2hard.config import GOLD_SELECTED_SUFFIX, validate_config
 from easy2hard.launch import job_environment, launch_command
 
@@ -22,7 +24,6 @@ RL_ROUNDS = {algorithm: config["rl"][algorithm]["rounds"] for algorithm in RL_AL
 # the hard train solutions in results/oracle/ (and never results/gold/); no easy-to-hard stage reads
 # an oracle output (tests/test_workflow.py).
 ORACLES = config["oracles"]
-ORACLE_TRAIN_HARD = "results/oracle/train_hard.jsonl"
 ORACLE_POLICIES = ["sft_full"] if ORACLES["sft_full"] else []
 ORACLE_EVALUATORS = [f"{kind}_full" for kind in ORACLES["evaluators"]]
 # The in-context baseline: the base model with k solved easy problems in its prompt.
@@ -52,25 +53,10 @@ REPORTED_RL = [a for a in RL_ALGORITHMS if any(g.startswith(f"{a}_r") for g in G
 RL_EVALUATOR = config["rl"]["evaluator"]
 
 SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
-SPLITS = ["train", "valid", "test"]
 EVALUATORS = config["evaluators"]["kinds"]
 # (evaluator, generator) pairs the report scores: every easy-to-hard evaluator on every policy; each
 # oracle evaluator on SFT's samples, the easy-to-hard reranking it bounds.
 REPORT_SCORES = [(e, g) for e in EVALUATORS for g in GENERATORS] + [(e, "sft") for e in ORACLE_EVALUATORS]
-REPORT_FILES = [
-    "results/report/metrics.csv",
-    "results/report/comparisons.csv",
-    "results/report/gap_recovered.csv",
-    "results/report/report.md",
-    "results/report/accuracy_vs_n.png",
-    "results/report/best_of_n_aggregations.png",
-    "results/report/report_settings.json",
-]
-DATASET_NAME = {
-    "synthetic": "synthetic arithmetic",
-    "math_jsonl": "MATH",
-    "huggingface": config["data"]["huggingface"]["test_name"] if "huggingface" in config["data"] else "",
-}[config["data"]["source"]]
 
 
 wildcard_constraints:
@@ -113,11 +99,32 @@ def train_script(name):
     if TRAIN_NODES > 1:
         return script(name, gpus=TRAIN_GPUS, nodes=TRAIN_NODES)
     return lambda wildcards, resources: script(name, gpus=resources.gpu)
+
+
 INFERENCE_GPUS = config["compute"]["inference_gpus"]
 
 
 def as_json(obj):
     return json.dumps(obj, sort_keys=True)
+
+
+def stage_params(stage):
+    """The config keys `stage` receives (stages.STAGE_PARAMS) as JSON: a change re-runs the job.
+    `{kind}` is the evaluator wildcard without its oracle suffix (prm_full trains like prm)."""
+
+    def params(wildcards):
+        fields = dict(wildcards.items())
+        if "evaluator" in fields:
+            fields["kind"] = fields["evaluator"].removesuffix("_full")
+        return as_json(stages.params(config, stage, **fields))
+
+    return params
+
+
+def key_paths(files):
+    """A rule's named outputs as KEY=PATH arguments (cli.key_paths reads them back): a script
+    writes exactly the paths its rule declares, each named once."""
+    return [f"{key}={path}" for key, path in files.items()]
 
 
 def source_files(wildcards):
@@ -130,33 +137,8 @@ def source_files(wildcards):
 def questions_for(split):
     """Question files to sample for a split; train = easy and hard train questions."""
     if split == "train":
-        return ["results/data/train_easy.jsonl", "results/data/train_hard.jsonl"]
-    return [f"results/data/{split}.jsonl"]
-
-
-# The sampling options every sampler receives; vLLM splits a model over the job's GPUs.
-SAMPLING = {**config["sampling"], "vllm": {**config["sampling"].get("vllm", {}), "tensor_parallel_size": max(1, INFERENCE_GPUS)}}
-
-
-def sampling_params(wildcards):
-    """The sampling config with the number of samples of this split."""
-    cfg = {k: v for k, v in SAMPLING.items() if k != "num_samples"}
-    return as_json({**cfg, "num_samples": config["sampling"]["num_samples"][wildcards.split]})
-
-
-def icl_args(input):
-    """The in-context baseline's exemplars: k solved easy train problems chosen with a seed."""
-    return f"--exemplars {input.exemplars} --icl-k {config['icl']['k']} --icl-seed {config['icl']['seed']}"
-
-
-def greedy_params(wildcards):
-    """Greedy decoding depends only on these: changing temperature or N does not re-run it."""
-    keys = ("max_new_tokens", "batch_size", "engine", "shard_questions", "vllm")
-    return as_json({k: SAMPLING[k] for k in keys if k in SAMPLING})
-
-
-# The sampling options of in-process samplers (rollouts, PPO): no per-split N, no output shards.
-SAMPLER_OPTIONS = {k: v for k, v in SAMPLING.items() if k not in ("num_samples", "shard_questions")}
+        return [DATA.train_easy, DATA.train_hard]
+    return [getattr(DATA, split)]
 
 
 def warn_sampling_fallbacks():
@@ -174,20 +156,20 @@ def warn_sampling_fallbacks():
 def tokenizer_text_inputs(wildcards):
     """The tiny model's tokenizer is trained on the train text; a pretrained model needs no input."""
     if config["model"]["source"] == "tiny":
-        return {"train_easy": "results/data/train_easy.jsonl", "train_hard": "results/data/train_hard.jsonl"}
+        return {"train_easy": DATA.train_easy, "train_hard": DATA.train_hard}
     return {}
 
 
 def supervised_answers(full=False):
     """Train problems whose gold answers supervise: easy ones; an oracle adds the hard ones."""
-    return ["results/data/train_easy.jsonl", *([ORACLE_TRAIN_HARD] if full else [])]
+    return [DATA.train_easy, *([DATA.oracle_train_hard] if full else [])]
 
 
 def prm800k_inputs(full=False):
     """PRM800K records, the MATH files that give their problems' levels, and the questions they may
     not train on: test and validation, and the hard train questions (whatever the MATH files say;
     an oracle keeps those): what sft.source and evaluators.prm.source prm800k read."""
-    excluded = ["results/data/test.jsonl", "results/data/valid.jsonl"] + ([] if full else ["results/data/train_hard.jsonl"])
+    excluded = [DATA.test, DATA.valid] + ([] if full else [DATA.train_hard])
     return {"prm800k": config["data"]["prm800k"]["files"], "math_files": config["data"]["prm800k"]["math_files"],
             "excluded_questions": excluded}
 
@@ -203,41 +185,17 @@ def sft_inputs(full=False):
 
     def inputs(wildcards):
         if config["sft"]["source"] == "prm800k":
-            return {"base": "results/models/base", **prm800k_inputs(full)}
-        return {"base": "results/models/base", "data": supervised_answers(full)}
+            return {"base": BASE_MODEL, **prm800k_inputs(full)}
+        return {"base": BASE_MODEL, "data": supervised_answers(full)}
 
     return inputs
 
 
-def sft_params(wildcards):
-    """The training section, without its source (which chose the inputs)."""
-    return as_json({k: v for k, v in config["sft"].items() if k != "source"})
-
-
-def sft_args(full=False):
-    """PRM800K: its files and the levels its MATH records may come from (the oracle: every level)."""
-    levels = [1, 2, 3, 4, 5] if full else config["data"]["easy_levels"]
-
-    def args(wildcards, input):
-        if config["sft"]["source"] == "prm800k":
-            return f"{prm800k_args(input)} --levels {' '.join(map(str, levels))}"
-        return f"--data {' '.join(input.data)}"
-
-    return args
-
-
-def evaluator_data_params(kind):
-    """An evaluator's data settings: its section without the training overrides (which re-run
-    training only)."""
-    return {k: v for k, v in config["evaluators"][kind].items() if k != "train"}
-
-
-def evaluator_train_params(wildcards):
-    """evaluators.train with the kind's own overrides (evaluators.<kind>.train) merged over it; an
-    oracle (<kind>_full) trains like its kind."""
-    kind = wildcards.evaluator.removesuffix("_full")
-    overrides = config["evaluators"][kind].get("train", {})
-    return as_json({**config["evaluators"]["train"], **overrides, "label_tokens": config["evaluators"]["label_tokens"]})
+def sft_args(wildcards, input):
+    """PRM800K: its files (the levels its records may come from are params); else the solutions."""
+    if config["sft"]["source"] == "prm800k":
+        return prm800k_args(input)
+    return f"--data {' '.join(input.data)}"
 
 
 def prm_data_inputs(full=False):
@@ -250,20 +208,9 @@ def prm_data_inputs(full=False):
             return prm800k_inputs(full)
         graded = {"graded": f"results/{'graded_full' if full else 'graded'}/sft/train.jsonl",
                   "answers": supervised_answers(full)}
-        return graded if prm["source"] == "labeller" else {**graded, "policy": "results/models/sft"}
+        return graded if prm["source"] == "labeller" else {**graded, "policy": SFT_MODEL}
 
     return inputs
-
-
-def prm_data_params(full=False):
-    """The PRM data settings; an oracle's labels come from every level."""
-    levels = [1, 2, 3, 4, 5] if full else config["data"]["easy_levels"]
-    return lambda wildcards: as_json({
-        **evaluator_data_params("prm"),
-        "easy_levels": levels,
-        "grading": config["grading"],
-        "sampling": SAMPLER_OPTIONS,
-    })
 
 
 def prm_data_args(wildcards, input):
@@ -276,7 +223,7 @@ def prm_data_args(wildcards, input):
 def previous_policy(algorithm, round):
     """The policy a round starts from (and, for DPO, its reference): SFT for round 1."""
     round = int(round)
-    return "results/models/sft" if round == 1 else f"results/models/{algorithm}_r{round - 1}"
+    return SFT_MODEL if round == 1 else f"results/models/{algorithm}_r{round - 1}"
 
 
 def previous_name(algorithm, round):
@@ -295,13 +242,6 @@ def rl_data_inputs(algorithm):
         }
 
     return inputs
-
-
-def rl_selection_params(algorithm, keys=None):
-    """The algorithm's selection settings with the RL step aggregation and the easy levels."""
-    section = config["rl"][algorithm]
-    cfg = section["filter"] if algorithm == "rest_em" else {k: v for k, v in section.items() if k in keys}
-    return as_json({**cfg, "aggregation": config["rl"]["aggregation"], "easy_levels": config["data"]["easy_levels"]})
 
 
 def ppo_value_init(wildcards):

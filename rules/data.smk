@@ -12,14 +12,18 @@ rule prepare_data:
         summary="results/data/summary.json",
         valid_gold="results/gold/valid.jsonl",
         test_gold="results/gold/test.jsonl",
-        oracle_train_hard=ORACLE_TRAIN_HARD,
+        oracle_train_hard="results/oracle/train_hard.jsonl",
     params:
-        cfg=lambda wildcards: as_json({k: v for k, v in config["data"].items() if k != "prm800k"}),
+        cfg=stage_params("prepare_data"),
+        outputs=lambda wildcards, output: key_paths(output),
         script=script("prepare_data.py"),
     conda:
         "../envs/easy2hard.yaml"
     log:
         "results/logs/prepare_data.log",
     shell:
-        "{params.script} --params {params.cfg:q} --data-dir results/data --gold-dir results/gold"
-        " --oracle-dir results/oracle > {log} 2>&1"
+        "{params.script} --params {params.cfg:q} --out {params.outputs} > {log} 2>&1"
+
+
+# The split's files, named by the rule that writes them (DATA.train_easy, DATA["valid"], ...).
+DATA = rules.prepare_data.output

@@ -11,7 +11,7 @@ rule evaluate:
     output:
         "results/eval/{generator}/{split}.jsonl",
     params:
-        cfg=lambda wildcards: as_json(config["grading"]),
+        cfg=stage_params("evaluate"),
         script=script("evaluate.py"),
     threads: config["grading"]["workers"]
     conda:
@@ -39,13 +39,13 @@ rule ppo_gold_selected:
     input:
         final="results/models/ppo_r{round}",
         snapshots="results/rl/ppo_r{round}/snapshots",
-        questions="results/data/valid.jsonl",
-        gold="results/gold/valid.jsonl",
+        questions=DATA.valid,
+        gold=DATA.valid_gold,
     output:
         model=directory("results/models/ppo_r{round}_gold_selected"),
         table="results/rl/ppo_r{round}/gold_selection.csv",
     params:
-        cfg=lambda wildcards: as_json({"sampling": SAMPLER_OPTIONS, "grading": config["grading"]}),
+        cfg=stage_params("ppo_gold_selected"),
         script=script("select_checkpoint.py"),
     resources:
         gpu=INFERENCE_GPUS,

@@ -12,7 +12,7 @@ rule orm_data:
         data="results/evaluators/orm/train.jsonl",
         stats="results/evaluators/orm/stats.json",
     params:
-        cfg=lambda wildcards: as_json(evaluator_data_params("orm")),
+        cfg=stage_params("orm_data"),
         script=script("orm_data.py"),
     conda:
         "../envs/easy2hard.yaml"
@@ -43,7 +43,7 @@ rule prm_data:
         data="results/evaluators/prm/train.jsonl",
         stats="results/evaluators/prm/stats.json",
     params:
-        cfg=prm_data_params(),
+        cfg=stage_params("prm_data"),
         script=script("prm_data.py"),
         args=prm_data_args,
     resources:
@@ -66,7 +66,7 @@ use rule prm_data as prm_data_full with:
         data="results/evaluators/prm_full/train.jsonl",
         stats="results/evaluators/prm_full/stats.json",
     params:
-        cfg=prm_data_params(full=True),
+        cfg=stage_params("prm_data_full"),
         script=script("prm_data.py"),
         args=prm_data_args,
     log:
@@ -82,7 +82,7 @@ rule oprm_data:
         data="results/evaluators/oprm/train.jsonl",
         stats="results/evaluators/oprm/stats.json",
     params:
-        cfg=lambda wildcards: as_json(evaluator_data_params("oprm")),
+        cfg=stage_params("oprm_data"),
         script=script("oprm_data.py"),
     conda:
         "../envs/easy2hard.yaml"
@@ -113,7 +113,7 @@ rule train_evaluator:
     output:
         directory("results/evaluators/{evaluator}/model"),
     params:
-        cfg=evaluator_train_params,
+        cfg=stage_params("train_evaluator"),
         script=train_script("train_evaluator.py"),
     resources:
         **TRAIN_RESOURCES,
@@ -136,7 +136,7 @@ rule score:
     output:
         "results/scores/{evaluator}/{generator}/{split}.jsonl",
     params:
-        cfg=lambda wildcards: as_json(config["evaluators"]["score"]),
+        cfg=stage_params("score"),
         script=script("score.py"),
     resources:
         gpu=INFERENCE_GPUS,
@@ -153,13 +153,13 @@ rule score:
 rule evaluator_report:
     """Evaluator quality on validation samples by level (reads gold-graded samples: evaluation)."""
     input:
-        eval="results/eval/sft/valid.jsonl",
-        scores=expand("results/scores/{evaluator}/sft/valid.jsonl", evaluator=EVALUATORS + ORACLE_EVALUATORS),
+        eval=expand(rules.evaluate.output[0], generator="sft", split="valid"),
+        scores=expand(rules.score.output[0], evaluator=EVALUATORS + ORACLE_EVALUATORS, generator="sft", split="valid"),
     output:
         csv=report("results/report/evaluators.csv", category="Evaluators", caption="../workflow/report/evaluators.rst"),
         md=report("results/report/evaluators.md", category="Evaluators", caption="../workflow/report/evaluators.rst"),
     params:
-        cfg=lambda wildcards: as_json({"easy_levels": config["data"]["easy_levels"], "aggregation": config["evaluators"]["aggregation"]}),
+        cfg=stage_params("evaluator_report"),
         scores=lambda wildcards, input: [f"{e}={p}" for e, p in zip(EVALUATORS + ORACLE_EVALUATORS, input.scores)],
         script=script("evaluator_report.py"),
     conda:

@@ -6,7 +6,7 @@ rule grade_train:
     output:
         "results/graded/{generator}/train.jsonl",
     params:
-        cfg=lambda wildcards: as_json(config["grading"]),
+        cfg=stage_params("grade_train"),
         script=script("grade_train.py"),
     threads: config["grading"]["workers"]
     conda:

@@ -5,7 +5,7 @@ rule base_model:
     output:
         directory("results/models/base"),
     params:
-        cfg=lambda wildcards: as_json(config["model"]),
+        cfg=stage_params("base_model"),
         script=script("build_base_model.py"),
         text=lambda wildcards, input: " ".join(f"--{k.replace('_', '-')} {v}" for k, v in input.items()),
     threads: config["threads"]["per_job"]
@@ -15,3 +15,6 @@ rule base_model:
         "results/logs/base_model.log",
     shell:
         "{params.script} --params {params.cfg:q} --threads {threads} {params.text} --out {output} > {log} 2>&1"
+
+
+BASE_MODEL = str(rules.base_model.output[0])  # a path, without the directory() flag

@@ -14,16 +14,16 @@ rule provenance:
 
 
 # Evaluator scores of each policy's test samples, one file per (evaluator, generator).
-TEST_SCORES = "results/scores/{evaluator}/{generator}/test.jsonl"
+TEST_SCORES = rules.score.output[0].replace("{split}", "test")
 
 
 rule report:
     """Greedy, majority, weighted and best-of-N accuracy vs N by level group and subject (test split)."""
     input:
-        sampled=expand("results/eval/{generator}/test.jsonl", generator=GENERATORS),
-        greedy=expand("results/eval/{generator}/test.greedy.jsonl", generator=GENERATORS),
+        sampled=expand(rules.evaluate.output[0], generator=GENERATORS, split="test"),
+        greedy=expand(rules.evaluate_greedy.output[0], generator=GENERATORS, split="test"),
         scores=[TEST_SCORES.format(evaluator=e, generator=g) for e, g in REPORT_SCORES],
-        provenance="results/report/provenance.json",
+        provenance=rules.provenance.output[0],
     output:
         metrics=report("results/report/metrics.csv", category="Report", caption="../workflow/report/metrics.rst"),
         comparisons=report("results/report/comparisons.csv", category="Report", caption="../workflow/report/comparisons.rst"),
@@ -39,25 +39,16 @@ rule report:
         greedy=lambda wildcards, input: [f"{g}={p}" for g, p in zip(GENERATORS, input.greedy)],
         # GEN:EVALUATOR=PATH, built from the same pattern as the input, so pairs cannot get out of order.
         scores=lambda wildcards: [f"{g}:{e}={TEST_SCORES.format(evaluator=e, generator=g)}" for e, g in REPORT_SCORES],
-        easy_levels=" ".join(map(str, config["data"]["easy_levels"])),
-        num_draws=config["report"]["num_draws"],
-        seed=config["report"]["seed"],
-        bootstrap=f"--bootstrap-resamples {config['report']['bootstrap']['resamples']} --confidence {config['report']['bootstrap']['confidence']}",
-        aggregations=" ".join(config["report"]["aggregations"]),
-        evaluator_aggregation=" ".join(f"{e}={how}" for e, how in config["evaluators"]["aggregation"].items()),
-        dataset=DATASET_NAME,
-        grader=config["grading"]["mode"],
+        cfg=stage_params("report"),
+        outs=lambda wildcards, output: key_paths(output),
         script=script("report.py"),
     conda:
         "../envs/easy2hard.yaml"
     log:
         "results/logs/report.log",
     shell:
-        "{params.script} --sampled {params.sampled} --greedy {params.greedy} --scores {params.scores}"
-        " --easy-levels {params.easy_levels} --num-draws {params.num_draws} --seed {params.seed} {params.bootstrap}"
-        " --aggregations {params.aggregations} --evaluator-aggregation {params.evaluator_aggregation}"
-        " --dataset {params.dataset:q} --grader {params.grader} --provenance {input.provenance}"
-        " --out-dir results/report > {log} 2>&1"
+        "{params.script} --params {params.cfg:q} --sampled {params.sampled} --greedy {params.greedy}"
+        " --scores {params.scores} --provenance {input.provenance} --out {params.outs} > {log} 2>&1"
 
 
 rule rl_report:

@@ -4,10 +4,6 @@
 # `sft`: `snakemake results/eval/dpo_r2/test.jsonl` samples and grades it, the report compares it.
 # None of these rules reads results/gold/: easy questions are graded against easy gold only.
 
-DPO_PAIR_KEYS = ("pairs_per_question", "min_margin", "easy_use_answers")
-DPO_LOSS_KEYS = ("beta", "loss_type", "label_smoothing")
-
-
 rule rest_em_data:
     """ReST-EM E-step: the previous policy's train solutions that pass the filter."""
     input:
@@ -16,7 +12,7 @@ rule rest_em_data:
         data="results/rl/rest_em_r{round}/train.jsonl",
         stats="results/rl/rest_em_r{round}/stats.json",
     params:
-        cfg=lambda wildcards: rl_selection_params("rest_em"),
+        cfg=stage_params("rest_em_data"),
         script=script("rl_data.py") + " --algorithm rest_em",
     conda:
         "../envs/easy2hard.yaml"
@@ -36,7 +32,7 @@ rule rest_em:
     output:
         directory("results/models/rest_em_r{round}"),
     params:
-        cfg=lambda wildcards: as_json(config["rl"]["rest_em"]["train"]),
+        cfg=stage_params("rest_em"),
         script=train_script("sft.py"),
     resources:
         **TRAIN_RESOURCES,
@@ -58,7 +54,7 @@ rule dpo_pairs:
         data="results/rl/dpo_r{round}/pairs.jsonl",
         stats="results/rl/dpo_r{round}/stats.json",
     params:
-        cfg=lambda wildcards: rl_selection_params("dpo", DPO_PAIR_KEYS),
+        cfg=stage_params("dpo_pairs"),
         script=script("rl_data.py") + " --algorithm dpo",
     conda:
         "../envs/easy2hard.yaml"
@@ -78,10 +74,7 @@ rule dpo:
     output:
         directory("results/models/dpo_r{round}"),
     params:
-        cfg=lambda wildcards: as_json({
-            "train": config["rl"]["dpo"]["train"],
-            "dpo": {k: config["rl"]["dpo"][k] for k in DPO_LOSS_KEYS},
-        }),
+        cfg=stage_params("dpo"),
         script=train_script("train_dpo.py"),
     resources:
         **TRAIN_RESOURCES,
@@ -100,25 +93,16 @@ rule ppo:
     input:
         policy=lambda wildcards: previous_policy("ppo", wildcards.round),
         value=ppo_value_init,
-        reference="results/models/sft",
+        reference=SFT_MODEL,
         reward_model=f"results/evaluators/{RL_EVALUATOR}/model",
-        train_easy="results/data/train_easy.jsonl",
-        train_hard="results/data/train_hard.jsonl",
+        train_easy=DATA.train_easy,
+        train_hard=DATA.train_hard,
     output:
         policy=directory("results/models/ppo_r{round}"),
         value=directory("results/rl/ppo_r{round}/value"),
         snapshots=directory("results/rl/ppo_r{round}/snapshots"),
     params:
-        cfg=lambda wildcards: as_json({
-            "ppo": {**{k: v for k, v in config["rl"]["ppo"].items()
-                       if k not in ("rounds", "policy_train", "value_train", "checkpoint_selection")},
-                    "aggregation": config["rl"]["aggregation"]},
-            "policy_train": config["rl"]["ppo"]["policy_train"],
-            "value_train": config["rl"]["ppo"]["value_train"],
-            "sampling": SAMPLER_OPTIONS,
-            "grading": config["grading"],
-            "score_batch_size": config["evaluators"]["score"]["batch_size"],
-        }),
+        cfg=stage_params("ppo"),
         script=train_script("train_ppo.py"),
     resources:
         **TRAIN_RESOURCES,

@@ -6,7 +6,7 @@ rule sample:
     output:
         "results/samples/{generator}/{split}.jsonl",
     params:
-        cfg=sampling_params,
+        cfg=stage_params("sample"),
         script=script("sample.py"),
         extra="",
     resources:
@@ -25,7 +25,7 @@ use rule sample as sample_greedy with:
     output:
         "results/samples/{generator}/{split}.greedy.jsonl",
     params:
-        cfg=greedy_params,
+        cfg=stage_params("sample_greedy"),
         script=script("sample.py") + " --greedy",
         extra="",
     log:
@@ -36,15 +36,15 @@ use rule sample as sample_greedy with:
 # problems, sampled like a policy (the generator "icl").
 use rule sample as sample_icl with:
     input:
-        model="results/models/base",
+        model=BASE_MODEL,
         questions=lambda wildcards: questions_for(wildcards.split),
-        exemplars="results/data/train_easy.jsonl",
+        exemplars=DATA.train_easy,
     output:
         "results/samples/icl/{split}.jsonl",
     params:
-        cfg=sampling_params,
+        cfg=stage_params("sample_icl"),
         script=script("sample.py"),
-        extra=lambda wildcards, input: icl_args(input),
+        extra=lambda wildcards, input: f"--exemplars {input.exemplars}",
     log:
         "results/logs/sample/icl_{split}.log",
 
@@ -53,9 +53,9 @@ use rule sample_icl as sample_icl_greedy with:
     output:
         "results/samples/icl/{split}.greedy.jsonl",
     params:
-        cfg=greedy_params,
+        cfg=stage_params("sample_icl_greedy"),
         script=script("sample.py") + " --greedy",
-        extra=lambda wildcards, input: icl_args(input),
+        extra=lambda wildcards, input: f"--exemplars {input.exemplars}",
     log:
         "results/logs/sample/icl_{split}_greedy.log",
 

@@ -5,8 +5,8 @@ rule sft:
     output:
         directory("results/models/sft"),
     params:
-        cfg=sft_params,
-        args=sft_args(),
+        cfg=stage_params("sft"),
+        args=sft_args,
         script=train_script("sft.py"),
     resources:
         **TRAIN_RESOURCES,
@@ -20,6 +20,9 @@ rule sft:
         " {params.args} --out {output} > {log} 2>&1"
 
 
+SFT_MODEL = str(rules.sft.output[0])
+
+
 use rule sft as sft_full with:
     # Oracle (the paper's Full SFT): the same training on easy AND hard train solutions.
     input:
@@ -27,8 +30,8 @@ use rule sft as sft_full with:
     output:
         directory("results/models/sft_full"),
     params:
-        cfg=sft_params,
-        args=sft_args(full=True),
+        cfg=stage_params("sft_full"),
+        args=sft_args,
         script=train_script("sft.py"),
     log:
         "results/logs/sft_full.log",

@@ -11,7 +11,7 @@ from easy2hard import training
 from test_reliability import policy_dir, run_script, write_jsonl  # noqa: F401 (a fixture)
 
 TRAIN = {"learning_rate": 1e-3, "epochs": 1, "global_batch_size": 2, "micro_batch_size": 2, "max_length": 256,
-         "deepspeed": "never", "seed": 0}
+         "warmup_ratio": 0.03, "deepspeed": "never", "checkpoint_every": 0, "log_every": 1, "seed": 0}
 ORM = {"max_ratio": 3, "reference_solutions": False, "seed": 0}
 QUESTIONS = [{"unique_id": f"q{i}", "problem": f"What is {i} + 1?", "level": level}
              for i, level in enumerate([1, 1, 2, 4, 5])]
@@ -57,7 +57,7 @@ def test_orm_drops_questions_without_a_correct_sample_and_an_empty_orm_says_why(
     assert result.returncode == 0 and out.read_text() == ""
     model_dir = tmp_path / "orm_model"
     result = run_script("train_evaluator.py", "--init", str(policy_dir), "--data", str(out), "--stats", str(stats),
-                        "--out", str(model_dir), params={**TRAIN, "label_tokens": "all"})
+                        "--out", str(model_dir), params={"train": TRAIN, "label_tokens": "all"})
     assert result.returncode != 0
     message = last_line(result)
     assert str(out) in message and str(stats) in message, message
@@ -87,7 +87,7 @@ def test_examples_that_do_not_fit_are_a_different_error(policy_dir, tmp_path):
     data = write_jsonl(tmp_path / "orm.jsonl", [{"unique_id": "q0", "problem": "word " * 400, "steps": ["a"],
                                                  "answer": "1", "labels": [1.0, 1.0], "kind": "orm"}])
     result = run_script("train_evaluator.py", "--init", str(policy_dir), "--data", str(data),
-                        "--out", str(tmp_path / "model"), params={**TRAIN, "label_tokens": "all"})
+                        "--out", str(tmp_path / "model"), params={"train": TRAIN, "label_tokens": "all"})
     assert result.returncode != 0
     assert "none of its 1 training examples fits in max_length 256" in last_line(result)
 
@@ -109,7 +109,7 @@ def test_rest_em_counts_malformed_samples_and_an_empty_round_says_why(policy_dir
     graded[-1]["finished"] = False
     scores = write_jsonl(tmp_path / "scores.jsonl", scores_for(graded))
     out, stats = tmp_path / "kept.jsonl", tmp_path / "stats.json"
-    params = {"easy_levels": [1, 2, 3], "aggregation": "min", "easy_filter": "answer", "hard_filter": "top_k"}
+    params = {"easy_levels": [1, 2, 3], "selection": {"aggregation": "min", "easy_filter": "answer", "hard_filter": "top_k"}}
     result = run_script("rl_data.py", "--algorithm", "rest_em", "--graded", str(write_jsonl(tmp_path / "g.jsonl", graded)),
                         "--scores", str(scores), "--questions", str(questions), "--out", str(out), "--stats", str(stats),
                         params=params)
@@ -121,7 +121,7 @@ def test_rest_em_counts_malformed_samples_and_an_empty_round_says_why(policy_dir
 
     model_dir = tmp_path / "rest_em_r1"
     result = run_script("sft.py", "--base", str(policy_dir), "--data", str(out), "--stats", str(stats),
-                        "--out", str(model_dir), params=TRAIN)
+                        "--out", str(model_dir), params={"train": TRAIN})
     assert result.returncode != 0
     message = last_line(result)
     assert "no solution passed the ReST-EM filter" in message and "1 without steps" in message, message
@@ -141,7 +141,8 @@ def test_orm_and_dpo_data_never_crash_on_malformed_samples(tmp_path):
                         "--scores", str(write_jsonl(tmp_path / "s.jsonl", scores_for(graded))),
                         "--questions", str(questions), "--out", str(tmp_path / "pairs.jsonl"),
                         "--stats", str(tmp_path / "dpo.json"),
-                        params={"easy_levels": [1, 2, 3], "aggregation": "min", "easy_use_answers": True})
+                        params={"easy_levels": [1, 2, 3], "selection": {"aggregation": "min", "easy_use_answers": True,
+                                                                          "min_margin": 0.0}})
     assert result.returncode == 0, result.stderr[-2000:]
     counts = json.loads((tmp_path / "dpo.json").read_text())
     assert counts["empty_solutions"] == 1 and counts["pairs"] == 1  # a correct one against an incorrect one
@@ -154,7 +155,8 @@ def test_orm_and_dpo_data_never_crash_on_malformed_samples(tmp_path):
     result = run_script("rl_data.py", "--algorithm", "dpo", "--graded", str(write_jsonl(tmp_path / "p.jsonl", partial)),
                         "--scores", str(write_jsonl(tmp_path / "ps.jsonl", scores_for(partial))),
                         "--questions", str(questions), "--out", str(tmp_path / "none.jsonl"),
-                        "--stats", str(tmp_path / "none.json"), params={"easy_levels": [1, 2, 3], "aggregation": "min"})
+                        "--stats", str(tmp_path / "none.json"), params={"easy_levels": [1, 2, 3],
+                                                                          "selection": {"aggregation": "min", "min_margin": 0.0}})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "2 have no whole solution" in json.loads((tmp_path / "none.json").read_text())["empty_because"]
 
@@ -171,7 +173,7 @@ def test_dpo_without_a_pair_above_the_margin_names_the_margin_and_the_spread(pol
     result = run_script("rl_data.py", "--algorithm", "dpo", "--graded", str(write_jsonl(tmp_path / "g.jsonl", graded)),
                         "--scores", str(write_jsonl(tmp_path / "s.jsonl", collapsed)), "--questions", str(questions),
                         "--out", str(out), "--stats", str(stats),
-                        params={"easy_levels": [1, 2, 3], "aggregation": "min", "min_margin": 0.05})
+                        params={"easy_levels": [1, 2, 3], "selection": {"aggregation": "min", "min_margin": 0.05}})
     assert result.returncode == 0, result.stderr[-2000:]
     counts = json.loads(stats.read_text())
     assert counts["pairs"] == 0 and counts["pairs_below_margin"] == 2

@@ -414,7 +414,7 @@ def test_offline_default_model_is_sampled_by_the_engine(synthetic_tokenizer, tmp
     model, tokenizer = modeling.load_model(str(tmp_path / "base"))
     settings = {k: v for k, v in defaults["sampling"].items() if k not in ("num_samples", "shard_questions")}
     config = SamplingConfig(**{**settings, "max_new_tokens": 4}, num_samples=defaults["sampling"]["num_samples"]["test"])
-    assert config.engine == "auto"
+    assert sampling.engine_mode(config) == "auto"  # sampling.engine: null resolves to auto without the env var
     questions = [{"unique_id": str(i), "problem": f"{i} + {i + 1}", "level": 1, "subject": "s"} for i in range(3)]
     usage = sampling.BackendUsage()
     with warnings.catch_warnings():

@@ -9,7 +9,8 @@ import torch
 
 from conftest import TINY_SHAPE
 from easy2hard import evaluator, formats, modeling, sampling, synthetic, training
-from easy2hard.evaluator import IGNORE_LABEL, AlignmentError
+from easy2hard.evaluator import AlignmentError
+from easy2hard.training import IGNORE_INDEX
 
 TINY = TINY_SHAPE
 
@@ -159,7 +160,7 @@ def labelled_runs(labels):
     """Maximal runs of equal, labelled values: [(start, end_inclusive, value)]."""
     runs = []
     for index, value in enumerate(labels):
-        if value == IGNORE_LABEL:
+        if value == IGNORE_INDEX:
             continue
         if runs and runs[-1][1] == index - 1 and runs[-1][2] == value:
             runs[-1] = (runs[-1][0], index, value)
@@ -179,7 +180,7 @@ def test_training_example_all_labels_whole_units(tokenizer, rows):
     token_labels = example["labels"]
     assert len(token_labels) == len(rendered.input_ids)
     # Prompt and the unlabelled first step carry no label.
-    assert all(v == IGNORE_LABEL for v in token_labels[: rendered.unit_ends[0] + 1])
+    assert all(v == IGNORE_INDEX for v in token_labels[: rendered.unit_ends[0] + 1])
     runs = labelled_runs(token_labels)
     assert len(runs) == units - 1
     for unit, (first, last, value) in zip(range(1, units), runs):
@@ -196,7 +197,7 @@ def test_training_example_all_orm_labels_the_whole_solution(tokenizer, rows):
     units = len(row["steps"]) + 1
     example = evaluator.training_example(prm_example(row, [0.0] * units, kind="orm"), tokenizer, 256, "all")
     start = len(sampling.encode_prompt(tokenizer, row["problem"]))
-    assert all(v == IGNORE_LABEL for v in example["labels"][:start])
+    assert all(v == IGNORE_INDEX for v in example["labels"][:start])
     assert all(v == 0.0 for v in example["labels"][start:])
 
 
@@ -207,7 +208,7 @@ def test_training_example_step_end(tokenizer, rows, answer):
     labels = [None] + [0.25 * (i % 5) for i in range(1, units)]
     example = evaluator.training_example(prm_example(row, labels, answer=answer), tokenizer, 256, "step_end")
     rendered = evaluator.render(tokenizer, row["problem"], row["steps"], row["answer"] if answer else None)
-    labelled = {i: v for i, v in enumerate(example["labels"]) if v != IGNORE_LABEL}
+    labelled = {i: v for i, v in enumerate(example["labels"]) if v != IGNORE_INDEX}
     assert labelled == {i: labels[u] for u in range(1, units)
                         for i in range(rendered.positions[u], rendered.unit_ends[u] + 1)}
 
@@ -237,7 +238,7 @@ def test_training_example_step_end_orm_only_the_final_position(tokenizer, rows, 
     row = rows[3]
     units = len(row["steps"]) + answer
     example = evaluator.training_example(prm_example(row, [1.0] * units, answer=answer, kind="orm"), tokenizer, 256, "step_end")
-    labelled = {i: v for i, v in enumerate(example["labels"]) if v != IGNORE_LABEL}
+    labelled = {i: v for i, v in enumerate(example["labels"]) if v != IGNORE_INDEX}
     rendered = evaluator.render(tokenizer, row["problem"], row["steps"], row["answer"] if answer else None)
     assert labelled == {rendered.positions[-1]: 1.0}
     if answer:
@@ -259,7 +260,7 @@ def test_training_example_too_long_and_unknown_mode(tokenizer, rows):
 
 def test_collate_pads_with_ignore_label():
     batch = training.collate(
-        [{"input_ids": [5, 6, 7], "labels": [IGNORE_LABEL, 1.0, 0.5]}, {"input_ids": [8], "labels": [0.0]}], pad_token_id=2
+        [{"input_ids": [5, 6, 7], "labels": [IGNORE_INDEX, 1.0, 0.5]}, {"input_ids": [8], "labels": [0.0]}], pad_token_id=2
     )
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 2, 2]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
@@ -281,7 +282,7 @@ class FixedLogits:
 
 def test_bce_loss_by_hand():
     logits = [[0.5, -1.0, 2.0, 7.0], [-0.3, 1.5, 9.0, -9.0]]
-    labels = [[IGNORE_LABEL, 1.0, 0.0, IGNORE_LABEL], [0.25, 1.0, IGNORE_LABEL, IGNORE_LABEL]]
+    labels = [[IGNORE_INDEX, 1.0, 0.0, IGNORE_INDEX], [0.25, 1.0, IGNORE_INDEX, IGNORE_INDEX]]
     batch = {"input_ids": torch.zeros(2, 4, dtype=torch.long), "attention_mask": torch.ones(2, 4, dtype=torch.long), "labels": torch.tensor(labels)}
     model = FixedLogits(logits)
     loss = evaluator.bce_loss(model, batch)
@@ -290,7 +291,7 @@ def test_bce_loss_by_hand():
         -math.log(sigmoid(x)) * y - math.log(1 - sigmoid(x)) * (1 - y)
         for row_x, row_y in zip(logits, labels)
         for x, y in zip(row_x, row_y)
-        if y != IGNORE_LABEL
+        if y != IGNORE_INDEX
     ]
     assert loss.item() == pytest.approx(sum(terms) / len(terms), rel=1e-6)
     assert len(model.calls) == 1
@@ -414,7 +415,7 @@ def test_bce_loss_without_labelled_tokens_is_zero_not_nan():
             return Out()
 
     batch = {"input_ids": torch.zeros(2, 3, dtype=torch.long), "attention_mask": torch.ones(2, 3, dtype=torch.long),
-             "labels": torch.full((2, 3), evaluator.IGNORE_LABEL)}
+             "labels": torch.full((2, 3), float(IGNORE_INDEX))}
     loss = evaluator.bce_loss(Constant(), batch)
     assert loss.item() == 0.0 and loss.requires_grad
 

@@ -6,16 +6,26 @@ from easy2hard.metrics import (
     best_of_n,
     best_of_n_matrix,
     level_groups,
-    maj_at_k_draws,
     maj_at_k_matrix,
     majority_vote,
     ns_for,
     subset_draw_scores,
     subset_indices,
     subset_score_matrix,
-    weighted_vote,
     weighted_vote_matrix,
 )
+from easy2hard import metrics
+
+
+# Single-question references for the dataset-wide matrices (the pipeline uses the matrices only).
+def weighted_vote(clusters, correct, weights) -> float:
+    """Weighted voting over one set of samples."""
+    return float(metrics._weighted_scores(*(np.asarray(v).reshape(1, -1) for v in (clusters, correct, weights)))[0])
+
+
+def maj_at_k_draws(clusters, correct, k: int, num_draws: int, seed: int, question_index: int = 0) -> np.ndarray:
+    """Majority-vote score of one question for each of `num_draws` random size-k subsets."""
+    return subset_draw_scores(metrics._majority_scores, [clusters, correct], k, num_draws, seed, question_index)
 
 
 # --- majority_vote -----------------------------------------------------------------------------

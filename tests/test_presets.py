@@ -74,21 +74,21 @@ AUTHORS_PPO = {  # examples/README.md, math_utils/math_rl_utils.py, trainers/ppo
 
 def test_sft_trains_on_prm800k_with_table_4_settings(paper_7b):
     sft = only(paper_7b, "sft")
-    assert {k: sft["params"][k] for k in TABLE_4_SFT} == TABLE_4_SFT
+    assert {k: sft["params"]["train"][k] for k in TABLE_4_SFT} == TABLE_4_SFT
     assert arguments_after(sft, "--prm800k") == SAMPLE_PATHS
-    assert arguments_after(sft, "--levels") == ["1", "2", "3"] and "--data" not in sft["args"]
+    assert sft["params"]["prm800k_levels"] == [1, 2, 3] and "--data" not in sft["args"]
     assert set(arguments_after(sft, "--excluded-questions")) == {
         "results/data/test.jsonl", "results/data/valid.jsonl", "results/data/train_hard.jsonl"}
     # The oracle (Full) SFT reads PRM800K records of every level.
     sft_full = only(paper_7b, "sft_full")
-    assert arguments_after(sft_full, "--levels") == ["1", "2", "3", "4", "5"]
+    assert sft_full["params"]["prm800k_levels"] == [1, 2, 3, 4, 5]
     assert "results/data/train_hard.jsonl" not in arguments_after(sft_full, "--excluded-questions")
 
 
 def test_evaluators_train_from_the_base_model_with_table_4_settings(paper_7b):
     jobs = {arguments_after(job, "--out")[0].split("/")[2]: job for job in paper_7b["train_evaluator"]}
     for kind, expected in TABLE_4_EVALUATORS.items():
-        assert {k: jobs[kind]["params"][k] for k in expected} == expected, kind
+        assert {k: jobs[kind]["params"]["train"][k] for k in expected} == expected, kind
         assert arguments_after(jobs[kind], "--init") == ["results/models/base"], kind
         assert jobs[f"{kind}_full"]["params"] == jobs[kind]["params"]  # an oracle trains like its kind
     prm_data = only(paper_7b, "prm_data")
@@ -126,8 +126,8 @@ def test_the_smoke_preset_runs_every_stage_on_a_fixed_subset_of_real_math():
     assert subset == {"train_per_level": [6, 6, 6, 3, 3], "test_per_level": [2, 2, 2, 2, 2], "seed": 0}
     assert only(jobs, "prm_data")["params"]["source"] == "prm800k"
     # Pretrained-scale learning rates everywhere (the offline default's collapse a pretrained PRM).
-    assert max(job["params"]["learning_rate"] for job in jobs["train_evaluator"]) <= 1e-5
-    assert only(jobs, "sft")["params"]["learning_rate"] == 5e-5
+    assert max(job["params"]["train"]["learning_rate"] for job in jobs["train_evaluator"]) <= 1e-5
+    assert only(jobs, "sft")["params"]["train"]["learning_rate"] == 5e-5
     # What made it finish: ORM positives without a solved problem, bf16 on CPU, capped scoring batches.
     assert only(jobs, "orm_data")["params"]["reference_solutions"] is True
     assert all(job["params"]["max_tokens"] == 4096 for job in jobs["score"])

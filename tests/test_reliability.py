@@ -43,8 +43,8 @@ def policy_dir(synthetic_tokenizer, tmp_path_factory) -> Path:
 
 # --- sampling resumes from its last shard ----------------------------------------------------------
 
-SAMPLING = {"num_samples": 8, "temperature": 0.7, "top_k": 20, "top_p": 1.0, "max_new_tokens": 64, "batch_size": 64,
-            "seed": 3, "engine": "hf", "shard_questions": 3}
+SAMPLING = {"sampling": {"num_samples": 8, "temperature": 0.7, "top_k": 20, "top_p": 1.0, "max_new_tokens": 64,
+                         "batch_size": 64, "seed": 3, "engine": "hf"}, "shard_questions": 3}
 
 
 def test_a_killed_sampling_job_resumes_from_its_last_shard(policy_dir, synthetic_split, tmp_path):
@@ -177,7 +177,7 @@ def test_bad_inputs_name_the_file_and_line_and_leave_no_output(policy_dir, tmp_p
     params = {
         "grade_train.py": {"mode": "lenient", "timeout": 5.0, "workers": 1}, "evaluate.py": {"mode": "lenient", "timeout": 5.0, "workers": 1},
         "sample.py": SAMPLING, "score.py": {"batch_size": 4, "max_tokens": 4096},
-        "rl_data.py": {"easy_levels": [1, 2, 3], "aggregation": "min"},
+        "rl_data.py": {"easy_levels": [1, 2, 3], "selection": {"aggregation": "min"}},
     }
     good = {
         "good_easy": write_jsonl(tmp_path / "easy.jsonl", [{"unique_id": "q1", "answer": "2"}]),

@@ -8,10 +8,19 @@ import pandas as pd
 import pytest
 
 from easy2hard.io import DataError, read_jsonl, write_jsonl
-from easy2hard.report import COLUMNS, OUTPUT_FILES, compute_metrics, report_aggregations, write_report
+from easy2hard import cli
+from easy2hard.report import COLUMNS, compute_metrics, report_aggregations, write_report
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLI = REPO_ROOT / "workflow" / "scripts" / "report.py"
+# The report rule's outputs (rules/report.smk): key -> file name.
+REPORT_NAMES = {"metrics": "metrics.csv", "comparisons": "comparisons.csv", "gap": "gap_recovered.csv",
+                "markdown": "report.md", "plot": "accuracy_vs_n.png", "aggregations": "best_of_n_aggregations.png",
+                "settings": "report_settings.json"}
+
+
+def report_paths(out: Path) -> dict[str, Path]:
+    return {key: out / name for key, name in REPORT_NAMES.items()}
 
 # Hand-made generator "sft": (unique_id, level, subject, sample clusters, correct cluster, greedy correct).
 # maj@4 by hand: q1 1.0, q2 0.0, q3 tie 0.5, q4 1.0, q5 no answer 0.0, q6 four-way tie 0.25.
@@ -297,8 +306,8 @@ SETTINGS = {"easy_levels": [1, 2, 3], "num_draws": 200, "seed": 0, "aggregations
 
 def test_write_report(metrics, tmp_path):
     out = tmp_path / "report"
-    write_report(metrics, out, SETTINGS)
-    assert sorted(path.name for path in out.iterdir()) == sorted(OUTPUT_FILES)
+    write_report(metrics, report_paths(out), SETTINGS)
+    assert sorted(path.name for path in out.iterdir()) == sorted(REPORT_NAMES.values())
 
     back = pd.read_csv(out / "metrics.csv", keep_default_na=False, na_values={"ci_low": [""], "ci_high": [""]})
     pd.testing.assert_frame_equal(back, metrics, check_dtype=False)
@@ -337,7 +346,7 @@ def test_write_report(metrics, tmp_path):
 def test_write_report_without_evaluators(eval_files, tmp_path):
     sampled, greedy = eval_files
     df = compute_metrics(sampled, greedy, [1, 2, 3], 10, 0)
-    write_report(df, tmp_path / "report", SETTINGS)
+    write_report(df, report_paths(tmp_path / "report"), SETTINGS)
     text = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
     assert "| sft | Majority@4 |" in text and "Weighted" not in text.split("## sft")[1]
     assert (tmp_path / "report" / "best_of_n_aggregations.png").read_bytes()[:4] == b"\x89PNG"
@@ -345,18 +354,21 @@ def test_write_report_without_evaluators(eval_files, tmp_path):
 
 def test_write_report_needs_settings(metrics, tmp_path):
     with pytest.raises(ValueError, match="num_draws"):
-        write_report(metrics, tmp_path / "report", {"easy_levels": [1, 2, 3], "seed": 0, "evaluator_aggregation": {"prm": "min"}})
+        write_report(metrics, report_paths(tmp_path / "report"), {"easy_levels": [1, 2, 3], "seed": 0, "evaluator_aggregation": {"prm": "min"}})
     assert not (tmp_path / "report" / "report.md").exists()
 
 
-def run_cli(eval_files, out, *extra, scores=None):
+CLI_PARAMS = {"easy_levels": [1, 2, 3], "num_draws": 20, "seed": 1, "bootstrap": {"resamples": 200, "confidence": 0.9},
+              "aggregations": ["prod", "last"], "evaluator_aggregation": {"prm": "min", "orm": "min"}, "grader": "lenient",
+              "data_source": "math_jsonl", "huggingface_test_name": "HuggingFaceH4/MATH-500"}
+
+
+def run_cli(eval_files, out, *extra, scores=None, params=CLI_PARAMS, outs=None):
     sampled, greedy = eval_files
     score_args = [f"{g}:{e}={p}" for g, by_e in (scores or {}).items() for e, p in by_e.items()]
-    command = [sys.executable, str(CLI), "--sampled", *(f"{g}={p}" for g, p in sampled.items()),
-               "--greedy", *(f"{g}={p}" for g, p in greedy.items()), "--scores", *score_args,
-               "--easy-levels", "1", "2", "3", "--num-draws", "20", "--seed", "1", "--aggregations", "prod", "last",
-               "--evaluator-aggregation", "prm=min", "orm=min", "--bootstrap-resamples", "200", "--confidence", "0.9",
-               "--out-dir", str(out), *extra]
+    outs = [f"{key}={path}" for key, path in report_paths(out).items()] if outs is None else outs
+    command = [sys.executable, str(CLI), "--params", json.dumps(params), "--sampled", *(f"{g}={p}" for g, p in sampled.items()),
+               "--greedy", *(f"{g}={p}" for g, p in greedy.items()), "--scores", *score_args, "--out", *outs, *extra]
     return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
 
@@ -394,6 +406,32 @@ def test_cli_reports_missing_scores(eval_files, score_files, tmp_path):
     result = run_cli(eval_files, tmp_path / "report", scores=score_files)
     assert result.returncode == 1
     assert str(prm) in result.stderr and "no scores for" in result.stderr
+
+
+def test_cli_rejects_bad_params_and_paths(eval_files, tmp_path):
+    """--params needs every key (an error names the missing one) and known aggregation names;
+    --out needs a path for every output key; a KEY=PATH without `=` names its option and value."""
+    out = tmp_path / "report"
+    result = run_cli(eval_files, out, params={k: v for k, v in CLI_PARAMS.items() if k != "seed"})
+    assert result.returncode == 2 and "missing key 'seed'" in result.stderr
+    result = run_cli(eval_files, out, params={**CLI_PARAMS, "bootstrap": {"resamples": 200}})
+    assert result.returncode == 2 and "--params bootstrap: missing key 'confidence'" in result.stderr
+    result = run_cli(eval_files, out, params={**CLI_PARAMS, "evaluator_aggregation": {"prm": "max"}})
+    assert result.returncode == 2 and "unknown aggregation 'max'" in result.stderr
+    result = run_cli(eval_files, out, outs=[f"{k}={p}" for k, p in report_paths(out).items() if k != "plot"])
+    assert result.returncode == 1 and "--out: expected exactly the keys" in result.stderr and "missing: plot" in result.stderr
+    result = run_cli(eval_files, out, outs=["metrics", *(f"{k}={p}" for k, p in report_paths(out).items())])
+    assert result.returncode == 1 and "--out: expected KEY=PATH, got 'metrics'" in result.stderr
+    assert not out.exists()
+
+
+def test_key_paths():
+    assert cli.key_paths(["a=x.jsonl", "b:c=d=e"], "--opt") == {"a": "x.jsonl", "b:c": "d=e"}
+    for bad in (["a"], ["=x"], ["a="]):
+        with pytest.raises(SystemExit, match=f"--opt: expected GEN=PATH, got {bad[0]!r}"):
+            cli.key_paths(bad, "--opt", "GEN=PATH")
+    with pytest.raises(SystemExit, match="--opt: 'a' given twice"):
+        cli.key_paths(["a=x", "a=y"], "--opt")
 
 
 def test_cli_reports_which_back_end_sampled(eval_files, tmp_path):
@@ -435,7 +473,7 @@ def test_a_second_grader_at_the_largest_n(eval_files, score_files, tmp_path):
     assert pick(strict, "sft", "majority", 4, "easy").accuracy == pytest.approx(1 / 6)  # q2 0, q3 0.5
     assert pick(strict, "sft", "greedy", 1, "easy").accuracy == pytest.approx(1 / 3)
     assert pick(strict, "sft", "majority", 4, "hard").accuracy == pick(lenient, "sft", "majority", 4, "hard").accuracy
-    write_report(df, tmp_path / "report", {**SETTINGS, "grader": "lenient"})
+    write_report(df, report_paths(tmp_path / "report"), {**SETTINGS, "grader": "lenient"})
     text = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
     assert "## Main result (largest N, `lenient` grader)" in text
     second = text.split("## Main result under the `prm800k` grader")[1].split("\n## ")[0]
@@ -481,7 +519,7 @@ def test_cis_at_the_largest_n_and_paired_comparisons(eval_files, score_files, tm
     zero = paired_comparisons(same, bootstrap, {"prm": "min", "orm": "last"})
     zero = zero[zero.comparison == "policy_vs_sft"]
     assert len(zero) and (zero.difference == 0).all() and (zero.ci_low == 0).all() and (zero.ci_high == 0).all()
-    write_report(df, tmp_path / "report", {**SETTINGS, "bootstrap": {"resamples": 500, "confidence": 0.95, "seed": 0}},
+    write_report(df, report_paths(tmp_path / "report"), {**SETTINGS, "bootstrap": {"resamples": 500, "confidence": 0.95, "seed": 0}},
                  comparisons)
     text = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
     assert "95 % confidence interval of the accuracy over test problems" in text
@@ -526,7 +564,7 @@ def test_supervision_gap_recovered_by_hand():
                          & (comparisons.method == "weighted")].iloc[0]
     assert oracle.difference == pytest.approx(-0.25) and oracle.versus_evaluator == "orm_full"
     # report.md names the oracle it is compared with.
-    text = "\n".join(_comparison_section(comparisons, {}))
+    text = "\n".join(_comparison_section(comparisons, {}, "comparisons.csv"))
     assert "| sft | Weighted@N (orm, last) − Weighted@N (orm_full, last) | -50.0 [" in text
     assert "| sft | Weighted@N (orm, last) − Majority@N |" in text
 

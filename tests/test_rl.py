@@ -117,7 +117,7 @@ def test_dpo_pairs_best_against_worst():
     rows = [row("h", 4, i, solution(str(i)), correct=None) for i in range(4)]
     rows.append(row("h", 4, 4, solution("cut", answer=None), correct=None, finished=False))
     scores = scores_for(rows, [0.5, 0.9, 0.3, 0.7, 0.05])
-    pairs, stats = dpo.make_pairs(rows, scores, EASY, dpo.DPOConfig(pairs_per_question=2))
+    pairs, stats = dpo.make_pairs(rows, scores, EASY, dpo.DPOConfig(pairs_per_question=2, min_margin=0.0))
     # chosen: best complete solutions (1, then 3); rejected: worst of all (the truncated 4, then 2)
     assert [(p["chosen"]["sample_index"], p["rejected"]["sample_index"]) for p in pairs] == [(1, 4), (3, 2)]
     assert pairs[0]["chosen_score"] == pytest.approx(0.9) and pairs[0]["rejected_score"] == pytest.approx(0.05)
@@ -136,7 +136,7 @@ def test_dpo_pairs_margin_ties_and_duplicates():
     pairs, _ = dpo.make_pairs(rows, scores, EASY, dpo.DPOConfig(min_margin=0.05 - 1e-9))
     assert [(p["chosen"]["sample_index"], p["rejected"]["sample_index"]) for p in pairs] == [(0, 2)]
     tied = scores_for(rows, [0.5, 0.5, 0.5])
-    assert dpo.make_pairs(rows, tied, EASY, dpo.DPOConfig())[0] == []
+    assert dpo.make_pairs(rows, tied, EASY, dpo.DPOConfig(min_margin=0.0))[0] == []  # a tie is no pair, even at margin 0
 
 
 def test_dpo_pairs_easy_answers_rank_first_and_hard_outcomes_stay_unread():
@@ -146,7 +146,7 @@ def test_dpo_pairs_easy_answers_rank_first_and_hard_outcomes_stay_unread():
     pairs, _ = dpo.make_pairs(easy + hard, scores, EASY, dpo.DPOConfig(easy_use_answers=True, min_margin=0.5))
     by_question = {p["unique_id"]: (p["chosen"]["sample_index"], p["rejected"]["sample_index"]) for p in pairs}
     assert by_question == {"e": (1, 0)}  # correct beats a higher-scored incorrect; hard gap 0.4 < margin
-    pairs, _ = dpo.make_pairs(easy + hard, scores, EASY, dpo.DPOConfig())
+    pairs, _ = dpo.make_pairs(easy + hard, scores, EASY, dpo.DPOConfig(easy_use_answers=False, min_margin=0.0))
     assert {p["unique_id"]: p["chosen"]["sample_index"] for p in pairs} == {"e": 0, "h": 1}
 
 

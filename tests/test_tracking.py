@@ -66,8 +66,8 @@ def test_a_stage_script_writes_its_curves_beside_its_model(policy_dir, tmp_path)
              "answer": str(i + 1), "labels": [1.0, float(i % 2)], "kind": "prm"} for i in range(8)]
     data = write_jsonl(tmp_path / "data.jsonl", rows)
     out = tmp_path / "evaluators" / "prm" / "model"
-    params = {"learning_rate": 1e-3, "epochs": 1, "global_batch_size": 4, "micro_batch_size": 4, "max_length": 128,
-              "deepspeed": "never", "seed": 0, "label_tokens": "all", "report_to": "tensorboard"}
+    params = {"train": {"learning_rate": 1e-3, "epochs": 1, "global_batch_size": 4, "micro_batch_size": 4, "max_length": 128,
+                        "deepspeed": "never", "seed": 0, "report_to": "tensorboard"}, "label_tokens": "all"}
     result = run_script("train_evaluator.py", "--init", str(policy_dir), "--data", str(data), "--out", str(out),
                         params=params)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -443,7 +443,7 @@ def deepspeed_run(tmp_path_factory, tokenizer, examples):
     base.save_pretrained(work / "base", safe_serialization=True)
     tokenizer.save_pretrained(work / "base")
     (work / "examples.json").write_text(json.dumps(examples[:16]))
-    (work / "config.json").write_text(json.dumps({**DS_CONFIG, "seed": 0}))
+    (work / "config.json").write_text(json.dumps({**DS_CONFIG, "seed": 0, "max_length": 768}))  # packing rows
     (work / "worker.py").write_text(DS_WORKER)
     start = time.perf_counter()
     with pytest.MonkeyPatch.context() as mp:

@@ -32,7 +32,8 @@ def trained_model(synthetic_split, synthetic_tokenizer):
     rows, _ = synthetic_split
     examples = [training.sft_example(r["problem"], r["steps"], r["answer"], synthetic_tokenizer, 256) for r in rows]
     config = training.TrainConfig(learning_rate=5e-3, epochs=150 * 8 / len(examples), global_batch_size=8,
-                                  micro_batch_size=8, warmup_ratio=0.0, lr_scheduler="constant", deepspeed="never", seed=0)
+                                  micro_batch_size=8, max_length=768, warmup_ratio=0.0, lr_scheduler="constant",
+                                  deepspeed="never", seed=0)
     model = modeling.build_tiny_llama(synthetic_tokenizer, VLLM_SHAPE, seed=0)
     module, _ = training.train(model, examples, config, synthetic_tokenizer.pad_token_id)
     return module.eval()

@@ -434,10 +434,13 @@ def test_report_agrees_with_graded_samples(tiny_run, tmp_path):
                         for r in rows] for rows in (sampled, greedy))
     for name, rows in [("test.jsonl", sampled), ("test.greedy.jsonl", greedy)]:
         (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    command = [sys.executable, str(REPO_ROOT / "workflow/scripts/report.py"), "--sampled", f"sft={tmp_path / 'test.jsonl'}",
-               "--greedy", f"sft={tmp_path / 'test.greedy.jsonl'}", "--scores", f"sft:prm={prm_path}",
-               "--num-draws", "10", "--aggregations", "min", "--evaluator-aggregation", "prm=min",
-               "--bootstrap-resamples", "100", "--confidence", "0.95", "--out-dir", str(tmp_path / "report")]
+    params = {"easy_levels": [1, 2, 3], "num_draws": 10, "seed": 0, "bootstrap": {"resamples": 100, "confidence": 0.95},
+              "aggregations": ["min"], "evaluator_aggregation": {"prm": "min"}, "grader": "lenient", "data_source": "math_jsonl", "huggingface_test_name": "HuggingFaceH4/MATH-500"}
+    outs = {"metrics": "metrics.csv", "comparisons": "comparisons.csv", "gap": "gap_recovered.csv", "markdown": "report.md",
+            "plot": "accuracy_vs_n.png", "aggregations": "best_of_n_aggregations.png", "settings": "report_settings.json"}
+    command = [sys.executable, str(REPO_ROOT / "workflow/scripts/report.py"), "--params", json.dumps(params),
+               "--sampled", f"sft={tmp_path / 'test.jsonl'}", "--greedy", f"sft={tmp_path / 'test.greedy.jsonl'}",
+               "--scores", f"sft:prm={prm_path}", "--out", *(f"{k}={tmp_path / 'report' / name}" for k, name in outs.items())]
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "workflow"))
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr

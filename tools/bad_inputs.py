@@ -21,15 +21,21 @@ def run(label, script, params, *args, out):
     left = sorted(p.name for p in work.iterdir() if p.name.startswith(Path(out).name))
     print(f"- {label}: exit {r.returncode}; `{msg.replace(str(work) + '/', '')}`; outputs left: {left or 'none'}")
 
+def prepare_outputs():
+    files = {"train_easy": "data/train_easy.jsonl", "train_hard": "data/train_hard.jsonl", "valid": "data/valid.jsonl",
+             "test": "data/test.jsonl", "summary": "data/summary.json", "valid_gold": "gold/valid.jsonl",
+             "test_gold": "gold/test.jsonl", "oracle_train_hard": "oracle/train_hard.jsonl"}
+    return ["--out", *(f"{key}={work / path}" for key, path in files.items())]
+
 def prepare(label, train_rows, test_rows):
     params = {"source": "math_jsonl", "math_jsonl": {"train": jsonl("train.jsonl", train_rows), "test": jsonl("test.jsonl", test_rows)},
               "easy_levels": [1, 2, 3], "valid_size": 0, "seed": 0, "min_step_chars": 40}
-    run(label, "prepare_data.py", params, "--data-dir", str(work / "data"), "--gold-dir", str(work / "gold"), "--oracle-dir", str(work / "oracle"), out=str(work / "data"))
+    run(label, "prepare_data.py", params, *prepare_outputs(), out=str(work / "data"))
 
 prepare("MATH train row with a malformed JSON line", [good_math, '{"problem": "2+2?", '], [good_math])
 bad = work / "utf.jsonl"; bad.write_bytes(json.dumps(good_math).encode() + b"\n" + b'{"problem": "caf\xe9"}\n')
 params = {"source": "math_jsonl", "math_jsonl": {"train": str(bad), "test": jsonl("test.jsonl", [good_math])}, "easy_levels": [1, 2, 3], "valid_size": 0, "seed": 0, "min_step_chars": 40}
-run("MATH train file with a non-UTF-8 byte", "prepare_data.py", params, "--data-dir", str(work / "data"), "--gold-dir", str(work / "gold"), "--oracle-dir", str(work / "oracle"), out=str(work / "data"))
+run("MATH train file with a non-UTF-8 byte", "prepare_data.py", params, *prepare_outputs(), out=str(work / "data"))
 prepare("test row with level null", [good_math], [{**good_math, "unique_id": "t/1", "level": None}])
 prepare("test row with answer null", [good_math], [{**good_math, "unique_id": "t/1", "answer": None}])
 prepare("train row with an empty problem", [good_math, {**good_math, "unique_id": "a/2", "problem": "  "}], [{**good_math, "unique_id": "t/1"}])
@@ -41,10 +47,10 @@ run("samples file with a truncated line", "grade_train.py", {"mode": "lenient", 
     "--answers", jsonl("e.jsonl", [{"unique_id": "q1", "answer": "2"}]), "--out", str(work / "graded.jsonl"), out=str(work / "graded.jsonl"))
 run("samples file missing `completion`", "evaluate.py", {"mode": "lenient", "timeout": 5, "workers": 1}, "--samples", jsonl("s2.jsonl", [{"unique_id": "q1", "sample_index": 0}]),
     "--gold", jsonl("g.jsonl", [{"unique_id": "q1", "answer": "2"}]), "--out", str(work / "eval.jsonl"), out=str(work / "eval.jsonl"))
-run("scores with NaN", "rl_data.py", {"easy_levels": [1, 2, 3], "aggregation": "min"}, "--algorithm", "dpo", "--graded", jsonl("gr.jsonl", [{**sample, "correct": True}]),
+run("scores with NaN", "rl_data.py", {"easy_levels": [1, 2, 3], "selection": {"aggregation": "min"}}, "--algorithm", "dpo", "--graded", jsonl("gr.jsonl", [{**sample, "correct": True}]),
     "--scores", jsonl("sc.jsonl", ['{"unique_id": "q1", "sample_index": 0, "step_scores": [NaN]}']), "--questions", jsonl("q.jsonl", [{"unique_id": "q1", "problem": "1+1"}]),
     "--out", str(work / "pairs.jsonl"), "--stats", str(work / "pairs.stats.json"), out=str(work / "pairs"))
-run("scores missing a sample", "rl_data.py", {"easy_levels": [1, 2, 3], "aggregation": "min"}, "--algorithm", "rest_em", "--graded", jsonl("gr.jsonl", [{**sample, "correct": True}]),
+run("scores missing a sample", "rl_data.py", {"easy_levels": [1, 2, 3], "selection": {"aggregation": "min"}}, "--algorithm", "rest_em", "--graded", jsonl("gr.jsonl", [{**sample, "correct": True}]),
     "--scores", jsonl("sc2.jsonl", []), "--questions", jsonl("q.jsonl", [{"unique_id": "q1", "problem": "1+1"}]),
     "--out", str(work / "kept.jsonl"), "--stats", str(work / "kept.stats.json"), out=str(work / "kept"))
 prm = {"question": {"problem": "1+1?"}, "label": {"steps": []}}

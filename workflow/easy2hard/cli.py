@@ -16,6 +16,24 @@ def parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def key_paths(values: list[str], option: str, form: str = "KEY=PATH", keys: tuple[str, ...] | None = None) -> dict[str, str]:
+    """`option`'s KEY=PATH arguments as an ordered {key: path}; a value without a key, `=` or a
+    path, or a key given twice, stops the script with a message naming the option and the value;
+    with `keys`, so does a key missing or unknown."""
+    pairs: dict[str, str] = {}
+    for value in values:
+        key, sep, path = value.partition("=")
+        if not sep or not key or not path:
+            raise SystemExit(f"{option}: expected {form}, got {value!r}")
+        if key in pairs:
+            raise SystemExit(f"{option}: {key!r} given twice ({value!r})")
+        pairs[key] = path
+    if keys is not None and set(pairs) != set(keys):
+        raise SystemExit(f"{option}: expected exactly the keys {', '.join(keys)}; missing: "
+                         f"{', '.join(k for k in keys if k not in pairs) or '-'}; unknown: {', '.join(k for k in pairs if k not in keys) or '-'}")
+    return pairs
+
+
 def setup(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
@@ -25,7 +43,7 @@ def setup(args: argparse.Namespace) -> None:
 
 
 # Arguments naming what a stage writes; every other argument naming an existing path is an input.
-OUTPUT_ARGS = ("out", "stats", "value_out", "out_csv", "out_md", "out_png", "data_dir", "gold_dir", "oracle_dir")
+OUTPUT_ARGS = ("out", "stats", "value_out", "out_csv", "out_md", "out_png")
 
 
 def _existing_paths(value) -> list[str]:
@@ -42,7 +60,8 @@ def finish(args: argparse.Namespace, **facts) -> None:
 
     if int(os.environ.get("RANK", 0)) != 0:
         return
-    outputs = [getattr(args, name) for name in OUTPUT_ARGS if getattr(args, name, None)]
+    named = [getattr(args, name) for name in OUTPUT_ARGS if getattr(args, name, None)]
+    outputs = [path for value in named for path in (value.values() if isinstance(value, dict) else [value])]
     inputs = {name: paths for name, value in vars(args).items()
               if name not in OUTPUT_ARGS and name != "params" and (paths := _existing_paths(value))}
     record = {**provenance.record(args.params, inputs), **facts}

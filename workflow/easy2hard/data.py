@@ -21,7 +21,6 @@ from easy2hard.io import DataError, read_jsonl
 
 log = logging.getLogger(__name__)
 
-MATH_FIELDS = ("problem", "solution", "answer", "subject", "level", "unique_id")
 QUESTION_FIELDS = ("unique_id", "problem", "level", "subject")
 
 
@@ -83,20 +82,20 @@ def load_source(data_config: dict) -> tuple[list[dict], list[dict]]:
     """(train pool, test set) for the configured source."""
     source = data_config["source"]
     if source == "synthetic":
-        cfg = data_config["synthetic"]
-        style = {"style": cfg["style"]} if "style" in cfg else {}
-        return synthetic.generate_splits(cfg["num_train"], cfg["num_test"], cfg["seed"], cfg.get("max_value"), **style)
+        section = data_config["synthetic"]
+        style = {"style": section["style"]} if "style" in section else {}
+        return synthetic.generate_splits(section["num_train"], section["num_test"], section["seed"], section.get("max_value"), **style)
     if source == "math_jsonl":
-        cfg = data_config["math_jsonl"]
-        return load_math_jsonl(cfg["train"]), load_math_jsonl(cfg["test"])
+        section = data_config["math_jsonl"]
+        return load_math_jsonl(section["train"]), load_math_jsonl(section["test"])
     if source == "huggingface":
-        cfg = data_config["huggingface"]
+        section = data_config["huggingface"]
         # A list of configs is concatenated (e.g. the seven subject configs of hendrycks_math).
-        train_configs = cfg.get("train_config")
+        train_configs = section.get("train_config")
         if not isinstance(train_configs, list):
             train_configs = [train_configs]
-        train = [row for name in train_configs for row in load_hf_math(cfg["train_name"], cfg["train_split"], name)]
-        test = load_hf_math(cfg["test_name"], cfg["test_split"], cfg.get("test_config"))
+        train = [row for name in train_configs for row in load_hf_math(section["train_name"], section["train_split"], name)]
+        test = load_hf_math(section["test_name"], section["test_split"], section.get("test_config"))
         return train, test
     raise DataError(f"config: field 'data.source': unknown source {source!r}")
 

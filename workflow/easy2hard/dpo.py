@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from easy2hard import candidates, modeling
 from easy2hard.metrics import AGGREGATIONS, aggregate_steps
 from easy2hard.sampling import encode_prompt
-from easy2hard.training import IGNORE_INDEX, collate, model_inputs, token_logps
+from easy2hard.training import IGNORE_INDEX, TrainConfig, collate, model_inputs, token_logps
 
 LOSS_TYPES = ("sigmoid", "ipo")
 
@@ -30,9 +30,9 @@ class DPOConfig:
     loss_type: str = "sigmoid"  # sigmoid: DPO | ipo: IPO (squared loss, length-averaged log-probs as in TRL)
     label_smoothing: float = 0.0  # conservative DPO: assumed probability that a pair is flipped
     pairs_per_question: int = 1  # i-th best vs i-th worst, i < this
-    min_margin: float = 0.0  # minimum score gap between chosen and rejected
-    aggregation: str = "min"  # step aggregation giving one score per solution
-    easy_use_answers: bool = False  # easy questions: correct beats incorrect before scores are compared
+    min_margin: float = 0.01  # minimum score gap between chosen and rejected
+    aggregation: str = "min"  # step aggregation giving one score per solution (the rule sets rl.aggregation)
+    easy_use_answers: bool = True  # easy questions: correct beats incorrect before scores are compared
 
     def __post_init__(self):
         if self.loss_type not in LOSS_TYPES:
@@ -41,6 +41,18 @@ class DPOConfig:
             raise ValueError(f"dpo.aggregation: {self.aggregation!r} is not one of {list(AGGREGATIONS)}")
         if not 0 <= self.label_smoothing < 0.5:
             raise ValueError(f"dpo.label_smoothing: {self.label_smoothing} is not in [0, 0.5)")
+
+
+@dataclass
+class DPOTrainConfig(TrainConfig):
+    """rl.dpo.train: each round's DPO optimisation."""
+
+    learning_rate: float = 2e-5
+    epochs: float = 1
+    micro_batch_size: int = 16
+    warmup_ratio: float = 0.1
+    packing: bool = False  # pairs are padded side by side
+    log_every: int = 5
 
 
 # ---------------------------------------------------------------------------------------------

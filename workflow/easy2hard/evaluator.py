@@ -17,9 +17,16 @@ from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokeni
 
 from easy2hard import formats
 from easy2hard.sampling import encode_prompt
-from easy2hard.training import collate, model_inputs
+from easy2hard.training import IGNORE_INDEX, TrainConfig, collate, model_inputs
 
-IGNORE_LABEL = -100.0
+
+@dataclass
+class EvaluatorTrainConfig(TrainConfig):
+    """evaluators.train: every evaluator's training (evaluators.<kind>.train overrides keys of it)."""
+
+    learning_rate: float = 2e-3
+    epochs: float = 1
+    micro_batch_size: int = 16
 
 
 class AlignmentError(ValueError):
@@ -87,7 +94,7 @@ def _token_at(offsets: list[tuple[int, int]], char: int) -> int | None:
 
 
 def training_example(example: dict, tokenizer, max_length: int, label_tokens: str) -> dict | None:
-    """input_ids and per-token float labels (IGNORE_LABEL where unlabelled); None if too long.
+    """input_ids and per-token float labels (IGNORE_INDEX where unlabelled); None if too long.
 
     label_tokens "all": every token of a labelled unit carries its label (the paper's choice);
     "step_end": only the score position and the rest of its separator do. ORM examples in
@@ -101,7 +108,7 @@ def training_example(example: dict, tokenizer, max_length: int, label_tokens: st
         )
     if len(rendered.input_ids) > max_length:
         return None
-    labels = [IGNORE_LABEL] * len(rendered.input_ids)
+    labels = [float(IGNORE_INDEX)] * len(rendered.input_ids)  # float: collate pads labels by their type
     unit_starts = [rendered.solution_start] + [end + 1 for end in rendered.unit_ends[:-1]]
     last = len(rendered.positions) - 1
     for unit, (start, position, end, label) in enumerate(
@@ -121,7 +128,7 @@ def training_example(example: dict, tokenizer, max_length: int, label_tokens: st
 def bce_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Binary cross-entropy (soft labels allowed) over the labelled tokens of the micro-batch."""
     logits = model(**model_inputs(batch)).logits.squeeze(-1)
-    mask = batch["labels"] != IGNORE_LABEL
+    mask = batch["labels"] != IGNORE_INDEX
     if not mask.any():  # nothing labelled here: a zero loss that keeps the graph, not NaN
         return logits.sum() * 0.0
     return torch.nn.functional.binary_cross_entropy_with_logits(logits[mask].float(), batch["labels"][mask])

@@ -14,7 +14,7 @@ import pandas as pd
 
 from easy2hard import metrics
 from easy2hard.io import atomic_output
-from easy2hard.report import Samples, aggregate_grid, load_samples, load_scores
+from easy2hard.scores import Samples, aggregate_grid, load_samples, load_scores
 
 COLUMNS = ["evaluator", "aggregation", "levels", "auc", "threshold_accuracy", "best_of_n", "n", "num_problems", "num_samples",
            "num_correct"]

@@ -114,19 +114,6 @@ def majority_vote(clusters, correct) -> float:
     return float(_majority_scores(clusters, correct)[0])
 
 
-def weighted_vote(clusters, correct, weights) -> float:
-    """Score of weighted voting over one set of samples: the answer cluster with the largest sum
-    of its samples' weights (evaluator scores) wins. Ties by expectation; samples without an
-    answer never vote. A cluster with zero total weight can only win when every answered
-    cluster has zero weight (then all of them tie)."""
-    return float(_weighted_scores(_one_row(clusters), _one_row(correct), _one_row(weights))[0])
-
-
-def maj_at_k_draws(clusters, correct, k: int, num_draws: int, seed: int, question_index: int = 0) -> np.ndarray:
-    """Majority-vote score of one question for each of `num_draws` random size-k subsets."""
-    return subset_draw_scores(_majority_scores, [clusters, correct], k, num_draws, seed, question_index)
-
-
 def maj_at_k_matrix(clusters, correct, k: int, num_draws: int, seed: int) -> np.ndarray:
     """maj@k scores of a dataset, shape (num_questions, num_draws), or (num_questions, 1) for k = N."""
     return subset_score_matrix(_majority_scores, [clusters, correct], k, num_draws, seed)
@@ -147,7 +134,10 @@ def _majority_scores(clusters: np.ndarray, correct: np.ndarray) -> np.ndarray:
 
 
 def _weighted_scores(clusters: np.ndarray, correct: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Weighted-vote score of every row of (draws, k) cluster ids, correctness flags and weights."""
+    """Weighted-vote score of every row of (draws, k) cluster ids, correctness flags and weights:
+    the answer cluster with the largest sum of its samples' weights (evaluator scores) wins. Ties
+    by expectation; samples without an answer never vote. A cluster with zero total weight can
+    only win when every answered cluster has zero weight (then all of them tie)."""
     num_rows = clusters.shape[0]
     valid = clusters != NO_ANSWER
     if not valid.any():

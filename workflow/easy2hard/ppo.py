@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PPOConfig:
-    steps: int = 8  # PPO steps (rollouts + updates) per round
+    steps: int = 12  # PPO steps (rollouts + updates) per round
     prompts_per_step: int = 32  # train questions per rollout batch (easy and hard alike)
     samples_per_prompt: int = 1
     ppo_epochs: int = 2  # passes over each rollout batch
@@ -85,6 +85,35 @@ class PPOConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"rl.ppo.{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+
+
+@dataclass
+class PPOPolicyTrainConfig(TrainConfig):
+    """rl.ppo.policy_train: the policy's updates (minibatch = global_batch_size rollouts; epochs
+    unused: steps x ppo_epochs; checkpoint_every counts PPO steps and covers both models)."""
+
+    learning_rate: float = 5e-5
+    epochs: float = 1
+    global_batch_size: int = 16
+    micro_batch_size: int = 16
+    warmup_ratio: float = 0.0
+    lr_scheduler: str = "constant"
+    checkpoint_every: int = 4
+    log_every: int = 1
+
+
+@dataclass
+class PPOValueTrainConfig(TrainConfig):
+    """rl.ppo.value_train: the value model's updates (same minibatches as the policy's)."""
+
+    learning_rate: float = 1e-4
+    epochs: float = 1
+    global_batch_size: int = 16
+    micro_batch_size: int = 16
+    warmup_ratio: float = 0.0
+    lr_scheduler: str = "constant"
+    checkpoint_every: int = 0
+    log_every: int = 1
 
 
 # ---------------------------------------------------------------------------------------------

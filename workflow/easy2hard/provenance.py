@@ -61,7 +61,14 @@ def fingerprint(path: str | os.PathLike) -> dict:
     stat = path.stat()
     if stat.st_size > HASH_LIMIT:
         return {"bytes": stat.st_size, "mtime": stat.st_mtime}
-    return {"bytes": stat.st_size, "sha256": _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)}
+    return {"bytes": stat.st_size, "sha256": sha256_file(path)}
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The hex SHA-256 of a file's bytes (FileNotFoundError when there is none)."""
+    path = Path(path)
+    stat = path.stat()
+    return _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 @functools.cache

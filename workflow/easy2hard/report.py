@@ -1,10 +1,10 @@
 """The evaluation report: greedy decoding, majority voting, evaluator-weighted voting and
-best-of-N accuracy by difficulty, as CSV, Markdown, plots and a settings record.
+best-of-N accuracy by difficulty, with bootstrap CIs, paired comparisons and the supervision gap
+recovered, written as CSV, Markdown, plots (`easy2hard.plots`) and a settings record.
 
-Inputs are the evaluation stage's JSONL files, one row per (question, sample):
-``unique_id, level, subject, sample_index, answer, answer_cluster, correct``, and the scoring
-stage's files, one row per sample: ``unique_id, sample_index, step_scores``. Only test-split
-files are read; the hard gold answers reach this module only through the evaluation outputs.
+The inputs (evaluated test samples and evaluator scores) are loaded and validated by
+`easy2hard.scores`. Only test-split files are read; the hard gold answers reach this module only
+through the evaluation outputs.
 """
 
 from __future__ import annotations
@@ -12,23 +12,19 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import NullLocator
 
 from easy2hard.config import GOLD_SELECTED_SUFFIX
-from easy2hard.io import DataError, atomic_output, read_jsonl
+from easy2hard.io import atomic_output
 from easy2hard.metrics import (
     AGGREGATIONS,
     LEVELS,
     accuracy_with_std,
-    aggregate_steps,
     best_of_n_matrix,
     level_groups,
     aggregation_for,
@@ -40,9 +36,8 @@ from easy2hard.metrics import (
     weighted_vote_matrix,
 )
 from easy2hard.metrics import bootstrap_indices as _bootstrap_indices
+from easy2hard.scores import Samples, aggregate_grid, load_greedy, load_samples, load_scores
 
-SAMPLE_FIELDS = ("unique_id", "level", "subject", "sample_index", "answer", "answer_cluster", "correct")
-SCORE_FIELDS = ("unique_id", "sample_index", "step_scores")
 COLUMNS = ["generator", "evaluator", "method", "aggregation", "n", "levels", "accuracy", "std", "num_problems", "grader",
            "ci_low", "ci_high"]
 ORACLE_SUFFIX = "_full"  # an oracle (the "Full" model) of a policy or evaluator: sft_full, prm_full, ...
@@ -57,12 +52,17 @@ SUMMARY_GROUPS = ("easy", "hard", "all")
 LEVEL_GROUPS = tuple(f"level_{level}" for level in LEVELS)
 SUBJECT_PREFIX = "subject:"
 SETTINGS_KEYS = ("easy_levels", "num_draws", "seed", "evaluator_aggregation")
-# File names inside the report folder (the rule declares the same names).
-METRICS_CSV, COMPARISONS_CSV, GAP_CSV, REPORT_MD, CURVES_PNG, AGGREGATIONS_PNG, SETTINGS_JSON = (
-    "metrics.csv", "comparisons.csv", "gap_recovered.csv", "report.md", "accuracy_vs_n.png",
-    "best_of_n_aggregations.png", "report_settings.json",
-)
-OUTPUT_FILES = (METRICS_CSV, COMPARISONS_CSV, GAP_CSV, REPORT_MD, CURVES_PNG, AGGREGATIONS_PNG, SETTINGS_JSON)
+# The data source's name in titles; a Hugging Face source is named by its test dataset.
+DATASET_TITLES = {"synthetic": "synthetic arithmetic", "math_jsonl": "MATH"}
+
+
+def dataset_title(source: str, huggingface_test_name: str) -> str:
+    return DATASET_TITLES.get(source) or huggingface_test_name
+
+
+BASELINE = "sft"  # the policy the others are compared with (policy_vs_sft)
+# What write_report writes, by the names of the report rule's outputs.
+OUTPUT_KEYS = ("metrics", "comparisons", "gap", "markdown", "plot", "aggregations", "settings")
 
 
 @dataclass(frozen=True)
@@ -87,148 +87,8 @@ class PerProblem:
     masks: dict[str, np.ndarray]  # group -> problems in it
 
 
-@dataclass(frozen=True)
-class Samples:
-    """One generator's samples as arrays; questions sorted by unique_id."""
-
-    unique_ids: list[str]
-    levels: np.ndarray  # (questions,)
-    subjects: np.ndarray  # (questions,), str or None
-    clusters: np.ndarray  # (questions, samples)
-    correct: np.ndarray  # (questions, samples), bool
-    valid: np.ndarray  # (questions, samples), bool: finished (not truncated) and with an answer
-
-    @property
-    def num_samples(self) -> int:
-        return self.clusters.shape[1]
-
-
 # ---------------------------------------------------------------------------------------------
-# Loading
-
-
-def load_samples(path: str | os.PathLike, grader: str | None = None) -> Samples:
-    """Read and validate an evaluation JSONL file; every question must have the same sample count.
-    `grader`: read `correct` / `answer_cluster` as that grading mode gave them (the row's
-    `verdicts`) instead of the configured mode's (the row's own fields)."""
-    path = Path(path)
-    questions: dict[str, dict[int, dict]] = defaultdict(dict)
-    for row in read_jsonl(path, required=SAMPLE_FIELDS):
-        if grader is not None:
-            row = {**row, **_verdicts_of(path, row, grader)}
-        _check_row(path, row)
-        samples = questions[row["unique_id"]]
-        if row["sample_index"] in samples:
-            raise DataError(f"{path}: question {row['unique_id']!r} repeats sample_index {row['sample_index']}")
-        samples[row["sample_index"]] = row
-    if not questions:
-        raise DataError(f"{path}: no rows")
-    counts = {len(samples) for samples in questions.values()}
-    if len(counts) > 1:
-        raise DataError(f"{path}: questions have different sample counts ({sorted(counts)}); expected one N")
-    (num_samples,) = counts
-    unique_ids = sorted(questions)
-    rows = [[questions[uid].get(index) for index in range(num_samples)] for uid in unique_ids]
-    for uid, samples in zip(unique_ids, rows):
-        _check_question(path, uid, samples)
-    return Samples(
-        unique_ids=unique_ids,
-        levels=np.array([samples[0]["level"] for samples in rows]),
-        subjects=np.array([samples[0]["subject"] for samples in rows], dtype=object),
-        clusters=np.array([[row["answer_cluster"] for row in samples] for samples in rows]),
-        correct=np.array([[row["correct"] for row in samples] for samples in rows], dtype=bool),
-        valid=np.array([[row.get("finished", True) is not False and row["answer"] is not None for row in samples]
-                        for samples in rows], dtype=bool),
-    )
-
-
-def _verdicts_of(path: Path, row: dict, grader: str) -> dict:
-    verdicts = (row.get("verdicts") or {}).get(grader)
-    if not isinstance(verdicts, dict) or "correct" not in verdicts or "answer_cluster" not in verdicts:
-        raise DataError(f"{path}: question {row['unique_id']!r} sample {row['sample_index']!r}: no verdicts of the "
-                        f"{grader!r} grader (field 'verdicts.{grader}'); re-run the evaluation stage")
-    return {"correct": verdicts["correct"], "answer_cluster": verdicts["answer_cluster"]}
-
-
-def _is_int(value) -> bool:
-    # bool is an int subclass in Python, but true/false is never a valid level or index.
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_row(path: Path, row: dict) -> None:
-    where = f"{path}: question {row['unique_id']!r}"
-    if not isinstance(row["unique_id"], str):
-        raise DataError(f"{path}: unique_id must be a string, got {row['unique_id']!r}")
-    if not _is_int(row["level"]) or row["level"] not in LEVELS:
-        raise DataError(f"{where}: level must be one of {list(LEVELS)}, got {row['level']!r}")
-    if row["subject"] is not None and not isinstance(row["subject"], str):
-        raise DataError(f"{where}: subject must be a string or null, got {row['subject']!r}")
-    if not _is_int(row["sample_index"]) or row["sample_index"] < 0:
-        raise DataError(f"{where}: sample_index must be a non-negative integer, got {row['sample_index']!r}")
-    if not _is_int(row["answer_cluster"]) or row["answer_cluster"] < -1:
-        raise DataError(f"{where}: answer_cluster must be an integer >= -1, got {row['answer_cluster']!r}")
-    if not isinstance(row["correct"], bool):
-        raise DataError(f"{where}: correct must be true or false, got {row['correct']!r}")
-
-
-def _check_question(path: Path, uid: str, samples: list[dict | None]) -> None:
-    """Sample indices are 0..N-1, level and subject are shared, equivalent answers agree on correctness."""
-    where = f"{path}: question {uid!r}"
-    if any(row is None for row in samples):
-        raise DataError(f"{where}: sample indices are not 0..{len(samples) - 1}")
-    for field in ("level", "subject"):
-        if len({row[field] for row in samples}) > 1:
-            raise DataError(f"{where}: samples disagree on the {field}")
-    verdicts: dict[int, bool] = {}
-    for row in samples:
-        cluster = row["answer_cluster"]
-        if cluster >= 0 and verdicts.setdefault(cluster, row["correct"]) != row["correct"]:
-            raise DataError(f"{where}: answer_cluster {cluster} holds both correct and incorrect answers")
-
-
-def read_step_scores(path: str | os.PathLike) -> dict[tuple[str, int], list[float]]:
-    """{(unique_id, sample_index): step_scores} of a scores JSONL file, validated."""
-    path = Path(path)
-    scores: dict[tuple[str, int], list[float]] = {}
-    for row in read_jsonl(path, required=SCORE_FIELDS):
-        key = (row["unique_id"], row["sample_index"])
-        where = f"{path}: question {key[0]!r} sample {key[1]!r}"
-        values = row["step_scores"]
-        # Non-finite scores would make max/sum (and so every method) silently meaningless.
-        if not isinstance(values, list) or not all(_is_finite_number(v) for v in values):
-            raise DataError(f"{where}: step_scores must be a list of finite numbers, got {values!r}")
-        if key in scores:
-            raise DataError(f"{where}: scored twice")
-        scores[key] = values
-    return scores
-
-
-def _is_finite_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def load_scores(path: str | os.PathLike, samples: Samples, samples_path: str | os.PathLike) -> list[list[list[float]]]:
-    """Step scores of every sample, (questions, N) in the order of `samples`, joined on
-    (unique_id, sample_index); a sample without a score row, or a score row without a sample, is an error."""
-    by_key = read_step_scores(path)
-    grid = []
-    for uid in samples.unique_ids:
-        row = []
-        for index in range(samples.num_samples):
-            if (uid, index) not in by_key:
-                raise DataError(f"{path}: no scores for {uid} sample {index} of {samples_path}")
-            row.append(by_key.pop((uid, index)))
-        grid.append(row)
-    if by_key:
-        uid, index = next(iter(by_key))
-        raise DataError(f"{path}: scores {uid} sample {index}, which is not a sample of {samples_path} "
-                        f"({len(by_key)} such rows; stale scores?)")
-    return grid
-
-
-def aggregate_grid(grid: list[list[list[float]]], how: str) -> np.ndarray:
-    """(questions, N) solution scores from a grid of step-score lists."""
-    return np.array([[aggregate_steps(steps, how) for steps in row] for row in grid], dtype=float)
+# Aggregations
 
 
 def report_aggregations(aggregations, evaluator_aggregation: dict[str, str]) -> list[str]:
@@ -290,7 +150,7 @@ def compute_metrics(
         for name in (grader, *other_graders):
             stored = None if name == grader else name
             samples = load_samples(sampled_path, stored)
-            greedy_samples = _load_greedy(greedy[generator], samples, sampled_path, stored)
+            greedy_samples = load_greedy(greedy[generator], samples, sampled_path, stored)
             masks = group_masks(samples, easy_levels)
             ns = ns_for(samples.num_samples) if name == grader else [samples.num_samples]
             if grids is None:  # the scores do not depend on the grader
@@ -317,18 +177,6 @@ def compute_metrics(
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _load_greedy(path, samples: Samples, sampled_path, grader: str | None = None) -> Samples:
-    """Greedy decodes: one sample per question, the same questions (and levels) as the sampled file."""
-    greedy = load_samples(path, grader)
-    if greedy.num_samples != 1:
-        raise DataError(f"{path}: greedy file must hold one sample per question, found {greedy.num_samples}")
-    if greedy.unique_ids != samples.unique_ids:
-        raise DataError(f"{path}: greedy questions differ from those in {sampled_path}")
-    if not np.array_equal(greedy.levels, samples.levels):
-        raise DataError(f"{path}: greedy levels differ from those in {sampled_path}")
-    return greedy
-
-
 def _group_rows(key: dict, scores: np.ndarray, masks: dict[str, np.ndarray], bootstrap: Bootstrap | None) -> list[dict]:
     """One row per group; with `bootstrap`, the CI over problems of the per-problem scores (the
     mean over draws, i.e. the score itself at n = N)."""
@@ -343,7 +191,7 @@ def _group_rows(key: dict, scores: np.ndarray, masks: dict[str, np.ndarray], boo
 
 
 def paired_comparisons(per_problem: dict[tuple, PerProblem], bootstrap: Bootstrap, aggregations: dict[str, str],
-                       baseline: str = "sft") -> pd.DataFrame:
+                       baseline: str = BASELINE) -> pd.DataFrame:
     """The paired differences that carry the paper's claims, per grader and group (COMPARISON_COLUMNS):
 
     * ``evaluator_vs_majority``: weighted@N and best-of-N of each evaluator (its own aggregation)
@@ -405,7 +253,7 @@ def paired_comparisons(per_problem: dict[tuple, PerProblem], bootstrap: Bootstra
 
 
 def supervision_gap(per_problem: dict[tuple, PerProblem], bootstrap: Bootstrap, aggregations: dict[str, str],
-                    baseline: str = "sft") -> pd.DataFrame:
+                    baseline: str = BASELINE) -> pd.DataFrame:
     """How much of the supervision gap each easy-to-hard evaluator recovers, per grader, method and
     group (GAP_COLUMNS), on the baseline policy's samples:
 
@@ -476,7 +324,7 @@ def method_label(method: str, evaluator: str = NOT_APPLICABLE, n="N", aggregatio
     raise ValueError(f"unknown method {method!r}")
 
 
-def _evaluators(rows: pd.DataFrame) -> list[str]:
+def evaluators_in(rows: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(rows.loc[rows["method"].isin(EVALUATOR_METHODS), "evaluator"]))
 
 
@@ -485,7 +333,7 @@ def _methods_at_n(rows: pd.DataFrame, n: int, aggregations: dict[str, str]) -> l
     aggregation, in the paper's order: greedy, majority, then weighted and best-of-N per evaluator."""
     methods = [(method_label("greedy"), select(rows, "greedy")),
                (method_label("majority", n=n), select(rows, "majority", n=n))]
-    for evaluator in _evaluators(rows):
+    for evaluator in evaluators_in(rows):
         how = aggregation_for(aggregations, evaluator)
         for method in EVALUATOR_METHODS:
             methods.append((method_label(method, evaluator, n, how), select(rows, method, evaluator, how, n)))
@@ -496,34 +344,40 @@ def _methods_at_n(rows: pd.DataFrame, n: int, aggregations: dict[str, str]) -> l
 # Writing
 
 
-def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, settings: dict,
+def write_report(df: pd.DataFrame, paths: Mapping[str, str | os.PathLike], settings: dict,
                  comparisons: pd.DataFrame | None = None, gap: pd.DataFrame | None = None) -> None:
-    """Write OUTPUT_FILES into `out_dir`, each atomically.
+    """Write the report's files, each atomically, to `paths`: {key: path} for every key of
+    OUTPUT_KEYS (the report rule's output names): metrics, comparisons and gap (CSV), markdown,
+    plot (accuracy vs N) and aggregations (best-of-N by step aggregation) PNGs, and settings (JSON).
 
     `settings` must hold what the numbers depend on (SETTINGS_KEYS; optional "dataset", "split",
-    "aggregations", "inputs", "upstream", "bootstrap"); it is written as report_settings.json and
-    summarised in report.md's provenance paragraph. `comparisons` (COMPARISON_COLUMNS) are the
+    "aggregations", "inputs", "upstream", "bootstrap"); it is written as the settings file and
+    summarised in the markdown's provenance paragraph. `comparisons` (COMPARISON_COLUMNS) are the
     paired differences of `paired_comparisons`.
     """
     missing = [key for key in SETTINGS_KEYS if key not in settings]
     if missing:
         raise ValueError(f"report settings lack {', '.join(missing)}")
+    if set(paths) != set(OUTPUT_KEYS):
+        raise ValueError(f"report outputs: expected paths for {', '.join(OUTPUT_KEYS)}, got {', '.join(paths) or 'none'}")
+    from easy2hard import plots  # plots draws with this module's table helpers (and loads matplotlib)
+
     comparisons = comparisons if comparisons is not None else pd.DataFrame(columns=COMPARISON_COLUMNS)
     gap = gap if gap is not None else pd.DataFrame(columns=GAP_COLUMNS)
-    out_dir = Path(out_dir)
-    with atomic_output(out_dir / METRICS_CSV) as tmp:
+    names = {key: Path(path).name for key, path in paths.items()}  # what report.md cites
+    with atomic_output(paths["metrics"]) as tmp:
         df.to_csv(tmp, index=False)
-    with atomic_output(out_dir / COMPARISONS_CSV) as tmp:
+    with atomic_output(paths["comparisons"]) as tmp:
         comparisons.to_csv(tmp, index=False)
-    with atomic_output(out_dir / GAP_CSV) as tmp:
+    with atomic_output(paths["gap"]) as tmp:
         gap.to_csv(tmp, index=False)
-    with atomic_output(out_dir / REPORT_MD) as tmp:
-        tmp.write_text(render_markdown(df, settings, comparisons, gap), encoding="utf-8")
-    with atomic_output(out_dir / CURVES_PNG) as tmp:
-        plot_accuracy_vs_n(graded_by(df, settings), settings, tmp)
-    with atomic_output(out_dir / AGGREGATIONS_PNG) as tmp:
-        plot_aggregations(graded_by(df, settings), settings, tmp)
-    with atomic_output(out_dir / SETTINGS_JSON) as tmp:
+    with atomic_output(paths["markdown"]) as tmp:
+        tmp.write_text(render_markdown(df, settings, comparisons, gap, files=names), encoding="utf-8")
+    with atomic_output(paths["plot"]) as tmp:
+        plots.plot_accuracy_vs_n(graded_by(df, settings), settings, tmp)
+    with atomic_output(paths["aggregations"]) as tmp:
+        plots.plot_aggregations(graded_by(df, settings), settings, tmp)
+    with atomic_output(paths["settings"]) as tmp:
         tmp.write_text(json.dumps(settings, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
 
 
@@ -565,7 +419,7 @@ def graded_by(df: pd.DataFrame, settings: dict, grader: str | None = None) -> pd
     return df[df["grader"] == grader]
 
 
-def _max_n(rows: pd.DataFrame) -> int:
+def largest_n(rows: pd.DataFrame) -> int:
     return int(select(rows, "majority")["n"].max())
 
 
@@ -581,7 +435,7 @@ def _main_table(df: pd.DataFrame, aggregations: dict[str, str]) -> list[str]:
     body = []
     for generator, rows in df.groupby("generator", sort=False):
         name = policy_label(generator)
-        body += [[name, label, *_cells(part, SUMMARY_GROUPS)] for label, part in _methods_at_n(rows, _max_n(rows), aggregations)]
+        body += [[name, label, *_cells(part, SUMMARY_GROUPS)] for label, part in _methods_at_n(rows, largest_n(rows), aggregations)]
         body.append([name, "Problems", *_counts(select(rows, "greedy"), SUMMARY_GROUPS)])
     return _markdown_table(["Policy", "Method", *SUMMARY_GROUPS], body, text_columns=2)
 
@@ -597,7 +451,7 @@ def _ci_note(settings: dict) -> str:
             "variation over subsets of the samples.")
 
 
-def _gap_section(gap: pd.DataFrame) -> list[str]:
+def _gap_section(gap: pd.DataFrame, csv_name: str) -> list[str]:
     """Supervision gap recovered: one row per easy-to-hard evaluator and method, easy / hard / all."""
     body = []
     for (method, evaluator, oracle, how), rows in gap.groupby(["method", "evaluator", "oracle", "aggregation"], sort=False):
@@ -621,11 +475,11 @@ def _gap_section(gap: pd.DataFrame) -> list[str]:
             "(easy-to-hard − majority@N) / (oracle − majority@N): the share of what supervision on every level "
             "adds to voting that the evaluator trained on easy problems alone achieves (100 %: as good as the "
             "oracle; 0 %: no better than voting). n/a: the oracle does not beat voting by one problem, so the ratio "
-            "is undefined (`gap_recovered.csv` says why). [low, high]: paired bootstrap over problems.", "",
+            f"is undefined (`{csv_name}` says why). [low, high]: paired bootstrap over problems.", "",
             *_markdown_table(["", *SUMMARY_GROUPS], body), ""]
 
 
-def _comparison_section(comparisons: pd.DataFrame, settings: dict) -> list[str]:
+def _comparison_section(comparisons: pd.DataFrame, settings: dict, csv_name: str) -> list[str]:
     """The paired differences (points) with their CIs, easy / hard / all; bold: the CI excludes 0."""
     body = []
     keys = ["comparison", "generator", "method", "evaluator", "aggregation", "versus_generator", "versus_method",
@@ -644,12 +498,12 @@ def _comparison_section(comparisons: pd.DataFrame, settings: dict) -> list[str]:
     confidence = 100 * settings.get("bootstrap", {}).get("confidence", 0.95)
     return [f"### Paired differences (points, {confidence:.0f} % CI over problems; bold: the CI excludes 0)", "",
             "Each difference compares two methods on the same problems with the same bootstrap resamples "
-            "(a paired comparison). `comparisons.csv` holds every group and grader.", "",
+            f"(a paired comparison). `{csv_name}` holds every group and grader.", "",
             *_markdown_table(["Policy", "Difference", *SUMMARY_GROUPS], body, text_columns=2), ""]
 
 
 def _generator_section(generator: str, rows: pd.DataFrame, aggregations: dict[str, str]) -> list[str]:
-    greedy, majority, max_n = select(rows, "greedy"), select(rows, "majority"), _max_n(rows)
+    greedy, majority, max_n = select(rows, "greedy"), select(rows, "majority"), largest_n(rows)
     curve = [["Greedy", *_cells(greedy, SUMMARY_GROUPS)]]
     curve += [[f"maj@{n}", *_cells(select(rows, "majority", n=n), SUMMARY_GROUPS, with_std=True)]
               for n in sorted(majority["n"].unique())]
@@ -677,18 +531,18 @@ GRADER_NOTES = {
 }
 
 
-def _intro(df: pd.DataFrame, settings: dict) -> str:
+def _intro(df: pd.DataFrame, settings: dict, metrics_name: str) -> str:
     easy = sorted(settings["easy_levels"])
     hard = sorted(set(LEVELS) - set(easy))
-    sample_counts = "/".join(str(n) for n in sorted({_max_n(rows) for _, rows in df.groupby("generator")}))
+    sample_counts = "/".join(str(n) for n in sorted({largest_n(rows) for _, rows in df.groupby("generator")}))
     return (
         f"Accuracy (%) on the {settings.get('dataset', 'MATH')} {settings.get('split', 'test')} split. "
         f"Each policy has one greedy solution and N = {sample_counts} sampled solutions per problem. "
         "**Majority@n** picks the most frequent answer among n samples (equivalent answers grouped by the "
         "grader); **Weighted@n (evaluator)** picks the answer with the largest sum of evaluator scores; "
         "**Best-of-n (evaluator)** picks the sample with the highest score. A solution's score aggregates "
-        f"its step scores with each evaluator's own aggregation in the tables and plot ({_aggregations_text(settings)}; "
-        f"metrics.csv also holds {', '.join(settings.get('aggregations', []))}); a truncated solution or one "
+        f"its step scores with each evaluator's own aggregation in the tables and plot ({aggregations_text(settings)}; "
+        f"{metrics_name} also holds {', '.join(settings.get('aggregations', []))}); a truncated solution or one "
         "without an answer ranks last in best-of-n and weighs nothing in weighted voting. "
         f"Easy = levels {', '.join(map(str, easy))}; hard = levels {', '.join(map(str, hard))}. "
         f"For n < N, accuracy is the mean over {settings['num_draws']} random size-n subsets of each problem's "
@@ -699,7 +553,7 @@ def _intro(df: pd.DataFrame, settings: dict) -> str:
     )
 
 
-def _aggregations_text(settings: dict) -> str:
+def aggregations_text(settings: dict) -> str:
     return ", ".join(f"{evaluator} `{how}`" for evaluator, how in settings["evaluator_aggregation"].items())
 
 
@@ -719,15 +573,15 @@ def _sampling_backends(settings: dict) -> list[str]:
     return [" ".join(lines), ""]
 
 
-def _provenance(settings: dict) -> list[str]:
+def _provenance(settings: dict, files: Mapping[str, str]) -> list[str]:
     upstream = settings.get("upstream") or {}
     versions = [f"{name} `{upstream[key]}`" for name, key in (("code version", "code_version"),
                                                                 ("grader version", "grader_version")) if upstream.get(key)]
     return [
         "## Provenance",
         "",
-        f"Every number above is a row of `{METRICS_CSV}`. The report's own settings (draws, seed, "
-        f"aggregations, easy levels) and the path and SHA-256 of every input file are in `{SETTINGS_JSON}`; "
+        f"Every number above is a row of `{files['metrics']}`. The report's own settings (draws, seed, "
+        f"aggregations, easy levels) and the path and SHA-256 of every input file are in `{files['settings']}`; "
         "the whole configuration, code and grader versions and library versions of the run are in "
         f"`{settings.get('provenance_file', 'provenance.json')}`" + (f" ({', '.join(versions)})." if versions else "."),
         "",
@@ -736,175 +590,22 @@ def _provenance(settings: dict) -> list[str]:
 
 
 def render_markdown(df: pd.DataFrame, settings: dict, comparisons: pd.DataFrame | None = None,
-                    gap: pd.DataFrame | None = None) -> str:
+                    gap: pd.DataFrame | None = None, *, files: Mapping[str, str]) -> str:
+    """report.md; `files`: the names of the other outputs it cites, by key (metrics, comparisons,
+    gap, settings)."""
     dataset, aggregations = settings.get("dataset", "MATH"), settings["evaluator_aggregation"]
     primary = graded_by(df, settings)
     grader = primary["grader"].iloc[0] if len(primary) else settings.get("grader")
-    lines = [f"# Easy-to-hard generalization on {dataset}", "", _intro(primary, settings), "",
+    lines = [f"# Easy-to-hard generalization on {dataset}", "", _intro(primary, settings, files["metrics"]), "",
              f"## Main result (largest N, `{grader}` grader)", "", _ci_note(settings), "",
              *_main_table(primary, aggregations), ""]
     if gap is not None and len(gap):
-        lines += _gap_section(gap[gap["grader"] == grader])
+        lines += _gap_section(gap[gap["grader"] == grader], files["gap"])
     if comparisons is not None and len(comparisons):
-        lines += _comparison_section(comparisons[comparisons["grader"] == grader], settings)
+        lines += _comparison_section(comparisons[comparisons["grader"] == grader], settings, files["comparisons"])
     for other in [g for g in dict.fromkeys(df["grader"]) if g != grader]:
         lines += [f"## Main result under the `{other}` grader (largest N)", "",
                   GRADER_NOTES.get(other, ""), "", *_main_table(graded_by(df, settings, other), aggregations), ""]
     for generator, rows in primary.groupby("generator", sort=False):
         lines += _generator_section(generator, rows, aggregations)
-    return "\n".join(lines + _provenance(settings))
-
-
-# ---------------------------------------------------------------------------------------------
-# Plots
-
-GREEDY_STYLE = dict(color="0.35", linestyle="--", linewidth=1.3)
-MAJORITY_STYLE = dict(color="black", linestyle="-", marker="o")
-# Colour = evaluator; line style and marker = method, so majority / weighted / best-of-N differ
-# even in greyscale.
-METHOD_STYLES = {"weighted": dict(linestyle="-", marker="s"), "best_of_n": dict(linestyle="-.", marker="^")}
-EVALUATOR_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
-AGGREGATION_COLORS = dict(zip(AGGREGATIONS, ("#1b9e77", "#d95f02", "#7570b3", "#e7298a")))
-
-
-def _group_titles(easy_levels) -> dict[str, str]:
-    easy = sorted(easy_levels)
-    hard = sorted(set(LEVELS) - set(easy))
-    return {
-        "easy": f"Easy (levels {', '.join(map(str, easy))})",
-        "hard": f"Hard (levels {', '.join(map(str, hard))})",
-        "all": "All levels",
-    }
-
-
-def _count_label(rows: pd.DataFrame) -> str:
-    count = int(rows["num_problems"].max()) if not rows.empty else 0
-    return f"{count:,} problems"
-
-
-def _panels(df: pd.DataFrame, groups, width: float, height: float):
-    """A Figure with one row of panels per generator and one column per group, and its axes."""
-    generators = list(dict.fromkeys(df["generator"])) or [""]
-    fig = Figure(figsize=(width * len(groups), height * len(generators) + 1.2), dpi=150, layout="constrained")
-    FigureCanvasAgg(fig)  # explicit Agg canvas: no pyplot state, no display needed
-    axes = fig.subplots(len(generators), len(groups), squeeze=False)
-    return fig, generators, axes
-
-
-def _each_panel(generators, axes, df: pd.DataFrame, groups, titles: dict[str, str]):
-    """Yield (axis, generator rows, group rows, title, greedy rows) for every panel with
-    problems, after drawing the greedy reference line; empty panels are marked and skipped."""
-    for generator, row_axes in zip(generators, axes):
-        rows = df[df["generator"] == generator]
-        for ax, group in zip(row_axes, groups):
-            part = rows[rows["levels"] == group]
-            title = f"{generator}: {titles[group]}"
-            if part.empty:
-                ax.set_axis_off()
-                ax.set_title(f"{title}\nno problems")
-                continue
-            greedy = select(part, "greedy")
-            for row in greedy.itertuples():
-                ax.axhline(100 * row.accuracy, label="Greedy", **GREEDY_STYLE)
-            yield ax, rows, part, f"{title}, {_count_label(greedy)}"
-
-
-def _evaluator_colors(df: pd.DataFrame) -> dict[str, str]:
-    return {e: EVALUATOR_COLORS[i % len(EVALUATOR_COLORS)] for i, e in enumerate(_evaluators(df))}
-
-
-def plot_accuracy_vs_n(df: pd.DataFrame, settings: dict, path: str | os.PathLike) -> None:
-    """Accuracy vs N (log2 axis), one panel per group (easy / hard / all) and generator: majority,
-    weighted and best-of-N per evaluator (its own step aggregation) with ±std bands; greedy dashed."""
-    aggregations = settings["evaluator_aggregation"]
-    fig, generators, axes = _panels(df, SUMMARY_GROUPS, width=5.0, height=4.3)
-    titles = _group_titles(settings["easy_levels"])
-    colors = _evaluator_colors(df)
-    for ax, rows, part, title in _each_panel(generators, axes, df, SUMMARY_GROUPS, titles):
-        ns = sorted(select(rows, "majority")["n"].unique())
-        _curve(ax, select(part, "majority"), method_label("majority"), MAJORITY_STYLE)
-        for evaluator, color in colors.items():
-            for method, style in METHOD_STYLES.items():
-                how = aggregation_for(aggregations, evaluator)
-                _curve(ax, select(part, method, evaluator, how), method_label(method, evaluator, aggregation=how),
-                       dict(style, color=color))
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(ns, [str(n) for n in ns])
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xlabel("N (samples per problem)")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-    for row_axes in axes:
-        row_axes[0].set_ylabel("Accuracy (%)")
-    _legend_below(fig, axes)
-    fig.suptitle(f"{settings.get('dataset', 'MATH')} {settings.get('split', 'test')} accuracy vs. N "
-                 f"(step aggregation: {_aggregations_text(settings).replace('`', '')}; band = ±1 std over "
-                 f"{settings['num_draws']} draws)")
-    fig.savefig(path, format="png")
-
-
-def _curve(ax, rows: pd.DataFrame, label: str, style: dict) -> None:
-    if rows.empty:
-        return
-    rows = rows.sort_values("n")
-    x, y, std = rows["n"], 100 * rows["accuracy"], 100 * rows["std"]
-    ax.plot(x, y, markersize=4, linewidth=1.6, label=label, **style)
-    # Accuracy lives in [0, 100]; a band poking past the bounds would only mislead.
-    ax.fill_between(x, (y - std).clip(0, 100), (y + std).clip(0, 100), color=style["color"], alpha=0.08, linewidth=0)
-
-
-def _legend_below(fig: Figure, axes) -> None:
-    """One legend for the figure, below the panels (never over the lines); entries de-duplicated."""
-    entries = {}
-    for ax in axes.flat:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            entries.setdefault(label, handle)
-    if entries:
-        fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncols=min(len(entries), 4),
-                   frameon=False)
-
-
-def plot_aggregations(df: pd.DataFrame, settings: dict, path: str | os.PathLike) -> None:
-    """Best-of-N at the largest N: one bar per step aggregation, grouped by evaluator, easy and
-    hard panels; majority@N and greedy as reference lines."""
-    groups = ("easy", "hard")
-    # Only policies with evaluator scores get a row of panels.
-    scored = df[df["generator"].isin(df.loc[df["method"] == "best_of_n", "generator"])]
-    if scored.empty:
-        _placeholder(path, "No evaluator scores: no best-of-N to compare.")
-        return
-    fig, generators, axes = _panels(scored, groups, width=6.0, height=4.0)
-    titles = _group_titles(settings["easy_levels"])
-    for ax, rows, part, title in _each_panel(generators, axes, scored, groups, titles):
-        max_n = _max_n(rows)
-        _aggregation_bars(ax, part[(part["method"] == "best_of_n") & (part["n"] == max_n)], _evaluators(rows))
-        for majority in select(part, "majority", n=max_n).itertuples():
-            ax.axhline(100 * majority.accuracy, color="black", linewidth=1.3, label=method_label("majority", n=max_n))
-        ax.set_title(title)
-        ax.set_ylabel(f"Best-of-{max_n} accuracy (%)")
-        ax.grid(axis="y", alpha=0.3)
-    _legend_below(fig, axes)
-    fig.suptitle(f"{settings.get('dataset', 'MATH')} {settings.get('split', 'test')}: best-of-N by step aggregation "
-                 "(largest N)")
-    fig.savefig(path, format="png")
-
-
-def _placeholder(path: str | os.PathLike, message: str) -> None:
-    """A small PNG saying why there is nothing to plot (the rule still declares the file)."""
-    fig = Figure(figsize=(6, 1.5), dpi=150)
-    FigureCanvasAgg(fig)
-    fig.text(0.5, 0.5, message, ha="center", va="center")
-    fig.savefig(path, format="png")
-
-
-def _aggregation_bars(ax, rows: pd.DataFrame, evaluators: list[str]) -> None:
-    aggregations = [how for how in AGGREGATIONS if how in set(rows["aggregation"])]
-    width = 0.8 / max(len(aggregations), 1)
-    for offset, how in enumerate(aggregations):
-        values = rows[rows["aggregation"] == how].set_index("evaluator")["accuracy"]
-        heights = [100 * values.get(e, np.nan) for e in evaluators]
-        x = np.arange(len(evaluators)) + (offset - (len(aggregations) - 1) / 2) * width
-        bars = ax.bar(x, heights, width, color=AGGREGATION_COLORS[how], label=f"aggregation: {how}")
-        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
-    ax.set_xticks(np.arange(len(evaluators)), evaluators)
-    ax.margins(y=0.15)  # room for the value labels
+    return "\n".join(lines + _provenance(settings, files))

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 from easy2hard import candidates
 from easy2hard.metrics import AGGREGATIONS, aggregate_steps
+from easy2hard.training import TrainConfig
 
 EASY_FILTERS = ("answer", "score", "answer_and_score")
 HARD_FILTERS = ("top_k", "threshold", "top_k_threshold", "none")
@@ -34,6 +35,16 @@ class RestEmConfig:
                                      ("aggregation", self.aggregation, AGGREGATIONS)]:
             if value not in allowed:
                 raise ValueError(f"rest_em.{name}: {value!r} is not one of {list(allowed)}")
+
+
+@dataclass
+class RestEmTrainConfig(TrainConfig):
+    """rl.rest_em.train: each round's fine-tuning on the kept solutions."""
+
+    learning_rate: float = 5e-4
+    epochs: float = 1
+    global_batch_size: int = 16
+    micro_batch_size: int = 16
 
 
 def _score_filter(scored: list[dict], mode: str, config: RestEmConfig) -> list[dict]:

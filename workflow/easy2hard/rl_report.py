@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from easy2hard import cli  # noqa: E402
 from easy2hard.io import atomic_output, read_jsonl  # noqa: E402
 
 ROUND_COLUMNS = ["algorithm", "round", "generator", "decoding", "levels", "accuracy", "num_samples", "num_problems"]
@@ -97,12 +98,13 @@ def write(rounds: pd.DataFrame, logs: pd.DataFrame, csv_path, png_path) -> None:
     plot(rounds, logs, png_path)
 
 
-def parse_pairs(items: list[str]) -> dict[tuple[str, int], str]:
-    """ALGORITHM:ROUND=PATH arguments."""
+def parse_pairs(items: list[str], option: str) -> dict[tuple[str, int], str]:
+    """`option`'s ALGORITHM:ROUND=PATH arguments as {(algorithm, round): path}."""
     out = {}
-    for item in items:
-        key, path = item.split("=", 1)
-        algorithm, round_ = key.split(":")
+    for key, path in cli.key_paths(items, option, "ALGORITHM:ROUND=PATH").items():
+        algorithm, sep, round_ = key.partition(":")
+        if not sep or not algorithm or not round_.isdigit():
+            raise SystemExit(f"{option}: expected ALGORITHM:ROUND=PATH, got {key + '=' + path!r}")
         out[(algorithm, int(round_))] = path
     return out
 

@@ -54,12 +54,14 @@ ENGINE_MODES = ("auto", "engine", "hf", "vllm")
 
 @dataclass
 class SamplingConfig:
-    num_samples: int = 32
+    """The `sampling` section of the config; config.yaml lists these defaults (tests/test_config_homes.py)."""
+
+    num_samples: int = 32  # config.yaml: one count per split (sampling.num_samples.<split>)
     temperature: float = 0.7
     top_k: int = 20
     top_p: float = 1.0
-    max_new_tokens: int = 768
-    batch_size: int = 64  # sequences per generate call
+    max_new_tokens: int = 96
+    batch_size: int = 256  # sequences per generate call (engine: KV-cache slots)
     seed: int = 0
     greedy: bool = False
     engine: str | None = None  # auto | engine | hf | vllm; None: $EASY2HARD_SAMPLING_ENGINE, else auto
@@ -131,6 +133,8 @@ class BackendUsage:
 
 
 def engine_mode(config: SamplingConfig) -> str:
+    """The back-end mode: `config.engine`, else $EASY2HARD_SAMPLING_ENGINE, else auto (the one place
+    that reads the variable)."""
     mode = config.engine or os.environ.get("EASY2HARD_SAMPLING_ENGINE") or "auto"
     if mode not in ENGINE_MODES:
         raise ValueError(
@@ -319,7 +323,7 @@ def sample_in_shards(model, tokenizer, questions: list[dict], config: SamplingCo
     """
     shard_dir = Path(f"{out}.shards")
     fingerprint = hashlib.sha256(json.dumps(
-        [asdict(config), os.environ.get("EASY2HARD_SAMPLING_ENGINE"), shard_questions,
+        [asdict(config), engine_mode(config), shard_questions,
          [q["unique_id"] for q in questions], model_fingerprint, context], sort_keys=True
     ).encode()).hexdigest()
     marker = shard_dir / "fingerprint"

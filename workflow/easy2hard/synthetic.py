@@ -28,12 +28,12 @@ import random
 import re
 
 from .formats import STEP_SEPARATOR
+from .metrics import LEVELS
 
 SUBJECT_OPERATORS = {
     "Addition and Subtraction": ["+", "-"],
     "Mixed Operations": ["+", "-", "*"],
 }
-LEVELS = (1, 2, 3, 4, 5)
 STYLES = ("chain", "expression")
 _LATEX = {"+": "+", "-": "-", "*": "\\times"}
 _CHAIN_SYMBOL = {"+": "+", "-": "-", "*": "×"}

@@ -39,26 +39,34 @@ DEEPSPEED_CONFIG = Path(__file__).parent / "deepspeed_zero.json"
 
 @dataclass
 class TrainConfig:
-    learning_rate: float = 2e-5
-    epochs: float = 3
-    global_batch_size: int = 128
-    micro_batch_size: int = 4
-    max_length: int = 768
-    warmup_ratio: float = 0.03
+    """One training section of the config. The defaults are the `sft` section's; each other
+    training section has a subclass with its own (EvaluatorTrainConfig, RestEmTrainConfig,
+    DPOTrainConfig, PPOPolicyTrainConfig, PPOValueTrainConfig), and config.yaml lists every field
+    of each with exactly these values (tests/test_config_homes.py)."""
+
+    learning_rate: float = 3e-3
+    epochs: float = 8
+    global_batch_size: int = 32
+    micro_batch_size: int = 32
+    max_length: int = 512
+    warmup_ratio: float = 0.05
     lr_scheduler: str = "cosine"  # cosine | linear | constant (after warm-up)
     weight_decay: float = 0.0
+    adam_beta1: float = 0.9  # AdamW betas (HF TrainingArguments' names)
+    adam_beta2: float = 0.95
     max_grad_norm: float = 1.0
     seed: int = 42
     deepspeed: str = "auto"  # auto | always | never
     zero_stage: int = 2
     gradient_checkpointing: bool = False
     packing: bool = True  # pack each micro-batch into max_length rows instead of padding it
-    checkpoint_every: int = 0  # optimizer steps between resumable checkpoints (0: none)
-    log_every: int = 1
+    checkpoint_every: int = 100  # optimizer steps between resumable checkpoints (0: none)
+    log_every: int = 10
     report_to: str = "none"  # none | tensorboard | wandb | mlflow: live curves of the train_log scalars
 
     @classmethod
-    def from_dict(cls, config: dict) -> "TrainConfig":
+    def from_dict(cls, config: dict):
+        """An instance of `cls` (TrainConfig or a subclass) from a training section."""
         return from_dict(cls, config, "training")
 
 
@@ -336,7 +344,7 @@ def make_engine(model, config: TrainConfig, total_steps: int, accumulation_steps
         model.parameters(),
         lr=config.learning_rate,
         weight_decay=config.weight_decay,
-        betas=(0.9, 0.95),
+        betas=(config.adam_beta1, config.adam_beta2),  # DeepSpeed takes this optimizer as it is
         fused=torch.cuda.is_available(),  # one kernel for the whole update on GPU
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config, total_steps))

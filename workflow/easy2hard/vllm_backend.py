@@ -29,10 +29,12 @@ _LLMS: dict[tuple, object] = {}  # (model folder, options) -> LLM, loaded once p
 
 @dataclass(frozen=True)
 class VLLMOptions:
-    tensor_parallel_size: int = 1  # GPUs a model is split over (compute.inference_gpus)
+    """sampling.vllm of the config (config.yaml lists these defaults), plus the GPU count."""
+
+    tensor_parallel_size: int = 0  # GPUs a model is split over (compute.inference_gpus); 0: CPU, one process
     gpu_memory_utilization: float = 0.9  # share of GPU memory vLLM may take (weights + KV cache)
     cpu_kv_cache_gib: int = 1  # CPU build: KV cache size (GiB); the default leaves room for other jobs
-    max_model_len: int = 4096  # prompt + new tokens
+    max_model_len: int = 2048  # prompt + new tokens
 
 
 def installed() -> bool:
@@ -52,7 +54,7 @@ def load(model_path: str, options: VLLMOptions):
                                                      options.max_model_len))
         _LLMS[key] = LLM(
             model=model_path, tokenizer=model_path, dtype="bfloat16" if on_gpu or modeling.cpu_bf16() else "float32", seed=0,
-            tensor_parallel_size=options.tensor_parallel_size, gpu_memory_utilization=options.gpu_memory_utilization,
+            tensor_parallel_size=max(1, options.tensor_parallel_size), gpu_memory_utilization=options.gpu_memory_utilization,
             max_model_len=max_len, enable_prefix_caching=True, generation_config="vllm",
             **({} if on_gpu else {"enable_chunked_prefill": False, "max_num_batched_tokens": max(max_len, 8192)}),
         )

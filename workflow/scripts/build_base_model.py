@@ -11,17 +11,17 @@ if __name__ == "__main__":
     p.add_argument("--out", required=True)
     args = p.parse_args()
     cli.setup(args)
-    cfg = args.params
-    if cfg["source"] == "tiny":
+    params = args.params
+    if params["source"] == "tiny":
         # Tokenizer text: easy solutions in the training format and every train question.
         # No hard answers exist in these files, so none can leak into the vocabulary.
         easy = read_jsonl(args.train_easy)
         texts = [formats.format_prompt(r["problem"]) + formats.format_solution(r["steps"], r["answer"]) for r in easy]
         texts += [formats.format_prompt(r["problem"]) for r in read_jsonl(args.train_hard)]
-        tokenizer = modeling.train_tokenizer(texts, cfg["tiny"]["vocab_size"])
-        model = modeling.build_tiny_llama(tokenizer, cfg["tiny"], cfg["seed"])
+        tokenizer = modeling.train_tokenizer(texts, params["tiny"]["vocab_size"])
+        model = modeling.build_tiny_llama(tokenizer, params["tiny"], params["seed"])
     else:
-        model, tokenizer = modeling.load_pretrained(cfg["name_or_path"], cfg.get("gguf_file"), dtype="auto")
+        model, tokenizer = modeling.load_pretrained(params["name_or_path"], params.get("gguf_file"), dtype="auto")
     with atomic_output(args.out, directory=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

@@ -10,7 +10,7 @@ if __name__ == "__main__":
     p.add_argument("--out-md", required=True)
     args = p.parse_args()
     cli.setup(args)
-    score_paths = {name: path for name, _, path in (item.partition("=") for item in args.scores)}
+    score_paths = cli.key_paths(args.scores, "--scores", "EVALUATOR=PATH")
     samples, grids = evaluator_report.load_inputs(args.eval, score_paths)
     frame = evaluator_report.evaluator_quality(samples, grids, args.params["easy_levels"])
     evaluator_report.write(frame, args.out_csv, args.out_md, args.params["aggregation"])

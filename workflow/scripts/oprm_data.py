@@ -11,9 +11,9 @@ if __name__ == "__main__":
     p.add_argument("--stats", required=True)
     args = p.parse_args()
     cli.setup(args)
-    cfg = args.params
+    params = args.params
     examples = evaluator_data.mix(
-        read_jsonl(args.prm), read_jsonl(args.orm), cfg["prm_fraction"], cfg["orm_fraction"], cfg["seed"]
+        read_jsonl(args.prm), read_jsonl(args.orm), params["prm_fraction"], params["orm_fraction"], params["seed"]
     )
     write_jsonl(args.out, examples)
     empty = {} if examples else {"empty_because": f"the mixture of {args.prm} and {args.orm} is empty (their"

@@ -10,28 +10,28 @@ from easy2hard.grading import GradingStats, extract_answer, grade_many
 from easy2hard.io import read_jsonl, write_json, write_jsonl
 
 
-def human_labels(args, cfg):
+def human_labels(args, params):
     levels = prm800k_data.math_levels(args.math_files)
     # Test and validation problems never become training data, nor hard train ones (but for an oracle).
     excluded = {r["problem"].strip() for path in args.excluded_questions for r in read_jsonl(path, required=("problem",))}
     records = [r for path in args.prm800k for r in prm800k_data.read_records(path)]
-    examples, counts = evaluator_data.prm800k_examples(records, levels, cfg["easy_levels"], excluded,
+    examples, counts = evaluator_data.prm800k_examples(records, levels, params["easy_levels"], excluded,
                                                        ", ".join(args.prm800k))
     return examples, dict(counts), {}
 
 
-def labeller_labels(args, cfg):
+def labeller_labels(args, params):
     """Every distinct sampled solution of a supervised (easy) train question, its steps checked
     by the synthetic labeller, which refuses any problem outside the supervised levels."""
     supervised = {row["unique_id"]: row for path in args.answers
                   for row in read_jsonl(path, required=("unique_id", "problem", "level"))}
     graded = read_jsonl(args.graded, required=("unique_id", "completion"))
-    examples, counts = evaluator_data.labeller_examples(graded, supervised, cfg["easy_levels"])
+    examples, counts = evaluator_data.labeller_examples(graded, supervised, params["easy_levels"])
     return examples, dict(counts), {}
 
 
-def automatic_labels(args, cfg):
-    auto = cfg["auto"]
+def automatic_labels(args, params):
+    auto = params["auto"]
     easy = {row["unique_id"]: row for path in args.answers for row in read_jsonl(path, required=("unique_id", "problem", "answer"))}
     graded = [row for row in read_jsonl(args.graded, required=("unique_id", "completion", "correct")) if row["correct"] is not None]
     by_question = defaultdict(dict)
@@ -45,7 +45,7 @@ def automatic_labels(args, cfg):
     # A correct solution is its own successful rollout from each of its prefixes, so under the
     # hard estimate its steps are positive without rolling out; every other prefix is rolled out.
     needs_rollouts = [s for s in solutions if auto["estimate"] == "soft" or not s["correct"]]
-    config = sampling.SamplingConfig(**{**cfg["sampling"], "num_samples": auto["rollouts"], "seed": auto["seed"]})
+    config = sampling.SamplingConfig(**{**params["sampling"], "num_samples": auto["rollouts"], "seed": auto["seed"]})
     model, tokenizer = sampling.load_policy(args.policy, config)
     prompts, owners = [], []
     for index, solution in enumerate(needs_rollouts):
@@ -60,8 +60,8 @@ def automatic_labels(args, cfg):
         gold = easy[needs_rollouts[index]["unique_id"]]["answer"]
         pairs += [(extract_answer(prefix + c["text"]), gold) for c in group]
     grading_stats = GradingStats()
-    verdicts = iter(grade_many(pairs, timeout=cfg["grading"]["timeout"], workers=cfg["grading"]["workers"],
-                               mode=cfg["grading"]["mode"], stats=grading_stats))
+    verdicts = iter(grade_many(pairs, timeout=params["grading"]["timeout"], workers=params["grading"]["workers"],
+                               mode=params["grading"]["mode"], stats=grading_stats))
     outcomes = defaultdict(list)
     for (index, _), group in zip(owners, continuations):
         outcomes[index].append([next(verdicts) for _ in group])
@@ -92,11 +92,11 @@ if __name__ == "__main__":
     p.add_argument("--stats", required=True)
     args = p.parse_args()
     cli.setup(args)
-    cfg = args.params
+    params = args.params
     sources = {"prm800k": human_labels, "labeller": labeller_labels, "auto": automatic_labels}
-    examples, counts, facts = sources[cfg["source"]](args, cfg)
+    examples, counts, facts = sources[params["source"]](args, params)
     write_jsonl(args.out, examples)
-    empty = {} if examples else {"empty_because": f"the {cfg['source']} label source gave no example ({counts})"}
-    write_json(args.stats, {"source": cfg["source"], "counts": counts, **evaluator_data.summarize(examples), **empty})
+    empty = {} if examples else {"empty_because": f"the {params['source']} label source gave no example ({counts})"}
+    write_json(args.stats, {"source": params["source"], "counts": counts, **evaluator_data.summarize(examples), **empty})
     print(counts, facts)
     cli.finish(args, **facts)

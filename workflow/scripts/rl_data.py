@@ -4,7 +4,7 @@
 from easy2hard import cli, dpo, rest_em
 from easy2hard.config import from_dict
 from easy2hard.io import DataError, read_jsonl, write_json, write_jsonl
-from easy2hard.report import read_step_scores
+from easy2hard.scores import read_step_scores
 
 SELECT = {  # algorithm -> (config dataclass, selection function)
     "rest_em": (rest_em.RestEmConfig, rest_em.select),
@@ -21,10 +21,8 @@ if __name__ == "__main__":
     p.add_argument("--stats", required=True)
     args = p.parse_args()
     cli.setup(args)
-    params = dict(args.params)
-    easy_levels = params.pop("easy_levels")
     config_class, select = SELECT[args.algorithm]
-    config = from_dict(config_class, params, f"rl.{args.algorithm}")
+    config = from_dict(config_class, args.params["selection"], f"rl.{args.algorithm}")
     problems = {q["unique_id"]: q["problem"] for path in args.questions for q in read_jsonl(path, required=("unique_id", "problem"))}
     samples = read_jsonl(args.graded, required=("unique_id", "level", "sample_index", "completion"))
     scores = read_step_scores(args.scores)
@@ -32,7 +30,7 @@ if __name__ == "__main__":
     if missing:
         raise DataError(f"{args.scores}: no scores for {len(missing)} of the {len(samples)} samples in {args.graded}"
                         f" (first: question {missing[0][0]!r} sample {missing[0][1]})")
-    rows, stats = select(samples, scores, easy_levels, config)
+    rows, stats = select(samples, scores, args.params["easy_levels"], config)
     write_jsonl(args.out, ({**row, "problem": problems[row["unique_id"]]} for row in rows))
     write_json(args.stats, stats)
     print(f"{args.algorithm}: {len(rows)} rows; {stats}")

@@ -14,10 +14,10 @@ if __name__ == "__main__":
     cli.setup(args)
     evals = {}
     for decoding, items in (("greedy", args.greedy), ("sampled", args.sampled)):
-        for key, path in rl_report.parse_pairs(items).items():
+        for key, path in rl_report.parse_pairs(items, f"--{decoding}").items():
             evals.setdefault(key, {})[decoding] = path
     rounds = rl_report.round_table(evals, args.params["easy_levels"])
-    logs = rl_report.load_logs(rl_report.parse_pairs(args.models))
+    logs = rl_report.load_logs(rl_report.parse_pairs(args.models, "--models"))
     rl_report.write(rounds, logs, args.out_csv, args.out_png)
     print(rl_report.summary(rounds))
     cli.finish(args)

@@ -11,23 +11,20 @@ if __name__ == "__main__":
     p.add_argument("--out", required=True)
     p.add_argument("--greedy", action="store_true")
     p.add_argument("--exemplars", help="in-context baseline: solved easy train problems to draw the exemplars from")
-    p.add_argument("--icl-k", type=int, help="exemplars per prompt")
-    p.add_argument("--icl-seed", type=int, help="which exemplars")
     args = p.parse_args()
     cli.setup(args)
-    params = dict(args.params)
-    shard_questions = params.pop("shard_questions")
-    config = sampling.SamplingConfig(**params, greedy=args.greedy)
+    config = sampling.SamplingConfig(**args.params["sampling"], greedy=args.greedy)
     model, tokenizer = sampling.load_policy(args.model, config)
     questions = [q for path in args.questions for q in read_jsonl(path, required=("unique_id", "problem", "level"))]
     context, icl = "", {}
     if args.exemplars:
         rows = read_jsonl(args.exemplars, required=("unique_id", "problem", "steps", "answer"))
-        exemplars = formats.choose_exemplars(rows, args.icl_k, args.icl_seed)
+        k, seed = args.params["icl"]["k"], args.params["icl"]["seed"]
+        exemplars = formats.choose_exemplars(rows, k, seed)
         context = formats.format_exemplars(exemplars)
-        icl = {"icl": {"k": args.icl_k, "seed": args.icl_seed, "exemplars": [e["unique_id"] for e in exemplars]}}
-        print(f"in-context baseline: {args.icl_k} exemplars ({', '.join(icl['icl']['exemplars'])})")
-    count, usage = sampling.sample_in_shards(model, tokenizer, questions, config, args.out, shard_questions,
+        icl = {"icl": {"k": k, "seed": seed, "exemplars": [e["unique_id"] for e in exemplars]}}
+        print(f"in-context baseline: {k} exemplars ({', '.join(icl['icl']['exemplars'])})")
+    count, usage = sampling.sample_in_shards(model, tokenizer, questions, config, args.out, args.params["shard_questions"],
                                              provenance.fingerprint(args.model), context, model_path=args.model)
     print(f"wrote {count} samples for {len(questions)} questions; back end: {usage.as_record()['backend']}")
     cli.finish(args, sampling=usage.as_record(), **icl)

@@ -17,7 +17,7 @@ def prm800k_examples(args, tokenizer, max_length):
     levels = prm800k_data.math_levels(args.math_files)
     excluded = {r["problem"].strip() for path in args.excluded_questions for r in read_jsonl(path, required=("problem",))}
     records = [r for path in args.prm800k for r in prm800k_data.read_records(path)]
-    rows, counts = prm800k_data.sft_rows(records, levels, args.levels, excluded, ", ".join(args.prm800k))
+    rows, counts = prm800k_data.sft_rows(records, levels, args.params["prm800k_levels"], excluded, ", ".join(args.prm800k))
     examples = [training.continuation_example(r["problem"], r["context"], r["target"], r["final"], tokenizer, max_length)
                 for r in rows]
     return examples, dict(counts)
@@ -31,14 +31,13 @@ if __name__ == "__main__":
     p.add_argument("--math-files", nargs="*", default=[], help="--prm800k: MATH files giving each problem's level")
     p.add_argument("--excluded-questions", nargs="*", default=[],
                    help="--prm800k: questions never trained on (test, validation; hard train unless an oracle)")
-    p.add_argument("--levels", type=int, nargs="*", default=[], help="--prm800k: MATH levels whose records are used")
     p.add_argument("--stats", help="--data from a data stage (ReST-EM): its counts, which say why it is empty")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     if bool(args.data) == bool(args.prm800k):
         p.error("give exactly one of --data and --prm800k")
     cli.setup(args)
-    config = training.TrainConfig.from_dict(args.params)
+    config = training.TrainConfig.from_dict(args.params["train"])
     # fp32 weights: the optimizer must not update bf16 weights directly (bf16 is for compute).
     with training.partitioned_loading(config):  # ZeRO-3: partitioned as it loads
         model, tokenizer = modeling.load_model(args.base, dtype=torch.float32)

@@ -14,9 +14,8 @@ if __name__ == "__main__":
     p.add_argument("--out", required=True)
     args = p.parse_args()
     cli.setup(args)
-    params = dict(args.params)
-    label_tokens = params.pop("label_tokens")
-    config = training.TrainConfig.from_dict(params)
+    config = training.TrainConfig.from_dict(args.params["train"])  # evaluators.train, evaluators.<kind>.train over it
+    label_tokens = args.params["label_tokens"]
     torch.manual_seed(config.seed)  # the new score head is initialised here: reproducible runs
     with training.partitioned_loading(config):  # ZeRO-3: partitioned as it loads
         model, tokenizer = evaluator.load_backbone(args.init, dtype=torch.float32)  # fp32 master weights
