@@ -73,7 +73,7 @@ def wrong_answers(answer: str, others: list[str], rng: random.Random) -> list[st
     digits = [i for i, char in enumerate(answer) if char.isdigit()]
     if digits:
         i = rng.choice(digits)
-        wrong.append(answer[:i] + str((int(answer[i]) + rng.randint(1, 8)) % 10) + answer[i + 1:])
+        wrong.append(answer[:i] + str((int(answer[i]) + rng.randint(1, 8)) % 10) + answer[i + 1 :])
     wrong.append(answer[1:] if answer.startswith("-") else f"-{answer}")
     return wrong
 
@@ -120,7 +120,9 @@ def bench(name: str, samples: list[dict], gold: dict[str, str], workers: int, ti
     pairs = [(answer, gold[sample["unique_id"]]) for sample, answer in zip(samples, answers)]
     distinct = len({(grading.normalize_answer(a), grading.normalize_answer(g)) for a, g in pairs})
     questions = len({sample["unique_id"] for sample in samples})
-    print(f"{name}: {len(samples)} samples of {questions} questions, {distinct} distinct normalised (answer, gold) pairs")
+    print(
+        f"{name}: {len(samples)} samples of {questions} questions, {distinct} distinct normalised (answer, gold) pairs"
+    )
     rates = {}
     for mode in grading.MODES:
         print(f" mode {mode}:")
@@ -131,10 +133,15 @@ def bench(name: str, samples: list[dict], gold: dict[str, str], workers: int, ti
 
         rates[(mode, "loop")] = timed("is_equivalent loop", len(pairs), loop)
         rates[(mode, "grade_many")] = timed(
-            "grade_many", len(pairs), lambda stats, mode=mode: grade_many(pairs, timeout, workers, mode=mode, stats=stats))
+            "grade_many",
+            len(pairs),
+            lambda stats, mode=mode: grade_many(pairs, timeout, workers, mode=mode, stats=stats),
+        )
         rates[(mode, "judge")] = timed(
-            "judge_samples", len(samples),
-            lambda stats, mode=mode: judge_samples(samples, gold, timeout, workers, mode=mode, stats=stats))
+            "judge_samples",
+            len(samples),
+            lambda stats, mode=mode: judge_samples(samples, gold, timeout, workers, mode=mode, stats=stats),
+        )
     return rates
 
 

@@ -52,9 +52,18 @@ def build_model(shape: str, dtype, device):
 
     hidden, intermediate, layers, heads, kv_heads, vocab, tied = SHAPES[shape]
     config = LlamaConfig(
-        hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers, num_attention_heads=heads,
-        num_key_value_heads=kv_heads, vocab_size=vocab, max_position_embeddings=4096, tie_word_embeddings=tied,
-        bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD, attn_implementation="sdpa",
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        vocab_size=vocab,
+        max_position_embeddings=4096,
+        tie_word_embeddings=tied,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+        attn_implementation="sdpa",
     )
     torch.manual_seed(0)
     with torch.device(device):
@@ -79,7 +88,10 @@ def roofline(model, sequences: int, prompt_len: float, new_tokens: int, bandwidt
 
 def make_prompts(count: int, length: int, vocab: int, seed: int) -> list[list[int]]:
     rng = random.Random(seed)
-    return [[BOS] + [rng.randrange(3, vocab) for _ in range(rng.randint(int(0.75 * length), length) - 1)] for _ in range(count)]
+    return [
+        [BOS] + [rng.randrange(3, vocab) for _ in range(rng.randint(int(0.75 * length), length) - 1)]
+        for _ in range(count)
+    ]
 
 
 def run_hf(model, prompts, samples: int, new_tokens: int) -> int:
@@ -90,8 +102,15 @@ def run_hf(model, prompts, samples: int, new_tokens: int) -> int:
     batch = _left_pad(prompts, PAD, next(model.parameters()).device)
     with torch.inference_mode():
         output = model.generate(
-            **batch, do_sample=True, temperature=0.7, top_k=20, num_return_sequences=samples,
-            max_new_tokens=new_tokens, min_new_tokens=new_tokens, eos_token_id=EOS, pad_token_id=PAD,
+            **batch,
+            do_sample=True,
+            temperature=0.7,
+            top_k=20,
+            num_return_sequences=samples,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            eos_token_id=EOS,
+            pad_token_id=PAD,
         )
     return (output.shape[1] - batch["input_ids"].shape[1]) * output.shape[0]
 
@@ -99,7 +118,9 @@ def run_hf(model, prompts, samples: int, new_tokens: int) -> int:
 def run_engine(runner, prompts, samples: int, new_tokens: int) -> int:
     from easy2hard.engine import SamplingParams
 
-    params = SamplingParams(max_new_tokens=new_tokens, min_new_tokens=new_tokens, eos_token_id=EOS, temperature=0.7, top_k=20)
+    params = SamplingParams(
+        max_new_tokens=new_tokens, min_new_tokens=new_tokens, eos_token_id=EOS, temperature=0.7, top_k=20
+    )
     return sum(len(tokens) for group in runner.run(prompts, samples, params, pad_token_id=PAD) for tokens in group)
 
 
@@ -116,8 +137,16 @@ def load_vllm(model, max_len: int, device):
     if device.type != "cuda":
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
     start = time.perf_counter()
-    llm = LLM(model=folder, skip_tokenizer_init=True, dtype=str(model.dtype).removeprefix("torch."), seed=0,
-              max_model_len=max_len, enable_prefix_caching=True, generation_config="vllm", **cpu)
+    llm = LLM(
+        model=folder,
+        skip_tokenizer_init=True,
+        dtype=str(model.dtype).removeprefix("torch."),
+        seed=0,
+        max_model_len=max_len,
+        enable_prefix_caching=True,
+        generation_config="vllm",
+        **cpu,
+    )
     return llm, time.perf_counter() - start
 
 
@@ -125,8 +154,15 @@ def run_vllm(llm, prompts, samples: int, new_tokens: int) -> int:
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    params = SamplingParams(n=samples, temperature=0.7, top_k=20, max_tokens=new_tokens, min_tokens=new_tokens,
-                            ignore_eos=True, detokenize=False)
+    params = SamplingParams(
+        n=samples,
+        temperature=0.7,
+        top_k=20,
+        max_tokens=new_tokens,
+        min_tokens=new_tokens,
+        ignore_eos=True,
+        detokenize=False,
+    )
     outputs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
     return sum(len(sample.token_ids) for output in outputs for sample in output.outputs)
 
@@ -174,9 +210,11 @@ def main():
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
     bandwidth = args.bandwidth_tbs * 1e12
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"device: {name} | dtype {str(dtype).removeprefix('torch.')} | {args.samples_per_question} samples/question | "
-          f"prompts ~{args.prompt_len} tokens | {args.new_tokens} new tokens | roofline at {args.bandwidth_tbs} TB/s | "
-          f"torch {torch.__version__}")
+    print(
+        f"device: {name} | dtype {str(dtype).removeprefix('torch.')} | {args.samples_per_question} samples/question | "
+        f"prompts ~{args.prompt_len} tokens | {args.new_tokens} new tokens | roofline at {args.bandwidth_tbs} TB/s | "
+        f"torch {torch.__version__}"
+    )
     header = f"{'shape':<16}{'seqs':>6}{'hf tok/s':>12}{'engine tok/s':>14}{'ratio':>8}{'hf %roof':>10}{'eng %roof':>11}  engine"
     print(header)
     print("-" * len(header))
@@ -187,28 +225,42 @@ def main():
             samples = min(args.samples_per_question, sequences)
             prompts = make_prompts(sequences // samples, args.prompt_len, vocab, seed=sequences)
             mean_prompt = sum(map(len, prompts)) / len(prompts)
-            hf_seconds, hf_tokens = timed(lambda: run_hf(model, prompts, samples, args.new_tokens), device, args.repeats)
-            runner = SamplingEngine(model, EngineOptions(num_slots=sequences, compile=False if args.no_compile else None))
-            engine_seconds, engine_tokens = timed(lambda: run_engine(runner, prompts, samples, args.new_tokens), device, args.repeats)
+            hf_seconds, hf_tokens = timed(
+                lambda: run_hf(model, prompts, samples, args.new_tokens), device, args.repeats
+            )
+            runner = SamplingEngine(
+                model, EngineOptions(num_slots=sequences, compile=False if args.no_compile else None)
+            )
+            engine_seconds, engine_tokens = timed(
+                lambda: run_engine(runner, prompts, samples, args.new_tokens), device, args.repeats
+            )
             expected = len(prompts) * samples * args.new_tokens
             assert hf_tokens == engine_tokens == expected, (hf_tokens, engine_tokens, expected)
             roof = roofline(model, len(prompts) * samples, mean_prompt, args.new_tokens, bandwidth)
             hf_rate, engine_rate = hf_tokens / hf_seconds, engine_tokens / engine_seconds
             stats = runner.stats
-            detail = (f"compile={'on' if runner.compile else 'off'} prefilled {stats.prefilled_prompts}/{len(prompts)} prompts, "
-                      f"slot use {stats.utilization:.0%}")
-            print(f"{shape:<16}{sequences:>6}{hf_rate:>12,.0f}{engine_rate:>14,.0f}{engine_rate / hf_rate:>7.2f}x"
-                  f"{hf_rate / roof:>10.1%}{engine_rate / roof:>11.1%}  {detail}", flush=True)
+            detail = (
+                f"compile={'on' if runner.compile else 'off'} prefilled {stats.prefilled_prompts}/{len(prompts)} prompts, "
+                f"slot use {stats.utilization:.0%}"
+            )
+            print(
+                f"{shape:<16}{sequences:>6}{hf_rate:>12,.0f}{engine_rate:>14,.0f}{engine_rate / hf_rate:>7.2f}x"
+                f"{hf_rate / roof:>10.1%}{engine_rate / roof:>11.1%}  {detail}",
+                flush=True,
+            )
             if args.vllm:
                 if llm is None:
                     llm, load_seconds = load_vllm(model, args.prompt_len + args.new_tokens + 8, device)
-                vllm_seconds, vllm_tokens = timed(lambda: run_vllm(llm, prompts, samples, args.new_tokens), device,
-                                                  args.repeats)
+                vllm_seconds, vllm_tokens = timed(
+                    lambda: run_vllm(llm, prompts, samples, args.new_tokens), device, args.repeats
+                )
                 assert vllm_tokens == expected, (vllm_tokens, expected)
                 vllm_rate = vllm_tokens / vllm_seconds
-                print(f"{'':<16}{'':>6}  vllm {vllm_rate:,.0f} tok/s ({vllm_rate / hf_rate:.2f}x hf, "
-                      f"{vllm_rate / engine_rate:.2f}x engine, {vllm_rate / roof:.1%} roof); model load {load_seconds:.1f} s",
-                      flush=True)
+                print(
+                    f"{'':<16}{'':>6}  vllm {vllm_rate:,.0f} tok/s ({vllm_rate / hf_rate:.2f}x hf, "
+                    f"{vllm_rate / engine_rate:.2f}x engine, {vllm_rate / roof:.1%} roof); model load {load_seconds:.1f} s",
+                    flush=True,
+                )
         del model, llm
         if device.type == "cuda":
             torch.cuda.empty_cache()

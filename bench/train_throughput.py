@@ -72,9 +72,16 @@ def build_model(shape: str, dtype):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     hidden, intermediate, layers, heads, kv_heads, vocab = SHAPES[shape]
-    config = LlamaConfig(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
-                         num_attention_heads=heads, num_key_value_heads=kv_heads, vocab_size=vocab,
-                         max_position_embeddings=2048, attn_implementation="sdpa")
+    config = LlamaConfig(
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        vocab_size=vocab,
+        max_position_embeddings=2048,
+        attn_implementation="sdpa",
+    )
     torch.manual_seed(0)
     return LlamaForCausalLM(config).to(dtype)
 
@@ -99,9 +106,17 @@ def run_variant(args) -> dict:
         step_times, step_tokens = run_hf_trainer(model, examples, args, steps, cuda)
     else:
         config = training.TrainConfig(
-            learning_rate=2e-5, epochs=steps * global_batch / len(examples), global_batch_size=global_batch,
-            micro_batch_size=args.micro_batch, max_length=args.max_length, warmup_ratio=0.03,
-            deepspeed="auto" if cuda else "never", zero_stage=2, packing=True, log_every=1, seed=0,
+            learning_rate=2e-5,
+            epochs=steps * global_batch / len(examples),
+            global_batch_size=global_batch,
+            micro_batch_size=args.micro_batch,
+            max_length=args.max_length,
+            warmup_ratio=0.03,
+            deepspeed="auto" if cuda else "never",
+            zero_stage=2,
+            packing=True,
+            log_every=1,
+            seed=0,
         )
         _, history = training.train(model, examples, config, pad_token_id=0)
         elapsed = [0.0] + [record["elapsed_s"] for record in history]
@@ -110,8 +125,14 @@ def run_variant(args) -> dict:
     timed = slice(args.warmup_steps, steps)
     seconds, tokens = sum(step_times[timed]), sum(step_tokens[timed])
     peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"variant": args.variant, "params": params, "tokens_per_s": tokens / seconds,
-            "timed_steps": len(step_times[timed]), "peak_memory_gib": peak / 2**30, "device": "cuda" if cuda else "cpu"}
+    return {
+        "variant": args.variant,
+        "params": params,
+        "tokens_per_s": tokens / seconds,
+        "timed_steps": len(step_times[timed]),
+        "peak_memory_gib": peak / 2**30,
+        "device": "cuda" if cuda else "cpu",
+    }
 
 
 def run_hf_trainer(model, examples, args, steps, cuda):
@@ -141,17 +162,33 @@ def run_hf_trainer(model, examples, args, steps, cuda):
 
     deepspeed = None
     if cuda:
-        deepspeed = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
-                     "train_batch_size": "auto", "gradient_clipping": "auto", "bf16": {"enabled": "auto"},
-                     "zero_optimization": {"stage": 2}}
+        deepspeed = {
+            "train_micro_batch_size_per_gpu": "auto",
+            "gradient_accumulation_steps": "auto",
+            "train_batch_size": "auto",
+            "gradient_clipping": "auto",
+            "bf16": {"enabled": "auto"},
+            "zero_optimization": {"stage": 2},
+        }
     timer = Timer()
     output = tempfile.mkdtemp(prefix="hf-bench-")
     trainer = Trainer(
         model=model,
-        args=TrainingArguments(output_dir=output, per_device_train_batch_size=args.micro_batch,
-                               gradient_accumulation_steps=args.accumulation, max_steps=steps, learning_rate=2e-5,
-                               bf16=cuda, deepspeed=deepspeed, report_to=[], save_strategy="no", logging_steps=10**9,
-                               dataloader_drop_last=True, seed=0, use_cpu=not cuda),
+        args=TrainingArguments(
+            output_dir=output,
+            per_device_train_batch_size=args.micro_batch,
+            gradient_accumulation_steps=args.accumulation,
+            max_steps=steps,
+            learning_rate=2e-5,
+            bf16=cuda,
+            deepspeed=deepspeed,
+            report_to=[],
+            save_strategy="no",
+            logging_steps=10**9,
+            dataloader_drop_last=True,
+            seed=0,
+            use_cpu=not cuda,
+        ),
         train_dataset=examples,
         data_collator=pad_to_max_length,
         callbacks=[timer],
@@ -159,15 +196,19 @@ def run_hf_trainer(model, examples, args, steps, cuda):
     # Useful tokens per optimizer step: the Trainer's sampler is seeded, so count them in its order.
     order = list(trainer.get_train_dataloader().sampler)
     per_step = args.micro_batch * args.accumulation
-    tokens = [sum(len(examples[i % len(examples)]["input_ids"]) for i in order[s * per_step:(s + 1) * per_step])
-              for s in range(steps)]
+    tokens = [
+        sum(len(examples[i % len(examples)]["input_ids"]) for i in order[s * per_step : (s + 1) * per_step])
+        for s in range(steps)
+    ]
     trainer.train()
     return timer.times, tokens
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", choices=sorted(SHAPES), default=None, help="default: tinyllama-1.1b on GPU, tiny on CPU")
+    parser.add_argument(
+        "--shape", choices=sorted(SHAPES), default=None, help="default: tinyllama-1.1b on GPU, tiny on CPU"
+    )
     parser.add_argument("--micro-batch", type=int, default=16)
     parser.add_argument("--accumulation", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=768)
@@ -192,30 +233,52 @@ def main() -> None:
         lengths, source = synthetic_lengths(6000, 0), f"synthetic log-normal mix ({type(error).__name__})"
     examples = make_examples(lengths, SHAPES[args.shape][-1], args.max_length, seed=0)
     mean = sum(len(e["input_ids"]) for e in examples) / len(examples)
-    print(f"shape {args.shape}; {len(examples)} examples from {source}, mean length {mean:.0f} tokens; "
-          f"micro-batch {args.micro_batch} x accumulation {args.accumulation}, max length {args.max_length}")
+    print(
+        f"shape {args.shape}; {len(examples)} examples from {source}, mean length {mean:.0f} tokens; "
+        f"micro-batch {args.micro_batch} x accumulation {args.accumulation}, max length {args.max_length}"
+    )
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(examples, handle)
     results = {}
     for variant in ("hf", "ours"):
-        command = [sys.executable, __file__, "--variant", variant, "--examples", handle.name, "--shape", args.shape,
-                   "--micro-batch", str(args.micro_batch), "--accumulation", str(args.accumulation),
-                   "--max-length", str(args.max_length), "--steps", str(args.steps),
-                   "--warmup-steps", str(args.warmup_steps)] + (["--gradient-checkpointing"] if args.gradient_checkpointing else [])
+        command = [
+            sys.executable,
+            __file__,
+            "--variant",
+            variant,
+            "--examples",
+            handle.name,
+            "--shape",
+            args.shape,
+            "--micro-batch",
+            str(args.micro_batch),
+            "--accumulation",
+            str(args.accumulation),
+            "--max-length",
+            str(args.max_length),
+            "--steps",
+            str(args.steps),
+            "--warmup-steps",
+            str(args.warmup_steps),
+        ] + (["--gradient-checkpointing"] if args.gradient_checkpointing else [])
         output = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         line = next((l for l in output.stdout.splitlines() if l.startswith("RESULT ")), None)
         if line is None:
             sys.exit(f"{variant} failed:\n{output.stderr[-4000:]}")
-        results[variant] = json.loads(line[len("RESULT "):])
+        results[variant] = json.loads(line[len("RESULT ") :])
     os.unlink(handle.name)
     on_gpu = results["hf"]["device"] == "cuda"
-    names = {"hf": "HF Trainer + DeepSpeed, padded" if on_gpu else "HF Trainer (CPU), padded",
-             "ours": "easy2hard loop, packed"}
+    names = {
+        "hf": "HF Trainer + DeepSpeed, padded" if on_gpu else "HF Trainer (CPU), padded",
+        "ours": "easy2hard loop, packed",
+    }
     for variant, result in results.items():
         mfu = 6 * result["params"] * result["tokens_per_s"] / (args.peak_tflops * 1e12)
-        print(f"{names[variant]:32s} {result['tokens_per_s']:10.0f} useful tokens/s   MFU {100 * mfu:5.2f}% "
-              f"(of {args.peak_tflops:g} TFLOP/s)   peak memory {result['peak_memory_gib']:.2f} GiB   "
-              f"[{result['device']}, {result['params'] / 1e6:.1f}M params, {result['timed_steps']} timed steps]")
+        print(
+            f"{names[variant]:32s} {result['tokens_per_s']:10.0f} useful tokens/s   MFU {100 * mfu:5.2f}% "
+            f"(of {args.peak_tflops:g} TFLOP/s)   peak memory {result['peak_memory_gib']:.2f} GiB   "
+            f"[{result['device']}, {result['params'] / 1e6:.1f}M params, {result['timed_steps']} timed steps]"
+        )
     print(f"ratio (ours / HF): {results['ours']['tokens_per_s'] / results['hf']['tokens_per_s']:.2f}x")
 
 

@@ -31,7 +31,13 @@ def one_torch_thread():
 
 
 # The tiny Llama every model test builds (random init; a few 10k parameters).
-TINY_SHAPE = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 2, "max_position_embeddings": 256}
+TINY_SHAPE = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_layers": 2,
+    "num_heads": 2,
+    "max_position_embeddings": 256,
+}
 
 
 @pytest.fixture(scope="session")
@@ -57,8 +63,15 @@ def trained_model(synthetic_split, synthetic_tokenizer):
     rows, _ = synthetic_split
     examples = [training.sft_example(r["problem"], r["steps"], r["answer"], synthetic_tokenizer, 256) for r in rows]
     config = training.TrainConfig(
-        learning_rate=5e-3, epochs=150 * 8 / len(examples), global_batch_size=8, micro_batch_size=8,
-        max_length=768, warmup_ratio=0.0, lr_scheduler="constant", deepspeed="never", seed=0,
+        learning_rate=5e-3,
+        epochs=150 * 8 / len(examples),
+        global_batch_size=8,
+        micro_batch_size=8,
+        max_length=768,
+        warmup_ratio=0.0,
+        lr_scheduler="constant",
+        deepspeed="never",
+        seed=0,
     )
     model = modeling.build_tiny_llama(synthetic_tokenizer, TINY_SHAPE, seed=0)
     module, _ = training.train(model, examples, config, synthetic_tokenizer.pad_token_id)

@@ -1,8 +1,8 @@
 """Config validation: config.yaml and presets validate; bad values are rejected naming the field."""
 
 import copy
-import sys
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,7 +133,9 @@ def test_data_source_needs_its_section(source):
     assert f"field 'data.{source}'" in error_for(config)
 
 
-@pytest.mark.parametrize("global_batch, micro_batch, ok", [(20, 8, False), (16, 32, False), (32, 8, True), (7, 7, True)])
+@pytest.mark.parametrize(
+    "global_batch, micro_batch, ok", [(20, 8, False), (16, 32, False), (32, 8, True), (7, 7, True)]
+)
 def test_global_batch_must_be_a_multiple_of_micro_batch(global_batch, micro_batch, ok):
     config = base()
     config["sft"].update(global_batch_size=global_batch, micro_batch_size=micro_batch)

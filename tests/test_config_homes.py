@@ -38,26 +38,44 @@ HOMES = [
     Home("rl.dpo.train", dpo.DPOTrainConfig),
     Home("rl.ppo.policy_train", ppo.PPOPolicyTrainConfig),
     Home("rl.ppo.value_train", ppo.PPOValueTrainConfig),
-    Home("sampling", sampling.SamplingConfig, {
-        "num_samples": "config.yaml: a count per split; the rules pass the sampled split's count",
-        "greedy": "not a config key: the greedy-decoding rules pass --greedy",
-        "vllm": OWN_ROW,
-        "shard_questions": "config key only: sample.py hands it to sample_in_shards, not to the sampler",
-    }),
-    Home("sampling.vllm", vllm_backend.VLLMOptions, {
-        "tensor_parallel_size": "not a sampling.vllm key: the rules fill it from compute.inference_gpus",
-    }),
+    Home(
+        "sampling",
+        sampling.SamplingConfig,
+        {
+            "num_samples": "config.yaml: a count per split; the rules pass the sampled split's count",
+            "greedy": "not a config key: the greedy-decoding rules pass --greedy",
+            "vllm": OWN_ROW,
+            "shard_questions": "config key only: sample.py hands it to sample_in_shards, not to the sampler",
+        },
+    ),
+    Home(
+        "sampling.vllm",
+        vllm_backend.VLLMOptions,
+        {
+            "tensor_parallel_size": "not a sampling.vllm key: the rules fill it from compute.inference_gpus",
+        },
+    ),
     Home("rl.rest_em.filter", rest_em.RestEmConfig, elsewhere=RL_AGGREGATION),
-    Home("rl.dpo", dpo.DPOConfig, {
-        "rounds": "config key only: the number of rounds the rules chain",
-        "train": OWN_ROW,
-    }, elsewhere=RL_AGGREGATION),
-    Home("rl.ppo", ppo.PPOConfig, {
-        "rounds": "config key only: the number of rounds the rules chain",
-        "policy_train": OWN_ROW,
-        "value_train": OWN_ROW,
-        "checkpoint_selection": "config key only: the rules decide which policy the report reads",
-    }, elsewhere=RL_AGGREGATION),
+    Home(
+        "rl.dpo",
+        dpo.DPOConfig,
+        {
+            "rounds": "config key only: the number of rounds the rules chain",
+            "train": OWN_ROW,
+        },
+        elsewhere=RL_AGGREGATION,
+    ),
+    Home(
+        "rl.ppo",
+        ppo.PPOConfig,
+        {
+            "rounds": "config key only: the number of rounds the rules chain",
+            "policy_train": OWN_ROW,
+            "value_train": OWN_ROW,
+            "checkpoint_selection": "config key only: the rules decide which policy the report reads",
+        },
+        elsewhere=RL_AGGREGATION,
+    ),
 ]
 
 

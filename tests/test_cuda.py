@@ -7,11 +7,11 @@ import copy
 
 import pytest
 import torch
+from test_engine import assert_matches, by_hand, data, next_logits, peaky_model, prompts, questions, tokenizer  # noqa: F401
 
 from conftest import TINY_SHAPE, run_deepspeed_script
 from easy2hard import evaluator, formats, modeling, synthetic, training
 from easy2hard.engine import EngineOptions, SamplingEngine, SamplingParams
-from test_engine import assert_matches, by_hand, data, next_logits, peaky_model, prompts, questions, tokenizer  # noqa: F401
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 CUDA = torch.device("cuda")
@@ -20,9 +20,15 @@ CUDA = torch.device("cuda")
 def cuda_greedy(model, prompt: list[int], max_new_tokens: int, eos: int) -> list[int]:
     ids = torch.tensor([prompt], device=CUDA)
     with torch.no_grad():
-        output = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=eos)
-    tokens = output[0, len(prompt):].tolist()
+        output = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=eos,
+            pad_token_id=eos,
+        )
+    tokens = output[0, len(prompt) :].tolist()
     return tokens[: tokens.index(eos) + 1] if eos in tokens else tokens
 
 
@@ -32,8 +38,14 @@ def test_compiled_engine_greedy_equals_generate(trained_model, tokenizer, prompt
     expected = [cuda_greedy(model, p, 40, eos) for p in prompts]
     runner = SamplingEngine(model, EngineOptions(num_slots=4, slack=2, sync_every=3, refill_min_free=1))
     assert runner.compile  # on by default on CUDA: Inductor + CUDA graphs
-    groups = list(runner.run(prompts, 3, SamplingParams(max_new_tokens=40, eos_token_id=eos, greedy=True),
-                             pad_token_id=tokenizer.pad_token_id))
+    groups = list(
+        runner.run(
+            prompts,
+            3,
+            SamplingParams(max_new_tokens=40, eos_token_id=eos, greedy=True),
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
     assert groups == [[reference] * 3 for reference in expected]
     assert runner.stats.refills > 1 and runner.stats.compactions > 0
 
@@ -78,10 +90,16 @@ def test_one_sft_and_one_reward_model_step_under_deepspeed_zero2_bf16(tmp_path):
 def test_packed_loss_equals_padded_in_bf16_with_sdpa():
     train, _ = synthetic.generate_splits(60, 10, 0)
     tok = modeling.train_tokenizer([formats.format_prompt(r["problem"]) + r["solution"] for r in train], 400)
-    model = modeling.build_tiny_llama(tok, {**TINY_SHAPE, "max_position_embeddings": 512}, 0).to(CUDA, torch.bfloat16).eval()
+    model = (
+        modeling.build_tiny_llama(tok, {**TINY_SHAPE, "max_position_embeddings": 512}, 0)
+        .to(CUDA, torch.bfloat16)
+        .eval()
+    )
     model.set_attn_implementation("sdpa")
-    examples = [training.sft_example(r["problem"], formats.split_reference_solution(r["solution"]), r["answer"], tok, 512)
-                for r in train[:6]]
+    examples = [
+        training.sft_example(r["problem"], formats.split_reference_solution(r["solution"]), r["answer"], tok, 512)
+        for r in train[:6]
+    ]
     padded = {k: v.to(CUDA) for k, v in training.collate(examples, tok.pad_token_id).items()}
     packed = {k: v.to(CUDA) for k, v in training.pack(examples, tok.pad_token_id, max_length=512).items()}
     with torch.no_grad():
@@ -94,7 +112,9 @@ def test_evaluator_scores_on_cuda_match_cpu(trained_model, tokenizer, tmp_path, 
     trained_model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     rows, _ = data
-    solutions = [{"problem": r["problem"], "completion": formats.format_solution(r["steps"], r["answer"])} for r in rows[:16]]
+    solutions = [
+        {"problem": r["problem"], "completion": formats.format_solution(r["steps"], r["answer"])} for r in rows[:16]
+    ]
     cpu_model, tok = evaluator.load_backbone(str(tmp_path))
     torch.manual_seed(0)
     cpu_scores = evaluator.score_solutions(cpu_model.eval(), tok, solutions, batch_size=8)

@@ -24,7 +24,9 @@ def cells(rows):
 def row(uid, level, subject="Algebra", answer="1", solution=None, problem=None):
     return {
         "problem": problem or f"Problem {uid}: find the value of $x$.",
-        "solution": solution if solution is not None else f"We compute the value for {uid} carefully. It is $\\boxed{{{answer}}}$.",
+        "solution": solution
+        if solution is not None
+        else f"We compute the value for {uid} carefully. It is $\\boxed{{{answer}}}$.",
         "answer": answer,
         "subject": subject,
         "level": level,
@@ -506,11 +508,28 @@ def test_hf_source_concatenates_train_configs(monkeypatch):
         subject = config or "Test"
         level = 1 if split == "test" else 2
         return datasets.Dataset.from_list(
-            [{"problem": f"{subject} problem {i}", "solution": f"$\\boxed{{{i}}}$", "level": f"Level {level}", "type": subject} for i in range(3)]
+            [
+                {
+                    "problem": f"{subject} problem {i}",
+                    "solution": f"$\\boxed{{{i}}}$",
+                    "level": f"Level {level}",
+                    "type": subject,
+                }
+                for i in range(3)
+            ]
         )
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    cfg = {"source": "huggingface", "huggingface": {"train_name": "t", "train_config": ["a", "b"], "train_split": "train", "test_name": "m", "test_split": "test"}}
+    cfg = {
+        "source": "huggingface",
+        "huggingface": {
+            "train_name": "t",
+            "train_config": ["a", "b"],
+            "train_split": "train",
+            "test_name": "m",
+            "test_split": "test",
+        },
+    }
     train, test = data.load_source(cfg)
     assert [row["subject"] for row in train] == ["a"] * 3 + ["b"] * 3
     assert len({row["unique_id"] for row in train}) == 6 and len(test) == 3
@@ -520,14 +539,20 @@ def test_hf_source_concatenates_train_configs(monkeypatch):
 
 
 def test_stratified_subset_counts_subjects_in_turn_and_is_fixed():
-    pool = [row(f"{subject[0]}{level}-{i}", level, subject) for level in (1, 2, 4) for subject in ("Algebra", "Geometry")
-            for i in range(5)] + [row("unlevelled", None)]
+    pool = [
+        row(f"{subject[0]}{level}-{i}", level, subject)
+        for level in (1, 2, 4)
+        for subject in ("Algebra", "Geometry")
+        for i in range(5)
+    ] + [row("unlevelled", None)]
     chosen = data.stratified_subset(pool, [3, 2, 0, 1, 0], seed=0, field_name="data.subset.train_per_level")
     assert Counter(r["level"] for r in chosen) == {1: 3, 2: 2, 4: 1}
     assert cells(r for r in chosen if r["level"] == 2) == {("Algebra", 2): 1, ("Geometry", 2): 1}
     assert chosen == data.stratified_subset(list(reversed(pool)), [3, 2, 0, 1, 0], 0, "x")  # input order is irrelevant
     assert chosen != data.stratified_subset(pool, [3, 2, 0, 1, 0], 1, "x")
-    with pytest.raises(DataError, match=r"'data.subset.test_per_level' asks for 11 level-1 problems, the source has 10"):
+    with pytest.raises(
+        DataError, match=r"'data.subset.test_per_level' asks for 11 level-1 problems, the source has 10"
+    ):
         data.stratified_subset(pool, [11, 0, 0, 0, 0], 0, "data.subset.test_per_level")
 
 

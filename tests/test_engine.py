@@ -71,8 +71,12 @@ def hf_greedy(model, tokenizer, prompt, max_new_tokens):
     ids = torch.tensor([prompt])
     with torch.no_grad():
         output = model.generate(
-            input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=max_new_tokens,
-            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
         )
     tokens = output[0, len(prompt) :].tolist()
     eos = tokenizer.eos_token_id
@@ -112,8 +116,11 @@ def test_greedy_equals_batched_left_padded_generate(trained_model, tokenizer, pr
     batch = sampling._left_pad(prompts, tokenizer.pad_token_id, "cpu")
     with torch.no_grad():
         output = trained_model.generate(
-            **batch, do_sample=False, max_new_tokens=30,
-            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+            **batch,
+            do_sample=False,
+            max_new_tokens=30,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
         )[:, batch["input_ids"].shape[1] :]
     params = SamplingParams(max_new_tokens=30, eos_token_id=tokenizer.eos_token_id, greedy=True)
     groups, _ = run(trained_model, tokenizer, prompts, 2, params, num_slots=5)
@@ -127,8 +134,12 @@ def test_greedy_equals_batched_left_padded_generate(trained_model, tokenizer, pr
 def test_generate_dicts_identical_to_hf_path(trained_model, tokenizer, prompts):
     """sampling.generate through the engine gives the hf path's dicts (greedy: exactly)."""
     config = dict(greedy=True, max_new_tokens=40, batch_size=4)
-    hf = list(sampling.generate(trained_model, tokenizer, prompts, SamplingConfig(**config, engine="hf"), progress=False))
-    ours = list(sampling.generate(trained_model, tokenizer, prompts, SamplingConfig(**config, engine="engine"), progress=False))
+    hf = list(
+        sampling.generate(trained_model, tokenizer, prompts, SamplingConfig(**config, engine="hf"), progress=False)
+    )
+    ours = list(
+        sampling.generate(trained_model, tokenizer, prompts, SamplingConfig(**config, engine="engine"), progress=False)
+    )
     assert ours == hf
     flat = [c for group in ours for c in group]
     assert {c["finished"] for c in flat} == {True, False}
@@ -151,7 +162,9 @@ def test_eos_finished_and_num_tokens(eos_model, tokenizer, prompts, monkeypatch)
         seen.append(self.stats)
 
     monkeypatch.setattr(SamplingEngine, "run", spy)
-    config = SamplingConfig(num_samples=5, temperature=1.0, top_k=0, max_new_tokens=12, batch_size=10, seed=0, engine="engine")
+    config = SamplingConfig(
+        num_samples=5, temperature=1.0, top_k=0, max_new_tokens=12, batch_size=10, seed=0, engine="engine"
+    )
     outputs = list(sampling.generate(eos_model, tokenizer, prompts, config, progress=False))
     *groups, stats = seen
     assert len(outputs) == len(groups) == len(prompts)
@@ -179,7 +192,9 @@ def test_sample_solutions_rows_layout(trained_model, eos_model, tokenizer, quest
     for model, greedy in ((trained_model, True), (eos_model, False)):
         config = dict(num_samples=3, temperature=0.7, top_k=20, max_new_tokens=16, batch_size=6, seed=0, greedy=greedy)
         hf = list(sample_solutions(model, tokenizer, questions, SamplingConfig(**config, engine="hf"), progress=False))
-        ours = list(sample_solutions(model, tokenizer, questions, SamplingConfig(**config, engine="engine"), progress=False))
+        ours = list(
+            sample_solutions(model, tokenizer, questions, SamplingConfig(**config, engine="engine"), progress=False)
+        )
         layout = ("unique_id", "level", "subject", "sample_index")
         assert [tuple(r[k] for k in layout) for r in ours] == [tuple(r[k] for k in layout) for r in hf]
         assert all(set(r) == set(h) for r, h in zip(ours, hf))
@@ -195,7 +210,9 @@ def test_sample_solutions_rows_layout(trained_model, eos_model, tokenizer, quest
 
 def test_seeding_reproducible(eos_model, tokenizer, prompts):
     def sample(seed, **options):
-        params = SamplingParams(max_new_tokens=16, eos_token_id=tokenizer.eos_token_id, temperature=1.0, top_k=0, seed=seed)
+        params = SamplingParams(
+            max_new_tokens=16, eos_token_id=tokenizer.eos_token_id, temperature=1.0, top_k=0, seed=seed
+        )
         return run(eos_model, tokenizer, prompts, 4, params, **options)[0]
 
     first = sample(0, num_slots=8)
@@ -215,8 +232,15 @@ def test_seeding_reproducible(eos_model, tokenizer, prompts):
 def peaky_model():
     """A fixed tiny random model with sharp logits (so temperature and top-k visibly matter)."""
     config = LlamaConfig(
-        vocab_size=48, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+        vocab_size=48,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
     )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).eval()
@@ -311,8 +335,11 @@ def test_warp_logits_matches_hf_warpers(temperature, top_k, top_p):
     logits = torch.randn(64, 200, generator=generator) * 3
     logits[:, 10] = logits[:, 11]  # ties at arbitrary ranks
     expected = logits
-    for warper in (TemperatureLogitsWarper(temperature), TopKLogitsWarper(top_k) if top_k else None,
-                   TopPLogitsWarper(top_p) if top_p < 1 else None):
+    for warper in (
+        TemperatureLogitsWarper(temperature),
+        TopKLogitsWarper(top_k) if top_k else None,
+        TopPLogitsWarper(top_p) if top_p < 1 else None,
+    ):
         if warper is not None:
             expected = warper(None, expected)
     assert torch.equal(engine.warp_logits(logits, temperature, top_k, top_p), expected)
@@ -322,14 +349,18 @@ def test_top_k_support_never_violated():
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(5000, 300, generator=generator) * 2
     params = SamplingParams(max_new_tokens=1, eos_token_id=None, temperature=0.7, top_k=7)
-    chosen = engine.next_tokens(logits.clone(), params, torch.zeros(5000, dtype=torch.long), torch.Generator().manual_seed(1))
+    chosen = engine.next_tokens(
+        logits.clone(), params, torch.zeros(5000, dtype=torch.long), torch.Generator().manual_seed(1)
+    )
     allowed = torch.topk(logits, 7).indices
     assert (allowed == chosen[:, None]).any(dim=1).all()
     assert len(set(chosen.tolist())) > 250  # not degenerate
 
 
 def test_min_new_tokens_suppresses_eos(eos_model, tokenizer, prompts):
-    params = SamplingParams(max_new_tokens=10, min_new_tokens=10, eos_token_id=tokenizer.eos_token_id, temperature=1.0, top_k=0)
+    params = SamplingParams(
+        max_new_tokens=10, min_new_tokens=10, eos_token_id=tokenizer.eos_token_id, temperature=1.0, top_k=0
+    )
     groups, _ = run(eos_model, tokenizer, prompts, 3, params, num_slots=6)
     assert all(len(tokens) == 10 and tokenizer.eos_token_id not in tokens for g in groups for tokens in g)
 
@@ -337,7 +368,9 @@ def test_min_new_tokens_suppresses_eos(eos_model, tokenizer, prompts):
 # ------------------------------------------------------------------------------- routing, flags
 
 
-def test_auto_mode_uses_the_engine_when_supported_and_generate_otherwise(trained_model, tokenizer, prompts, monkeypatch):
+def test_auto_mode_uses_the_engine_when_supported_and_generate_otherwise(
+    trained_model, tokenizer, prompts, monkeypatch
+):
     calls = []
     original = trained_model.generate
     monkeypatch.setattr(trained_model, "generate", lambda **kw: calls.append(kw) or original(**kw))
@@ -366,15 +399,19 @@ def test_auto_mode_uses_the_engine_when_supported_and_generate_otherwise(trained
         warnings.simplefilter("error")
         list(sampling.generate(biased, tokenizer, prompts[:2], config, progress=False, usage=usage))
     assert usage.as_record() == {
-        "mode": "auto", "backend": "hf", "prompts": {"hf": 2}, "unexpected_fallback": False,
+        "mode": "auto",
+        "backend": "hf",
+        "prompts": {"hf": 2},
+        "unexpected_fallback": False,
         "fallbacks": [{"reason": unsupported.reason, "expected": True}],
     }
     # The model's attention implementation is restored after a run.
     assert trained_model.config._attn_implementation == "sdpa"
 
 
-def test_fallback_on_a_model_the_engine_should_run_is_a_warning_and_recorded(trained_model, tokenizer, prompts,
-                                                                             monkeypatch):
+def test_fallback_on_a_model_the_engine_should_run_is_a_warning_and_recorded(
+    trained_model, tokenizer, prompts, monkeypatch
+):
     """What happened with transformers 5.24 (`cache=` instead of `past_key_values=`): a plain
     Llama refused for its forward signature must not be sampled by generate silently."""
     monkeypatch.setattr(engine, "CACHE_ARGUMENTS", ("kv_cache",))  # a name this forward does not take
@@ -382,8 +419,16 @@ def test_fallback_on_a_model_the_engine_should_run_is_a_warning_and_recorded(tra
     assert unsupported is not None and not unsupported.by_design and "kv_cache" in unsupported.reason
     usage = sampling.BackendUsage()
     with pytest.warns(UserWarning, match="falling back to generate, although the engine is meant to run this model"):
-        groups = list(sampling.generate(trained_model, tokenizer, prompts[:3], SamplingConfig(num_samples=2, max_new_tokens=3),
-                                        progress=False, usage=usage))
+        groups = list(
+            sampling.generate(
+                trained_model,
+                tokenizer,
+                prompts[:3],
+                SamplingConfig(num_samples=2, max_new_tokens=3),
+                progress=False,
+                usage=usage,
+            )
+        )
     assert len(groups) == 3
     record = usage.as_record()
     assert record["backend"] == "hf" and record["prompts"] == {"hf": 3} and record["unexpected_fallback"]
@@ -393,8 +438,10 @@ def test_fallback_on_a_model_the_engine_should_run_is_a_warning_and_recorded(tra
 def test_the_cache_argument_is_found_under_either_name(name):
     """transformers >= 5.24 names it `cache`, older releases `past_key_values`."""
     namespace = {}
-    exec(f"def forward(input_ids=None, attention_mask=None, position_ids=None, {name}=None, use_cache=None): pass",
-         namespace)
+    exec(
+        f"def forward(input_ids=None, attention_mask=None, position_ids=None, {name}=None, use_cache=None): pass",
+        namespace,
+    )
 
     class Model:
         forward = staticmethod(namespace["forward"])
@@ -413,7 +460,9 @@ def test_offline_default_model_is_sampled_by_the_engine(synthetic_tokenizer, tmp
     synthetic_tokenizer.save_pretrained(tmp_path / "base")
     model, tokenizer = modeling.load_model(str(tmp_path / "base"))
     settings = {k: v for k, v in defaults["sampling"].items() if k not in ("num_samples", "shard_questions")}
-    config = SamplingConfig(**{**settings, "max_new_tokens": 4}, num_samples=defaults["sampling"]["num_samples"]["test"])
+    config = SamplingConfig(
+        **{**settings, "max_new_tokens": 4}, num_samples=defaults["sampling"]["num_samples"]["test"]
+    )
     assert sampling.engine_mode(config) == "auto"  # sampling.engine: null resolves to auto without the env var
     questions = [{"unique_id": str(i), "problem": f"{i} + {i + 1}", "level": 1, "subject": "s"} for i in range(3)]
     usage = sampling.BackendUsage()
@@ -421,8 +470,13 @@ def test_offline_default_model_is_sampled_by_the_engine(synthetic_tokenizer, tmp
         warnings.simplefilter("error")
         rows = list(sample_solutions(model.eval(), tokenizer, questions, config, progress=False, usage=usage))
     assert len(rows) == 3 * config.num_samples
-    assert usage.as_record() == {"mode": "auto", "backend": "engine", "prompts": {"engine": 3}, "fallbacks": [],
-                                 "unexpected_fallback": False}
+    assert usage.as_record() == {
+        "mode": "auto",
+        "backend": "engine",
+        "prompts": {"engine": 3},
+        "fallbacks": [],
+        "unexpected_fallback": False,
+    }
 
 
 def test_compile_flag_off_on_cpu_and_traceable(trained_model, tokenizer, prompts):
@@ -430,13 +484,16 @@ def test_compile_flag_off_on_cpu_and_traceable(trained_model, tokenizer, prompts
     # The decode step traces with dynamo (the 'eager' backend: no Inductor build on CPU) and
     # gives the same tokens; the CUDA path is this with Inductor + CUDA graphs.
     params = SamplingParams(max_new_tokens=12, eos_token_id=tokenizer.eos_token_id, greedy=True)
-    compiled, _ = run(trained_model, tokenizer, prompts[:3], 2, params, num_slots=4, compile=True, compile_backend="eager")
+    compiled, _ = run(
+        trained_model, tokenizer, prompts[:3], 2, params, num_slots=4, compile=True, compile_backend="eager"
+    )
     plain, _ = run(trained_model, tokenizer, prompts[:3], 2, params, num_slots=4)
     assert compiled == plain
 
 
-@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
-                    reason="Inductor's CPU backend needs a C++ compiler")
+@pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="Inductor's CPU backend needs a C++ compiler"
+)
 def test_inductor_compiled_decode_on_cpu_matches_eager_with_bounded_recompiles(trained_model, tokenizer, prompts):
     """The CUDA path's compiled decode, built by Inductor's CPU backend (no CUDA graphs): greedy
     tokens identical to eager over a run that refills, shifts the cache and compacts the batch,
@@ -472,8 +529,16 @@ def test_fit_slots():
 def test_other_attention_layouts_match_generate(attention, kv_heads):
     """Eager attention (float masks) and multi-head (no GQA) models agree with generate too."""
     config = LlamaConfig(
-        vocab_size=48, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=kv_heads, bos_token_id=1, eos_token_id=2, pad_token_id=0, attn_implementation=attention,
+        vocab_size=48,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=kv_heads,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        attn_implementation=attention,
     )
     torch.manual_seed(3)
     model = LlamaForCausalLM(config).eval()
@@ -510,9 +575,23 @@ def test_auto_falls_back_to_generate_when_the_engine_fails(trained_model, tokeni
         fallback = list(sampling.generate(trained_model, tokenizer, prompts[:3], config, progress=False, usage=usage))
     assert usage.prompts == {"engine": 1, "hf": 2} and usage.unexpected_fallback
     assert "graph capture failed" in usage.fallbacks[0]["reason"]
-    reference = list(sampling.generate(trained_model, tokenizer, prompts[:3], sampling.SamplingConfig(
-        num_samples=1, greedy=True, max_new_tokens=8, batch_size=8, engine="hf"), progress=False))
+    reference = list(
+        sampling.generate(
+            trained_model,
+            tokenizer,
+            prompts[:3],
+            sampling.SamplingConfig(num_samples=1, greedy=True, max_new_tokens=8, batch_size=8, engine="hf"),
+            progress=False,
+        )
+    )
     assert fallback == reference
     with pytest.raises(RuntimeError):
-        list(sampling.generate(trained_model, tokenizer, prompts[:3], sampling.SamplingConfig(
-            num_samples=1, greedy=True, max_new_tokens=8, batch_size=8, engine="engine"), progress=False))
+        list(
+            sampling.generate(
+                trained_model,
+                tokenizer,
+                prompts[:3],
+                sampling.SamplingConfig(num_samples=1, greedy=True, max_new_tokens=8, batch_size=8, engine="engine"),
+                progress=False,
+            )
+        )

@@ -49,15 +49,18 @@ def test_job_queue_takes_jobs_in_order_and_yields_prompts_in_order():
     assert queue.all_yielded and queue.results == {} and queue.remaining == {}
 
 
-@pytest.mark.parametrize("free,busy,left,continuous,min_free,expected", [
-    (4, 0, 10, False, 2, True),  # all free: refill even when static
-    (2, 2, 10, False, 1, False),  # static batching waits for all slots
-    (2, 2, 10, True, 2, True),
-    (1, 3, 10, True, 2, False),  # not enough free yet
-    (1, 3, 1, True, 2, True),  # ... unless that is all the jobs left
-    (4, 0, 0, True, 1, False),  # no jobs left
-    (0, 4, 10, True, 1, False),  # no free slot
-])
+@pytest.mark.parametrize(
+    "free,busy,left,continuous,min_free,expected",
+    [
+        (4, 0, 10, False, 2, True),  # all free: refill even when static
+        (2, 2, 10, False, 1, False),  # static batching waits for all slots
+        (2, 2, 10, True, 2, True),
+        (1, 3, 10, True, 2, False),  # not enough free yet
+        (1, 3, 1, True, 2, True),  # ... unless that is all the jobs left
+        (4, 0, 0, True, 1, False),  # no jobs left
+        (0, 4, 10, True, 1, False),  # no free slot
+    ],
+)
 def test_should_refill(free, busy, left, continuous, min_free, expected):
     assert engine.should_refill(free, busy, left, continuous, min_free) is expected
 
@@ -208,8 +211,15 @@ def test_shift_cache_moves_the_live_region_to_the_front():
 @pytest.fixture(scope="module")
 def tiny_engine():
     config = LlamaConfig(
-        vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+        vocab_size=32,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
     )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).eval()
@@ -221,8 +231,18 @@ def test_refill_and_decode_one_token_match_a_full_forward(tiny_engine):
     model's logits over the prompt (and its first token)."""
     prompts = [[1, 5, 9], [1, 7], [1, 3, 4, 6]]
     params = SamplingParams(max_new_tokens=4, eos_token_id=None, greedy=True)
-    plan = RunPlan(prompts=prompts, num_samples=2, params=params, pad_id=PAD, slots=4, refill_min=1,
-                   max_prompt=4, slack=2, length=10, capacity=10)
+    plan = RunPlan(
+        prompts=prompts,
+        num_samples=2,
+        params=params,
+        pad_id=PAD,
+        slots=4,
+        refill_min=1,
+        max_prompt=4,
+        slack=2,
+        length=10,
+        capacity=10,
+    )
     state = SlotState.empty(4, 4, PAD, plan.max_prompt, "cpu")
     queue, generator = JobQueue(len(prompts), 2), torch.Generator().manual_seed(0)
     tiny_engine.stats = EngineStats(slots=4)
@@ -249,8 +269,18 @@ def test_refill_and_decode_one_token_match_a_full_forward(tiny_engine):
 def test_refill_splits_prompts_into_prefill_chunks(tiny_engine):
     prompts = [[1, 5, 9], [1, 7], [1, 3, 4, 6]]
     params = SamplingParams(max_new_tokens=4, eos_token_id=None, greedy=True)
-    plan = RunPlan(prompts=prompts, num_samples=1, params=params, pad_id=PAD, slots=4, refill_min=1,
-                   max_prompt=4, slack=2, length=10, capacity=10)
+    plan = RunPlan(
+        prompts=prompts,
+        num_samples=1,
+        params=params,
+        pad_id=PAD,
+        slots=4,
+        refill_min=1,
+        max_prompt=4,
+        slack=2,
+        length=10,
+        capacity=10,
+    )
     state = SlotState.empty(4, 4, PAD, plan.max_prompt, "cpu")
     tiny_engine.stats = EngineStats(slots=4)
     with torch.inference_mode():

@@ -136,13 +136,27 @@ def test_render_raises_when_offsets_do_not_cover_the_newlines(tokenizer, rows, o
     evaluator.render(tokenizer, problem, steps, answer)  # the real offsets line up
     with pytest.raises(AlignmentError, match="scoring units"):
         evaluator.render(OffsetsWrapper(tokenizer, offsets), problem, steps, answer)
-    example = {"unique_id": "q", "problem": problem, "steps": steps, "answer": None, "labels": [1.0] * len(steps), "kind": "prm"}
+    example = {
+        "unique_id": "q",
+        "problem": problem,
+        "steps": steps,
+        "answer": None,
+        "labels": [1.0] * len(steps),
+        "kind": "prm",
+    }
     with pytest.raises(AlignmentError):
         evaluator.training_example(example, OffsetsWrapper(tokenizer, offsets), 256, "all")
 
 
 def prm_example(row, labels, answer=True, kind="prm"):
-    return {"unique_id": row["unique_id"], "problem": row["problem"], "steps": row["steps"], "answer": row["answer"] if answer else None, "labels": labels, "kind": kind}
+    return {
+        "unique_id": row["unique_id"],
+        "problem": row["problem"],
+        "steps": row["steps"],
+        "answer": row["answer"] if answer else None,
+        "labels": labels,
+        "kind": kind,
+    }
 
 
 def test_training_example_rejects_wrong_label_count(tokenizer, rows):
@@ -209,8 +223,9 @@ def test_training_example_step_end(tokenizer, rows, answer):
     example = evaluator.training_example(prm_example(row, labels, answer=answer), tokenizer, 256, "step_end")
     rendered = evaluator.render(tokenizer, row["problem"], row["steps"], row["answer"] if answer else None)
     labelled = {i: v for i, v in enumerate(example["labels"]) if v != IGNORE_INDEX}
-    assert labelled == {i: labels[u] for u in range(1, units)
-                        for i in range(rendered.positions[u], rendered.unit_ends[u] + 1)}
+    assert labelled == {
+        i: labels[u] for u in range(1, units) for i in range(rendered.positions[u], rendered.unit_ends[u] + 1)
+    }
 
 
 @pytest.mark.parametrize("label_tokens", ["all", "step_end"])
@@ -237,7 +252,9 @@ def test_both_separator_newlines_carry_the_label_of_the_step_they_end(separator_
 def test_training_example_step_end_orm_only_the_final_position(tokenizer, rows, answer):
     row = rows[3]
     units = len(row["steps"]) + answer
-    example = evaluator.training_example(prm_example(row, [1.0] * units, answer=answer, kind="orm"), tokenizer, 256, "step_end")
+    example = evaluator.training_example(
+        prm_example(row, [1.0] * units, answer=answer, kind="orm"), tokenizer, 256, "step_end"
+    )
     labelled = {i: v for i, v in enumerate(example["labels"]) if v != IGNORE_INDEX}
     rendered = evaluator.render(tokenizer, row["problem"], row["steps"], row["answer"] if answer else None)
     assert labelled == {rendered.positions[-1]: 1.0}
@@ -260,7 +277,8 @@ def test_training_example_too_long_and_unknown_mode(tokenizer, rows):
 
 def test_collate_pads_with_ignore_label():
     batch = training.collate(
-        [{"input_ids": [5, 6, 7], "labels": [IGNORE_INDEX, 1.0, 0.5]}, {"input_ids": [8], "labels": [0.0]}], pad_token_id=2
+        [{"input_ids": [5, 6, 7], "labels": [IGNORE_INDEX, 1.0, 0.5]}, {"input_ids": [8], "labels": [0.0]}],
+        pad_token_id=2,
     )
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 2, 2]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
@@ -283,7 +301,11 @@ class FixedLogits:
 def test_bce_loss_by_hand():
     logits = [[0.5, -1.0, 2.0, 7.0], [-0.3, 1.5, 9.0, -9.0]]
     labels = [[IGNORE_INDEX, 1.0, 0.0, IGNORE_INDEX], [0.25, 1.0, IGNORE_INDEX, IGNORE_INDEX]]
-    batch = {"input_ids": torch.zeros(2, 4, dtype=torch.long), "attention_mask": torch.ones(2, 4, dtype=torch.long), "labels": torch.tensor(labels)}
+    batch = {
+        "input_ids": torch.zeros(2, 4, dtype=torch.long),
+        "attention_mask": torch.ones(2, 4, dtype=torch.long),
+        "labels": torch.tensor(labels),
+    }
     model = FixedLogits(logits)
     loss = evaluator.bce_loss(model, batch)
     sigmoid = lambda x: 1 / (1 + math.exp(-x))
@@ -319,7 +341,14 @@ def toy_examples(rows, tokenizer, count=16):
     examples = []
     for i, row in enumerate(rows[:count]):
         flag = i % 2
-        example = {"unique_id": str(i), "problem": row["problem"], "steps": [f"The check gives {flag}."], "answer": None, "labels": [float(flag)], "kind": "prm"}
+        example = {
+            "unique_id": str(i),
+            "problem": row["problem"],
+            "steps": [f"The check gives {flag}."],
+            "answer": None,
+            "labels": [float(flag)],
+            "kind": "prm",
+        }
         examples.append(evaluator.training_example(example, tokenizer, 256, "step_end"))
     return examples
 
@@ -335,8 +364,15 @@ def test_training_lowers_the_loss(policy_dir, rows):
     model.eval()
     before = dataset_loss(model, examples, tokenizer.pad_token_id)
     config = training.TrainConfig(
-        learning_rate=1e-2, epochs=15, global_batch_size=8, micro_batch_size=8, max_length=256,
-        warmup_ratio=0.0, lr_scheduler="constant", deepspeed="never", seed=0,
+        learning_rate=1e-2,
+        epochs=15,
+        global_batch_size=8,
+        micro_batch_size=8,
+        max_length=256,
+        warmup_ratio=0.0,
+        lr_scheduler="constant",
+        deepspeed="never",
+        seed=0,
     )
     module, history = training.train(model, examples, config, tokenizer.pad_token_id, loss_fn=evaluator.bce_loss)
     after = dataset_loss(module, examples, tokenizer.pad_token_id)
@@ -414,8 +450,11 @@ def test_bce_loss_without_labelled_tokens_is_zero_not_nan():
 
             return Out()
 
-    batch = {"input_ids": torch.zeros(2, 3, dtype=torch.long), "attention_mask": torch.ones(2, 3, dtype=torch.long),
-             "labels": torch.full((2, 3), float(IGNORE_INDEX))}
+    batch = {
+        "input_ids": torch.zeros(2, 3, dtype=torch.long),
+        "attention_mask": torch.ones(2, 3, dtype=torch.long),
+        "labels": torch.full((2, 3), float(IGNORE_INDEX)),
+    }
     loss = evaluator.bce_loss(Constant(), batch)
     assert loss.item() == 0.0 and loss.requires_grad
 
@@ -433,5 +472,5 @@ def test_truncated_answer_is_read_at_its_last_token_not_an_eos(tokenizer):
     finished = evaluator.render(tokenizer, "Compute $1+1$.", ["We add."], "2")
     cut = evaluator.render(tokenizer, "Compute $1+1$.", ["We add."], "2", finished=False)
     assert finished.input_ids[-1] == tokenizer.eos_token_id and finished.positions[-1] == len(finished.input_ids) - 1
-    assert tokenizer.eos_token_id not in cut.input_ids[cut.solution_start:]
+    assert tokenizer.eos_token_id not in cut.input_ids[cut.solution_start :]
     assert cut.positions[-1] == len(cut.input_ids) - 1 and cut.positions[0] == finished.positions[0]

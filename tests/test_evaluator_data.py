@@ -21,7 +21,12 @@ SAMPLE_FILES = ("phase1_train.sample.jsonl", "phase1_test.sample.jsonl", "phase2
 def graded(unique_id: str, outcomes, start: int = 0, text: str = "solution") -> list[dict]:
     """Distinct graded samples of one question, one per outcome."""
     return [
-        {"unique_id": unique_id, "sample_index": start + i, "completion": f"{text} {start + i}\n\n# Answer\n\n{i}", "correct": c}
+        {
+            "unique_id": unique_id,
+            "sample_index": start + i,
+            "completion": f"{text} {start + i}\n\n# Answer\n\n{i}",
+            "correct": c,
+        }
         for i, c in enumerate(outcomes)
     ]
 
@@ -54,7 +59,9 @@ def test_ten_positives_two_negatives_keeps_six_and_two():
 def test_exact_three_to_one_is_untouched():
     rows = graded("a", [True] * 3 + [False]) + graded("b", [False] * 6 + [True] * 2)
     kept, stats = balance_orm(rows, max_ratio=3, seed=0)
-    assert sorted((r["unique_id"], r["sample_index"]) for r in kept) == sorted((r["unique_id"], r["sample_index"]) for r in rows)
+    assert sorted((r["unique_id"], r["sample_index"]) for r in kept) == sorted(
+        (r["unique_id"], r["sample_index"]) for r in rows
+    )
     assert stats.downsampled == 0
     assert stats.questions_kept == 2
 
@@ -142,7 +149,10 @@ def test_ratio_invariant_and_stats_add_up(questions, duplicate_counts, seed):
     # Some extra copies (identical up to whitespace) of existing rows, and rows without outcome.
     duplicates = []
     for row, copies in zip(rows, duplicate_counts):
-        duplicates += [{**row, "completion": " " * c + row["completion"] + "\n" * c, "sample_index": 100 + c} for c in range(copies)]
+        duplicates += [
+            {**row, "completion": " " * c + row["completion"] + "\n" * c, "sample_index": 100 + c}
+            for c in range(copies)
+        ]
     hard = graded("hard", [None] * 3)
     kept, stats = balance_orm(rows + duplicates + hard, max_ratio=3, seed=seed)
 
@@ -239,7 +249,9 @@ def test_prm800k_samples_every_rated_completion_is_an_example(prm800k_records):
     # Record 2 (give_up) ends with a step whose 7 completions are all unrated.
     assert counts["null ratings skipped"] == 7
     # Record 4 (phase-1 test) is record 1 (phase-1 train) again: all of it is a duplicate.
-    assert counts["duplicates dropped"] == sum(c["rating"] is not None for _, _, c in expected_prm800k(prm800k_records[:1]))
+    assert counts["duplicates dropped"] == sum(
+        c["rating"] is not None for _, _, c in expected_prm800k(prm800k_records[:1])
+    )
     assert not any(e["unique_id"].startswith("prm800k/4/") for e in examples)
     for example, (index, number, completion) in zip(examples, expected):
         assert example["unique_id"] == f"prm800k/{index}/{number}"
@@ -249,7 +261,11 @@ def test_prm800k_samples_every_rated_completion_is_an_example(prm800k_records):
         # The prefix: the chosen (or human) completion of every earlier step, unlabelled.
         prefix = []
         for step in record_steps[: number - 1]:
-            chosen = step["human_completion"]["text"] if step["human_completion"] else step["completions"][step["chosen_completion"]]["text"]
+            chosen = (
+                step["human_completion"]["text"]
+                if step["human_completion"]
+                else step["completions"][step["chosen_completion"]]["text"]
+            )
             prefix += formats.parse_solution(chosen)[0]
         assert example["steps"][: len(prefix)] == prefix
         own_steps, own_answer = formats.parse_solution(completion["text"])
@@ -323,7 +339,9 @@ def test_prm800k_level_filter_with_hand_made_levels(prm800k_records):
 
     examples, counts = prm800k_examples(prm800k_records, levels, [1, 2, 3], {problems[0]}, "samples")
     assert {e["unique_id"].split("/")[1] for e in examples} == {"5"}
-    assert counts["records of excluded problems (test, validation, hard train)"] == 2  # phase-1 train record 1 and the phase-1 test record
+    assert (
+        counts["records of excluded problems (test, validation, hard train)"] == 2
+    )  # phase-1 train record 1 and the phase-1 test record
 
 
 def test_prm800k_with_real_math_levels(prm800k_records, math_dir):
@@ -358,8 +376,16 @@ def prm_record(problem, steps, finish_reason="solution"):
 
 def test_prm800k_hand_records():
     steps = [
-        {"completions": [{"text": "A.", "rating": 1}, {"text": "X.", "rating": None}], "human_completion": None, "chosen_completion": 0},
-        {"completions": [{"text": "B.", "rating": 0}, {"text": "Y.", "rating": -1}], "human_completion": None, "chosen_completion": None},
+        {
+            "completions": [{"text": "A.", "rating": 1}, {"text": "X.", "rating": None}],
+            "human_completion": None,
+            "chosen_completion": 0,
+        },
+        {
+            "completions": [{"text": "B.", "rating": 0}, {"text": "Y.", "rating": -1}],
+            "human_completion": None,
+            "chosen_completion": None,
+        },
         {"completions": [{"text": "never reached", "rating": 1}], "human_completion": None, "chosen_completion": 0},
     ]
     records = [
@@ -381,7 +407,11 @@ def test_prm800k_hand_records():
 def test_prm800k_empty_rated_completion_gives_no_label_less_example():
     steps = [
         {"completions": [{"text": "A.", "rating": 1}], "human_completion": None, "chosen_completion": 0},
-        {"completions": [{"text": "", "rating": 1}, {"text": "  ", "rating": -1}, {"text": "B.", "rating": 1}], "human_completion": None, "chosen_completion": 2},
+        {
+            "completions": [{"text": "", "rating": 1}, {"text": "  ", "rating": -1}, {"text": "B.", "rating": 1}],
+            "human_completion": None,
+            "chosen_completion": 2,
+        },
     ]
     examples, _ = prm800k_examples([prm_record("P", steps)], {}, [1, 2, 3], set(), "hand")
     assert examples, "the non-empty completions must still give examples"
@@ -421,13 +451,20 @@ def test_read_prm800k_names_file_and_line(tmp_path):
 
 def test_rollout_prefixes_one_per_step_without_answer():
     sample = {"completion": "One.\n\nTwo.\nstill two.\n\nThree.\n\n# Answer\n\n7"}
-    assert evaluator_data.rollout_prefixes(sample) == ["One.", "One.\n\nTwo.\nstill two.", "One.\n\nTwo.\nstill two.\n\nThree."]
+    assert evaluator_data.rollout_prefixes(sample) == [
+        "One.",
+        "One.\n\nTwo.\nstill two.",
+        "One.\n\nTwo.\nstill two.\n\nThree.",
+    ]
     assert evaluator_data.rollout_prefixes({"completion": "One.\n\nTwo."}) == ["One.", "One.\n\nTwo."]
     assert evaluator_data.rollout_prefixes({"completion": "# Answer\n\n7"}) == []
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.text("ab .$1\n", min_size=1, max_size=12), min_size=1, max_size=6), st.text("0123456789", min_size=1, max_size=3))
+@given(
+    st.lists(st.text("ab .$1\n", min_size=1, max_size=12), min_size=1, max_size=6),
+    st.text("0123456789", min_size=1, max_size=3),
+)
 def test_rollout_prefixes_never_contain_the_answer(steps, answer):
     steps = [formats.normalize_step(s) for s in steps]
     steps = [s for s in steps if s]
@@ -442,7 +479,12 @@ def test_rollout_prefixes_never_contain_the_answer(steps, answer):
 
 @pytest.mark.parametrize(
     "outcomes, hard, soft",
-    [([True], 1.0, 1.0), ([False, False], 0.0, 0.0), ([False, True, False, False], 1.0, 0.25), ([True, True, False], 1.0, 2 / 3)],
+    [
+        ([True], 1.0, 1.0),
+        ([False, False], 0.0, 0.0),
+        ([False, True, False, False], 1.0, 0.25),
+        ([True, True, False], 1.0, 2 / 3),
+    ],
 )
 def test_step_label(outcomes, hard, soft):
     assert evaluator_data.step_label(outcomes, "hard") == hard
@@ -484,7 +526,9 @@ def test_auto_prm_example_rejects_mismatched_rollouts():
 
 
 def labelled(kind, n, prefix):
-    return [{"unique_id": f"{prefix}{i}", "problem": f"{prefix}{i % 3}", "labels": [1.0], "kind": kind} for i in range(n)]
+    return [
+        {"unique_id": f"{prefix}{i}", "problem": f"{prefix}{i % 3}", "labels": [1.0], "kind": kind} for i in range(n)
+    ]
 
 
 @pytest.mark.parametrize("prm_fraction, orm_fraction", [(0.5, 1 / 3), (1.0, 1.0), (0.0, 0.7), (0.25, 0.0)])
@@ -529,8 +573,14 @@ def test_summarize_counts():
 @pytest.fixture
 def easy_and_hard(tmp_path):
     """A graded train file as grade_train writes it: hard questions have correct None."""
-    easy = [{"unique_id": f"easy/{i}", "problem": f"Compute ${i} + 1$.", "answer": str(i + 1), "level": 1 + i % 3} for i in range(6)]
-    hard = [{"unique_id": f"hard/{i}", "problem": f"Compute ${i} \\times 7$.", "answer": str(7 * i), "level": 4 + i % 2} for i in range(6)]
+    easy = [
+        {"unique_id": f"easy/{i}", "problem": f"Compute ${i} + 1$.", "answer": str(i + 1), "level": 1 + i % 3}
+        for i in range(6)
+    ]
+    hard = [
+        {"unique_id": f"hard/{i}", "problem": f"Compute ${i} \\times 7$.", "answer": str(7 * i), "level": 4 + i % 2}
+        for i in range(6)
+    ]
     rows = []
     for question in easy + hard:
         is_hard = question["level"] > 3
@@ -596,7 +646,9 @@ def test_automatic_step_labels_never_use_hard_questions(easy_and_hard, monkeypat
     monkeypatch.setattr(sampling, "encode_prompt", fake_encode)
     monkeypatch.setattr(sampling, "generate", fake_generate)
     monkeypatch.setattr(script, "grade_many", lambda pairs, timeout, workers, mode, stats: [a == g for a, g in pairs])
-    args = SimpleNamespace(graded=str(folder / "graded.jsonl"), answers=[str(folder / "train_easy.jsonl")], policy="unused")
+    args = SimpleNamespace(
+        graded=str(folder / "graded.jsonl"), answers=[str(folder / "train_easy.jsonl")], policy="unused"
+    )
     cfg = {
         "auto": {"num_questions": 100, "rollouts": 3, "estimate": estimate, "seed": 0},
         "sampling": {"max_new_tokens": 8, "batch_size": 4},

@@ -144,9 +144,18 @@ def report_files(tmp_path):
     graded, prm, flat = [], [], []
     for unique_id, (level, correct, clusters, step_scores) in FIXTURE.items():
         for index in range(3):
-            graded.append({"unique_id": unique_id, "sample_index": index, "level": level, "subject": "Algebra",
-                           "answer": str(clusters[index]), "correct": correct[index],
-                           "answer_cluster": clusters[index], "completion": "..."})
+            graded.append(
+                {
+                    "unique_id": unique_id,
+                    "sample_index": index,
+                    "level": level,
+                    "subject": "Algebra",
+                    "answer": str(clusters[index]),
+                    "correct": correct[index],
+                    "answer_cluster": clusters[index],
+                    "completion": "...",
+                }
+            )
             prm.append({"unique_id": unique_id, "sample_index": index, "step_scores": step_scores[index]})
             flat.append({"unique_id": unique_id, "sample_index": index, "step_scores": [0.5, 0.5]})
     # Out of order on disk, questions interleaved: the join is by (unique_id, sample_index).
@@ -158,7 +167,9 @@ def report_files(tmp_path):
 
 
 def quality(folder):
-    samples, grids = evaluator_report.load_inputs(folder / "valid.jsonl", {"prm": folder / "prm.jsonl", "flat": folder / "flat.jsonl"})
+    samples, grids = evaluator_report.load_inputs(
+        folder / "valid.jsonl", {"prm": folder / "prm.jsonl", "flat": folder / "flat.jsonl"}
+    )
     return evaluator_report.evaluator_quality(samples, grids, [1, 2, 3])
 
 
@@ -232,7 +243,12 @@ def test_render_markdown_tables(report_files):
 
 def test_write_report(report_files):
     df = quality(report_files)
-    evaluator_report.write(df, report_files / "out" / "evaluators.csv", report_files / "out" / "evaluators.md", {"prm": "min", "flat": "min"})
+    evaluator_report.write(
+        df,
+        report_files / "out" / "evaluators.csv",
+        report_files / "out" / "evaluators.md",
+        {"prm": "min", "flat": "min"},
+    )
     import pandas as pd
 
     back = pd.read_csv(report_files / "out" / "evaluators.csv")
@@ -253,8 +269,9 @@ def test_truncated_or_answerless_samples_never_win_best_of_n(report_files):
         write_jsonl(report_files / "valid.jsonl", rows)
         samples, grids = evaluator_report.load_inputs(report_files / "valid.jsonl", {"prm": report_files / "prm.jsonl"})
         # b now picks b0 (0.3, wrong) over b1 and b2 (0.1): easy best-of-3 drops from 1 to 0.5
-        assert cell(evaluator_report.evaluator_quality(samples, grids, [1, 2, 3]), "prm", "min", "easy",
-                    "best_of_n") == pytest.approx(0.5)
+        assert cell(
+            evaluator_report.evaluator_quality(samples, grids, [1, 2, 3]), "prm", "min", "easy", "best_of_n"
+        ) == pytest.approx(0.5)
 
 
 def test_selection_scores_and_aggregation_for():

@@ -127,9 +127,7 @@ def test_extract_answer_boxed_fallback(text, expected):
     assert extract_answer(text) == expected
 
 
-@pytest.mark.parametrize(
-    "text", ["No answer here.", "Unbalanced $\\boxed{3$ braces", "", "\\boxed"]
-)
+@pytest.mark.parametrize("text", ["No answer here.", "Unbalanced $\\boxed{3$ braces", "", "\\boxed"])
 def test_extract_answer_none(text):
     assert extract_answer(text) is None
 
@@ -473,8 +471,15 @@ def test_synthetic_rows_split_into_level_steps_and_answer_matches():
 def test_icl_exemplars_prompt_and_stop():
     from easy2hard.formats import ICL_STOP, choose_exemplars, cut_at_stop, format_exemplars, format_prompt
 
-    rows = [{"unique_id": f"e{i}", "problem": f"What is {i} + {i}?", "steps": [f"{i} + {i} = {2 * i}."], "answer": str(2 * i)}
-            for i in range(10)]
+    rows = [
+        {
+            "unique_id": f"e{i}",
+            "problem": f"What is {i} + {i}?",
+            "steps": [f"{i} + {i} = {2 * i}."],
+            "answer": str(2 * i),
+        }
+        for i in range(10)
+    ]
     chosen = choose_exemplars(rows, 3, seed=0)
     assert len({row["unique_id"] for row in chosen}) == 3
     assert chosen == choose_exemplars(list(reversed(rows)), 3, seed=0)  # the order of the file does not matter
@@ -483,12 +488,17 @@ def test_icl_exemplars_prompt_and_stop():
         choose_exemplars(rows, 11, seed=0)
     context = format_exemplars(chosen[:2])
     first, second = chosen[:2]
-    assert context == (f"# Question\n\n{first['problem']}\n\n# Solution\n\n{first['steps'][0]}\n\n# Answer\n\n{first['answer']}"
-                       f"\n\n\n# Question\n\n{second['problem']}\n\n# Solution\n\n{second['steps'][0]}\n\n# Answer\n\n"
-                       f"{second['answer']}\n\n\n")
+    assert context == (
+        f"# Question\n\n{first['problem']}\n\n# Solution\n\n{first['steps'][0]}\n\n# Answer\n\n{first['answer']}"
+        f"\n\n\n# Question\n\n{second['problem']}\n\n# Solution\n\n{second['steps'][0]}\n\n# Answer\n\n"
+        f"{second['answer']}\n\n\n"
+    )
     # The prompt a base model continues: exemplars, then the question in the same format.
     assert (context + format_prompt("What is 7 + 7?")).endswith("# Question\n\nWhat is 7 + 7?\n\n# Solution\n\n")
     # A base model goes on with the next question after its answer: the completion ends there.
-    assert cut_at_stop("7 + 7 = 14.\n\n# Answer\n\n14\n\n# Question\n\nWhat is") == ("7 + 7 = 14.\n\n# Answer\n\n14", True)
+    assert cut_at_stop("7 + 7 = 14.\n\n# Answer\n\n14\n\n# Question\n\nWhat is") == (
+        "7 + 7 = 14.\n\n# Answer\n\n14",
+        True,
+    )
     assert cut_at_stop("7 + 7 = 14.") == ("7 + 7 = 14.", False)
     assert ICL_STOP == "\n\n# Question"

@@ -17,7 +17,10 @@ def test_the_steps_cover_tests_benchmarks_and_the_workflow(tmp_path):
     assert list(steps) == ["CUDA tests", "sampling throughput", "training throughput", "tiny workflow on the GPU"]
     assert steps["CUDA tests"].command[-5:] == ["-m", "cuda", "-q", "-rs", "tests"]
     assert steps["sampling throughput"].command[-2:] == ["128", "512"]
-    assert "smollm2-135m" in steps["sampling throughput"].command and "tinyllama-1.1b" in steps["sampling throughput"].command
+    assert (
+        "smollm2-135m" in steps["sampling throughput"].command
+        and "tinyllama-1.1b" in steps["sampling throughput"].command
+    )
     assert str(tmp_path / "gpu.yaml") in steps["tiny workflow on the GPU"].command
     assert sum(step.timeout_s for step in steps.values()) <= 16 * 60  # each bounded; the whole run ~8 min
 
@@ -26,7 +29,9 @@ def test_a_step_passes_fails_times_out_or_is_skipped():
     python = sys.executable
     passed = gpu_check.run_step(gpu_check.Step("ok", [python, "-c", "print('fine')"], 30))
     failed = gpu_check.run_step(gpu_check.Step("bad", [python, "-c", "import sys; print('boom'); sys.exit(3)"], 30))
-    slow = gpu_check.run_step(gpu_check.Step("slow", [python, "-c", "import time; print('begun', flush=True); time.sleep(30)"], 1))
+    slow = gpu_check.run_step(
+        gpu_check.Step("slow", [python, "-c", "import time; print('begun', flush=True); time.sleep(30)"], 1)
+    )
     skipped = gpu_check.run_step(gpu_check.Step("needs", [python, "-c", "pass"], 30, ("no_such_module_here",)))
     assert (passed.status, passed.output.strip()) == ("passed", "fine")
     assert failed.status == "failed (exit 3)" and "boom" in failed.output

@@ -183,9 +183,7 @@ def test_answers_of_other_problems_are_wrong(math_dir):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize(
-    "junk", PATHOLOGICAL, ids=["tower", "factorial", "garbage", "braces", "fractions", "unicode"]
-)
+@pytest.mark.parametrize("junk", PATHOLOGICAL, ids=["tower", "factorial", "garbage", "braces", "fractions", "unicode"])
 def test_pathological_inputs_return_within_the_timeout(junk):
     timeout, slack = 1.0, 4.0
     start = time.monotonic()
@@ -240,7 +238,15 @@ def test_cluster_answers():
 
 
 _LATEX_TOKENS = list("\\{}()[]^_$%.,=-+ 0123456789xabc") + [
-    r"\frac", r"\sqrt", r"\text{", r"\left", r"\right", r"\boxed{", "# Answer", "\n\n", r"^\circ",
+    r"\frac",
+    r"\sqrt",
+    r"\text{",
+    r"\left",
+    r"\right",
+    r"\boxed{",
+    "# Answer",
+    "\n\n",
+    r"^\circ",
 ]
 _LATEX_ISH = st.lists(st.sampled_from(_LATEX_TOKENS), max_size=40).map("".join)
 
@@ -266,8 +272,9 @@ UNGUARDED = (
 
 def _python(args, stdin=None, cwd=None):
     env = {**os.environ, "PYTHONPATH": os.path.join(REPO, "workflow")}
-    return subprocess.run([sys.executable, *args], input=stdin, capture_output=True, text=True, timeout=120,
-                          env=env, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, *args], input=stdin, capture_output=True, text=True, timeout=120, env=env, cwd=cwd
+    )
 
 
 @pytest.mark.parametrize("how", ["unguarded script", "stdin", "-c"])
@@ -276,8 +283,11 @@ def test_any_calling_context_gets_the_right_verdicts(how, tmp_path):
     right verdicts, no traceback, no hang (multiprocessing children re-imported __main__)."""
     script = tmp_path / "check.py"
     script.write_text(UNGUARDED)
-    args, stdin = {"unguarded script": ([str(script)], None), "stdin": (["-"], UNGUARDED),
-                   "-c": (["-c", UNGUARDED], None)}[how]
+    args, stdin = {
+        "unguarded script": ([str(script)], None),
+        "stdin": (["-"], UNGUARDED),
+        "-c": (["-c", UNGUARDED], None),
+    }[how]
     result = _python(args, stdin, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "True", "False"]
@@ -296,8 +306,10 @@ def test_grading_inside_snakemake_run_and_script_blocks(tmp_path):
         "        open(output[0], 'w').write(str(is_equivalent('\\\\sqrt{8}', '2\\\\sqrt{2}')))\n\n"
         "rule script_block:\n    output: 'script.txt'\n    script: 'check.py'\n"
     )
-    result = _python(["-m", "snakemake", "--cores", "1", "--snakefile", str(tmp_path / "Snakefile"),
-                      "--directory", str(tmp_path)], cwd=tmp_path)
+    result = _python(
+        ["-m", "snakemake", "--cores", "1", "--snakefile", str(tmp_path / "Snakefile"), "--directory", str(tmp_path)],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "run.txt").read_text() == "True" and (tmp_path / "script.txt").read_text() == "True"
 
@@ -318,7 +330,10 @@ def test_a_killed_worker_is_retried_and_the_verdict_is_right(monkeypatch):
 
     monkeypatch.setattr(grading_workers.Worker, "check", dies_once)
     stats = GradingStats()
-    assert grade_many([(r"\sqrt{18}", r"3\sqrt{2}"), (r"\sqrt{18}", r"2\sqrt{3}")], workers=1, stats=stats) == [True, False]
+    assert grade_many([(r"\sqrt{18}", r"3\sqrt{2}"), (r"\sqrt{18}", r"2\sqrt{3}")], workers=1, stats=stats) == [
+        True,
+        False,
+    ]
     assert killed and stats.retries == 1 and stats.timeouts == 0
 
 
@@ -348,7 +363,10 @@ def test_a_worker_that_cannot_start_is_an_error_not_false(monkeypatch):
 def test_a_timeout_is_false_and_counted():
     grading._verdict_cache.clear()
     stats = GradingStats()
-    assert grade_many([("1000000!", "2"), (r"\sqrt{8}", r"2\sqrt{2}")], timeout=0.5, workers=1, stats=stats) == [False, True]
+    assert grade_many([("1000000!", "2"), (r"\sqrt{8}", r"2\sqrt{2}")], timeout=0.5, workers=1, stats=stats) == [
+        False,
+        True,
+    ]
     assert stats.timeouts == 1 and stats.symbolic == 2
 
 
@@ -399,7 +417,15 @@ def test_lenient_and_prm800k_modes(pred, gold, lenient, strict):
 def test_prm800k_mode_needs_no_worker_and_clusters_by_its_own_equivalence(monkeypatch):
     monkeypatch.setattr(grading_workers, "shared_pool", lambda workers=None: pytest.fail("the worker pool was used"))
     answers = [r"\frac12", r"\frac{2}{4}", "0.5", "1/2", r"\sqrt{8}", r"2\sqrt2", None]
-    assert grade_many([(a, r"\frac12") for a in answers], mode="prm800k") == [True, False, True, True, False, False, False]
+    assert grade_many([(a, r"\frac12") for a in answers], mode="prm800k") == [
+        True,
+        False,
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
     assert cluster_answers(answers, mode="prm800k") == [0, 1, 0, 0, 2, 3, -1]
     with pytest.raises(ValueError, match="grading.mode"):
         is_equivalent("1", "1", mode="strict")
@@ -407,17 +433,24 @@ def test_prm800k_mode_needs_no_worker_and_clusters_by_its_own_equivalence(monkey
 
 def test_cluster_many_matches_cluster_answers():
     groups = [[r"\frac12", "0.5", "3", None], [r"\sqrt{8}", r"2\sqrt2", "x", "x"], []]
-    assert grading.cluster_many(groups) == [cluster_answers(group) for group in groups] == [[0, 0, 1, -1], [0, 0, 1, 1], []]
+    assert (
+        grading.cluster_many(groups)
+        == [cluster_answers(group) for group in groups]
+        == [[0, 0, 1, -1], [0, 0, 1, 1], []]
+    )
 
 
-@pytest.mark.parametrize("text, value", [
-    ("The answer is 240.", "240."),
-    ("Therefore, the answer is: $x = 2$", "$x = 2$"),
-    ("answer = 3", "3"),
-    ("The answer is", "The answer is"),  # no value: unchanged
-    ("the answers are 1 and 2", "the answers are 1 and 2"),
-    ("240", "240"),
-])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("The answer is 240.", "240."),
+        ("Therefore, the answer is: $x = 2$", "$x = 2$"),
+        ("answer = 3", "3"),
+        ("The answer is", "The answer is"),  # no value: unchanged
+        ("the answers are 1 and 2", "the answers are 1 and 2"),
+        ("240", "240"),
+    ],
+)
 def test_answer_from_phrase(text, value):
     assert grading.answer_from_phrase(text) == value
 

@@ -20,7 +20,11 @@ def test_a_cluster_shares_one_verdict():
 
 
 def test_rows_keep_their_fields_and_order():
-    samples = [sample("a", 0, "2"), sample("a", 1, r"\frac{4}{2}"), {"unique_id": "b", "sample_index": 0, "level": 4, "completion": "no answer"}]
+    samples = [
+        sample("a", 0, "2"),
+        sample("a", 1, r"\frac{4}{2}"),
+        {"unique_id": "b", "sample_index": 0, "level": 4, "completion": "no answer"},
+    ]
     judged = judge_samples(samples, {"a": "2", "b": "5"}, timeout=5.0, workers=1)
     assert [(r["unique_id"], r["sample_index"]) for r in judged] == [("a", 0), ("a", 1), ("b", 0)]
     assert [r["correct"] for r in judged] == [True, True, False]
@@ -40,8 +44,9 @@ def test_every_mode_records_both_graders_and_the_configured_one_on_top():
 
     samples = [sample("a", 0, r"\frac{2}{4}"), sample("a", 1, r"\frac12"), sample("a", 2, "0.25"), sample("a", 3, "x")]
     stats = GradingStats()
-    judged = judge_samples(samples, {"a": r"\frac{1}{2}"}, timeout=5.0, workers=1, mode="prm800k", every_mode=True,
-                           stats=stats)
+    judged = judge_samples(
+        samples, {"a": r"\frac{1}{2}"}, timeout=5.0, workers=1, mode="prm800k", every_mode=True, stats=stats
+    )
     lenient = [r["verdicts"]["lenient"] for r in judged]
     strict = [r["verdicts"]["prm800k"] for r in judged]
     assert [v["correct"] for v in lenient] == [True, True, False, False]
@@ -49,5 +54,7 @@ def test_every_mode_records_both_graders_and_the_configured_one_on_top():
     assert [v["correct"] for v in strict] == [False, True, False, False]
     assert [v["answer_cluster"] for v in strict] == [0, 1, 2, 3]
     # The configured mode (here prm800k) fills the fields every later stage reads.
-    assert [(r["correct"], r["answer_cluster"]) for r in judged] == [(v["correct"], v["answer_cluster"]) for v in strict]
+    assert [(r["correct"], r["answer_cluster"]) for r in judged] == [
+        (v["correct"], v["answer_cluster"]) for v in strict
+    ]
     assert stats.pairs > 0 and stats.timeouts == 0

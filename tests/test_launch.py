@@ -46,7 +46,10 @@ def test_prepare_environment_rewrites_the_variable(monkeypatch):
 def dry_run(*args):
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(REPO_ROOT / "Snakefile"), *args],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
@@ -58,8 +61,10 @@ def job_block(output: str, rule: str) -> str:
     return match.group(1)
 
 
-needs_math = pytest.mark.skipif(not (MATH_DIR / "train.jsonl").exists() or not PRM800K_EXAMPLES_DIR.exists(),
-                                reason="real MATH files or the PRM800K sample records absent")
+needs_math = pytest.mark.skipif(
+    not (MATH_DIR / "train.jsonl").exists() or not PRM800K_EXAMPLES_DIR.exists(),
+    reason="real MATH files or the PRM800K sample records absent",
+)
 # The paper preset reads PRM800K (not shipped): planned with the sample records in its place.
 PAPER_PRESET = ("--configfile", "configs/paper-llemma7b.yaml", "tests/configs/prm800k_samples.yaml")
 
@@ -115,8 +120,13 @@ def test_multinode_command_from_a_slurm_allocation():
     command = multinode_command(SLURM_ENV, 4, 8, "/env/bin/python", ["train.py", "--out", "m"])
     assert command[:5] == ["srun", "--nodes=4", "--ntasks=4", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
     assert command[5:8] == ["/env/bin/python", "-m", "torch.distributed.run"]
-    assert {"--nnodes=4", "--nproc_per_node=8", "--rdzv_backend=c10d", "--rdzv_endpoint=gpu-node-07:29500",
-            "--rdzv_id=4242"} <= set(command)
+    assert {
+        "--nnodes=4",
+        "--nproc_per_node=8",
+        "--rdzv_backend=c10d",
+        "--rdzv_endpoint=gpu-node-07:29500",
+        "--rdzv_id=4242",
+    } <= set(command)
     assert command[-3:] == ["train.py", "--out", "m"]
 
 
@@ -164,11 +174,31 @@ def test_launcher_runs_two_processes_that_meet_over_gloo(tmp_path):
     srun.chmod(0o755)
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "7", "SLURM_NNODES": "1",
-           "SLURMD_NODENAME": "127.0.0.1", "PYTHONPATH": str(REPO_ROOT / "workflow")}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "SLURM_JOB_ID": "7",
+        "SLURM_NNODES": "1",
+        "SLURMD_NODENAME": "127.0.0.1",
+        "PYTHONPATH": str(REPO_ROOT / "workflow"),
+    }
     result = subprocess.run(
-        [sys.executable, "-m", "easy2hard.launch", "--nodes", "1", "--gpus-per-node", "2", "--", str(worker),
-         str(tmp_path)], env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "easy2hard.launch",
+            "--nodes",
+            "1",
+            "--gpus-per-node",
+            "2",
+            "--",
+            str(worker),
+            str(tmp_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "srun --nodes=1" in result.stderr and "--rdzv_backend=c10d" in result.stderr

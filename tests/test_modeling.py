@@ -193,14 +193,27 @@ needs_smollm2 = pytest.mark.skipif(
 def smollm2_base(tmp_path_factory) -> tuple[Path, dict]:
     """The SmolLM2 preset's base_model stage, run as the rule runs it: an HF folder from the GGUF
     file (~25 s on 2 cores: GGUF de-quantisation and tokenizer conversion)."""
-    model_config = {**yaml.safe_load((REPO_ROOT / "config.yaml").read_text())["model"],
-                    **yaml.safe_load(SMOLLM2_PRESET.read_text())["model"]}
+    model_config = {
+        **yaml.safe_load((REPO_ROOT / "config.yaml").read_text())["model"],
+        **yaml.safe_load(SMOLLM2_PRESET.read_text())["model"],
+    }
     out = tmp_path_factory.mktemp("smollm2") / "base"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "workflow")}
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "workflow" / "scripts" / "build_base_model.py"),
-         "--params", json.dumps(model_config), "--threads", "2", "--out", str(out)],
-        capture_output=True, text=True, env=env, timeout=600,
+        [
+            sys.executable,
+            str(REPO_ROOT / "workflow" / "scripts" / "build_base_model.py"),
+            "--params",
+            json.dumps(model_config),
+            "--threads",
+            "2",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return out, model_config
@@ -251,8 +264,9 @@ def test_smollm2_through_the_pipeline_code(smollm2_base):
     assert example["input_ids"][-1] == tokenizer.eos_token_id
     rendered = evaluator.render(tokenizer, "What is $2+3$?", steps, "5")
     assert [tokenizer.decode([rendered.input_ids[p]]) for p in rendered.positions][:2] == ["\n", "\n"]
-    config = training.TrainConfig(learning_rate=1e-5, epochs=1, global_batch_size=2, micro_batch_size=2,
-                                  max_length=768, deepspeed="never", seed=0)
+    config = training.TrainConfig(
+        learning_rate=1e-5, epochs=1, global_batch_size=2, micro_batch_size=2, max_length=768, deepspeed="never", seed=0
+    )
     module, history = training.train(model, [example, example], config, tokenizer.pad_token_id)
     assert len(history) == 1 and math.isfinite(history[0]["loss"])
     prompt = sampling.encode_prompt(tokenizer, "What is $2+3$?")
@@ -274,17 +288,25 @@ def test_smollm2_in_context_prompt(smollm2_base):
     model, tokenizer = modeling.load_model(str(smollm2_base[0]))
     exemplars = [
         {"unique_id": "a", "problem": "What is $3 + 4$?", "steps": ["We add: $3 + 4 = 7$."], "answer": "7"},
-        {"unique_id": "b", "problem": "What is $5 \\times 2$?", "steps": ["We multiply: $5 \\times 2 = 10$."], "answer": "10"},
+        {
+            "unique_id": "b",
+            "problem": "What is $5 \\times 2$?",
+            "steps": ["We multiply: $5 \\times 2 = 10$."],
+            "answer": "10",
+        },
     ]
     context = formats.format_exemplars(exemplars)
     question = {"unique_id": "q", "problem": "What is $6 + 2$?", "level": 1, "subject": "Prealgebra"}
     usage = sampling.BackendUsage()
     config = sampling.SamplingConfig(greedy=True, max_new_tokens=40, batch_size=1)
-    (row,) = sampling.sample_solutions(model.eval(), tokenizer, [question], config, progress=False, usage=usage,
-                                       context=context)
+    (row,) = sampling.sample_solutions(
+        model.eval(), tokenizer, [question], config, progress=False, usage=usage, context=context
+    )
     assert usage.prompts == {"engine": 1}
     prompt = sampling.encode_prompt(tokenizer, question["problem"], context=context)
-    assert tokenizer.decode(prompt, skip_special_tokens=True).endswith("# Question\n\nWhat is $6 + 2$?\n\n# Solution\n\n")
+    assert tokenizer.decode(prompt, skip_special_tokens=True).endswith(
+        "# Question\n\nWhat is $6 + 2$?\n\n# Solution\n\n"
+    )
     assert "# Question" not in row["completion"] and row["completion"].strip()
     print(f"SmolLM2, 2-shot: {row['completion']!r}")
 

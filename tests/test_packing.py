@@ -11,7 +11,13 @@ def setup(tmp_path_factory):
     train, _ = synthetic.generate_splits(60, 10, 0)
     texts = [formats.format_prompt(r["problem"]) + r["solution"] for r in train]
     tokenizer = modeling.train_tokenizer(texts, 400)
-    shape = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 2, "max_position_embeddings": 512}
+    shape = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_layers": 2,
+        "num_heads": 2,
+        "max_position_embeddings": 512,
+    }
     model = modeling.build_tiny_llama(tokenizer, shape, seed=0).eval()
     rows = []
     for row in train[:12]:
@@ -56,7 +62,14 @@ def test_packed_evaluator_loss_equals_padded(setup, tmp_path):
     examples = []
     for index, (problem, steps, answer) in enumerate(rows[:6]):
         labels = [float(index % 2)] * len(steps) + [1.0]
-        row = {"unique_id": str(index), "problem": problem, "steps": steps, "answer": answer, "labels": labels, "kind": "prm"}
+        row = {
+            "unique_id": str(index),
+            "problem": problem,
+            "steps": steps,
+            "answer": answer,
+            "labels": labels,
+            "kind": "prm",
+        }
         examples.append(evaluator.training_example(row, tokenizer, 512, "all"))
     padded = training.collate(examples, tokenizer.pad_token_id)
     packed = training.pack(examples, tokenizer.pad_token_id, max_length=512)
@@ -71,11 +84,29 @@ def test_packed_training_matches_padded_training(setup):
     examples = [training.sft_example(p, s, a, tokenizer, 512) for p, s, a in rows]
     results = []
     for packing in (False, True):
-        copy = modeling.build_tiny_llama(tokenizer, {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2,
-                                                     "num_heads": 2, "max_position_embeddings": 512}, seed=0)
-        config = training.TrainConfig(learning_rate=1e-3, epochs=1, global_batch_size=6, micro_batch_size=3,
-                                      max_length=512, warmup_ratio=0.0, lr_scheduler="constant", deepspeed="never",
-                                      packing=packing, seed=0)
+        copy = modeling.build_tiny_llama(
+            tokenizer,
+            {
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_layers": 2,
+                "num_heads": 2,
+                "max_position_embeddings": 512,
+            },
+            seed=0,
+        )
+        config = training.TrainConfig(
+            learning_rate=1e-3,
+            epochs=1,
+            global_batch_size=6,
+            micro_batch_size=3,
+            max_length=512,
+            warmup_ratio=0.0,
+            lr_scheduler="constant",
+            deepspeed="never",
+            packing=packing,
+            seed=0,
+        )
         module, history = training.train(copy, examples, config, tokenizer.pad_token_id)
         results.append((module, history))
     (padded, h_padded), (packed, h_packed) = results

@@ -8,9 +8,10 @@ import re
 import shlex
 
 import pytest
-from conftest import MATH_DIR, PRM800K_EXAMPLES_DIR, REPO_ROOT
 import yaml
 from test_workflow import PRM800K_SAMPLES, snakemake
+
+from conftest import MATH_DIR, PRM800K_EXAMPLES_DIR, REPO_ROOT
 
 PAPER_7B = REPO_ROOT / "configs" / "paper-llemma7b.yaml"
 SAMPLE_FILES = ["phase1_train.sample.jsonl", "phase2.sample.jsonl"]
@@ -30,11 +31,13 @@ def planned_commands(*configfiles) -> dict[str, list[dict]]:
             continue
         words = shlex.split(command.group(1).split(" > ")[0])
         inputs = re.search(r"^\s+input: (.*)$", block, flags=re.M)
-        jobs.setdefault(header.group(1), []).append({
-            "params": json.loads(words[words.index("--params") + 1]) if "--params" in words else {},
-            "args": words,
-            "input": inputs.group(1).split(", ") if inputs else [],
-        })
+        jobs.setdefault(header.group(1), []).append(
+            {
+                "params": json.loads(words[words.index("--params") + 1]) if "--params" in words else {},
+                "args": words,
+                "input": inputs.group(1).split(", ") if inputs else [],
+            }
+        )
     return jobs
 
 
@@ -65,10 +68,24 @@ TABLE_4_EVALUATORS = {
     "oprm": {"learning_rate": 2e-5, "epochs": 2, "global_batch_size": 128, "max_length": 1024},
 }
 AUTHORS_PPO = {  # examples/README.md, math_utils/math_rl_utils.py, trainers/ppo_trainer.py
-    "reward": "process", "running_min_start": 0.5, "process_upper_bound": 0.0, "total_step_bonus": 0.25,
-    "step_bonus": 0.0, "answer_process_reward": False, "outcome_reward": 1.0, "hard_outcome_reward": 0.25,
-    "stop_penalty": "graded", "no_answer_penalty": -1.0, "kl_coef": 0.01, "kl_estimator": "k1_clamped",
-    "lam": 1.0, "gamma": 1.0, "whiten_rewards": True, "rollout_top_k": 50, "prompts_per_step": 512, "ppo_epochs": 1,
+    "reward": "process",
+    "running_min_start": 0.5,
+    "process_upper_bound": 0.0,
+    "total_step_bonus": 0.25,
+    "step_bonus": 0.0,
+    "answer_process_reward": False,
+    "outcome_reward": 1.0,
+    "hard_outcome_reward": 0.25,
+    "stop_penalty": "graded",
+    "no_answer_penalty": -1.0,
+    "kl_coef": 0.01,
+    "kl_estimator": "k1_clamped",
+    "lam": 1.0,
+    "gamma": 1.0,
+    "whiten_rewards": True,
+    "rollout_top_k": 50,
+    "prompts_per_step": 512,
+    "ppo_epochs": 1,
 }
 
 
@@ -78,7 +95,10 @@ def test_sft_trains_on_prm800k_with_table_4_settings(paper_7b):
     assert arguments_after(sft, "--prm800k") == SAMPLE_PATHS
     assert sft["params"]["prm800k_levels"] == [1, 2, 3] and "--data" not in sft["args"]
     assert set(arguments_after(sft, "--excluded-questions")) == {
-        "results/data/test.jsonl", "results/data/valid.jsonl", "results/data/train_hard.jsonl"}
+        "results/data/test.jsonl",
+        "results/data/valid.jsonl",
+        "results/data/train_hard.jsonl",
+    }
     # The oracle (Full) SFT reads PRM800K records of every level.
     sft_full = only(paper_7b, "sft_full")
     assert sft_full["params"]["prm800k_levels"] == [1, 2, 3, 4, 5]
@@ -102,10 +122,17 @@ def test_ppo_receives_the_authors_reward_and_optimisation_settings(paper_7b):
     assert ppo["policy_train"]["global_batch_size"] == ppo["value_train"]["global_batch_size"] == 64
     assert ppo["sampling"]["temperature"] == 0.7 and ppo["sampling"]["max_new_tokens"] == 768
     ppo_job = only(paper_7b, "ppo")
-    assert arguments_after(ppo_job, "--reward-model") == arguments_after(ppo_job, "--value") == ["results/evaluators/prm/model"]
+    assert (
+        arguments_after(ppo_job, "--reward-model")
+        == arguments_after(ppo_job, "--value")
+        == ["results/evaluators/prm/model"]
+    )
     assert ppo["ppo"]["steps"] == 11_500 * 50 // 512  # train questions x their 50 epochs // rollout batch
     for model in ("policy_train", "value_train"):
-        assert {k: ppo[model][k] for k in ("learning_rate", "lr_scheduler")} == {"learning_rate": 2e-5, "lr_scheduler": "cosine"}
+        assert {k: ppo[model][k] for k in ("learning_rate", "lr_scheduler")} == {
+            "learning_rate": 2e-5,
+            "lr_scheduler": "cosine",
+        }
 
 
 def test_the_preset_runs_every_stage_on_gpus(paper_7b):
@@ -117,11 +144,24 @@ def test_the_smoke_preset_runs_every_stage_on_a_fixed_subset_of_real_math():
     if not (MATH_DIR / "train.jsonl").exists() or not (PRM800K_EXAMPLES_DIR / SAMPLE_FILES[0]).exists():
         pytest.skip("the MATH files or the PRM800K sample records are not under ../shared/data")
     jobs = planned_commands(REPO_ROOT / "configs" / "smollm2-smoke.yaml")
-    for rule in ("base_model", "sft", "sample", "prm_data", "orm_data", "oprm_data", "rest_em", "dpo", "ppo",
-                 "evaluator_report", "rl_report", "report"):
+    for rule in (
+        "base_model",
+        "sft",
+        "sample",
+        "prm_data",
+        "orm_data",
+        "oprm_data",
+        "rest_em",
+        "dpo",
+        "ppo",
+        "evaluator_report",
+        "rl_report",
+        "report",
+    ):
         assert rule in jobs, rule
     assert sorted(arguments_after(job, "--out")[0] for job in jobs["train_evaluator"]) == [
-        f"results/evaluators/{kind}/model" for kind in ("oprm", "orm", "prm")]
+        f"results/evaluators/{kind}/model" for kind in ("oprm", "orm", "prm")
+    ]
     subset = only(jobs, "prepare_data")["params"]["subset"]
     assert subset == {"train_per_level": [6, 6, 6, 3, 3], "test_per_level": [2, 2, 2, 2, 2], "seed": 0}
     assert only(jobs, "prm_data")["params"]["source"] == "prm800k"
@@ -131,5 +171,6 @@ def test_the_smoke_preset_runs_every_stage_on_a_fixed_subset_of_real_math():
     # What made it finish: ORM positives without a solved problem, bf16 on CPU, capped scoring batches.
     assert only(jobs, "orm_data")["params"]["reference_solutions"] is True
     assert all(job["params"]["max_tokens"] == 4096 for job in jobs["score"])
-    assert all(job["args"][0] == "EASY2HARD_CPU_BF16=1" for rule in ("sft", "sample", "score", "ppo")
-               for job in jobs[rule])
+    assert all(
+        job["args"][0] == "EASY2HARD_CPU_BF16=1" for rule in ("sft", "sample", "score", "ppo") for job in jobs[rule]
+    )

@@ -3,8 +3,8 @@ example per step prefix, EOS only after the answer, de-duplicated; on the real s
 and on hand-made ones."""
 
 import pytest
-from conftest import PRM800K_EXAMPLES_DIR
 
+from conftest import PRM800K_EXAMPLES_DIR
 from easy2hard import formats, modeling, prm800k_data, training
 from easy2hard.training import IGNORE_INDEX
 
@@ -23,8 +23,11 @@ def record(problem, steps):
 
 
 def step(*completions, chosen=None, human=None):
-    return {"completions": [{"text": text, "rating": rating} for text, rating in completions],
-            "chosen_completion": chosen, "human_completion": {"text": human} if human else None}
+    return {
+        "completions": [{"text": text, "rating": rating} for text, rating in completions],
+        "chosen_completion": chosen,
+        "human_completion": {"text": human} if human else None,
+    }
 
 
 def test_sample_records_give_one_example_per_positive_completion_along_the_path(records):
@@ -38,8 +41,9 @@ def test_sample_records_give_one_example_per_positive_completion_along_the_path(
             expected += [(index, number, c["text"]) for c in st["completions"] if c["rating"] == 1]
             if st["chosen_completion"] is None and st["human_completion"] is None and len(st["completions"]) != 1:
                 break
-    assert [(int(r["unique_id"].split("/")[1]), int(r["unique_id"].split("/")[2])) for r in rows] == \
-        [(i, n) for i, n, _ in expected]
+    assert [(int(r["unique_id"].split("/")[1]), int(r["unique_id"].split("/")[2])) for r in rows] == [
+        (i, n) for i, n, _ in expected
+    ]
     assert counts["examples"] == len(rows) > 10
     assert counts["duplicates dropped"] > 0
     for row, (_, number, text) in zip(rows, expected):
@@ -52,18 +56,25 @@ def test_sample_records_give_one_example_per_positive_completion_along_the_path(
             assert row["target"].startswith(formats.STEP_SEPARATOR)
     # Record 1 ends with "... # Answer\n\n29": the final examples end the solution.
     finals = [r for r in rows if r["final"]]
-    assert finals and all(r["target"].endswith("# Answer\n\n29") for r in finals if r["unique_id"].startswith("prm800k/1/"))
+    assert finals and all(
+        r["target"].endswith("# Answer\n\n29") for r in finals if r["unique_id"].startswith("prm800k/1/")
+    )
     # The human-written step 2 of record 1 is on the path of its later examples.
     assert "We have $3p+e=1.24$ and $5p+e=1.82$." in next(r for r in rows if r["unique_id"] == "prm800k/1/3")["context"]
 
 
 def test_answer_spacing_ratings_and_the_path_on_hand_records():
-    rec = record("P?", [
-        step(("First.", 1), ("Wrong.", -1), ("Meh.", 0), chosen=0),
-        step(("Only one, unchosen.", 1)),  # a single unchosen completion: the path continues with it
-        step(("So 5.\n# Answer\n\n5", 1), ("# Answer\n\n5", 1), ("Nope.", None), ("Then.\n\n# Answer", 1)),  # ends the path
-        step(("never reached", 1), chosen=0),
-    ])
+    rec = record(
+        "P?",
+        [
+            step(("First.", 1), ("Wrong.", -1), ("Meh.", 0), chosen=0),
+            step(("Only one, unchosen.", 1)),  # a single unchosen completion: the path continues with it
+            step(
+                ("So 5.\n# Answer\n\n5", 1), ("# Answer\n\n5", 1), ("Nope.", None), ("Then.\n\n# Answer", 1)
+            ),  # ends the path
+            step(("never reached", 1), chosen=0),
+        ],
+    )
     rows, counts = prm800k_data.sft_rows([rec], {}, [1, 2, 3], set(), "hand")
     assert [(r["context"], r["target"], r["final"]) for r in rows] == [
         ("", "First.", False),
@@ -101,10 +112,13 @@ def metaspace_tokenizer():
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer, tok.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
-    tok.train_from_iterator(["First. So 5. Then 6.\n\n# Answer\n\n5"] * 4,
-                            trainers.BpeTrainer(vocab_size=120, special_tokens=["<s>", "</s>", "<pad>", "<unk>"]))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   unk_token="<unk>")
+    tok.train_from_iterator(
+        ["First. So 5. Then 6.\n\n# Answer\n\n5"] * 4,
+        trainers.BpeTrainer(vocab_size=120, special_tokens=["<s>", "</s>", "<pad>", "<unk>"]),
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
 
 
 @pytest.mark.parametrize("final", [True, False])
@@ -128,4 +142,4 @@ def test_continuation_example_tokenises_context_and_target_together(metaspace_to
     prompt = len(example["input_ids"]) - len(together) - 1
     assert example["input_ids"][prompt:] == together + [tok.eos_token_id]
     learned = [label for label in example["labels"] if label != IGNORE_INDEX]
-    assert learned == together[-len(learned) + 1:] + [tok.eos_token_id] and alone[0] not in learned
+    assert learned == together[-len(learned) + 1 :] + [tok.eos_token_id] and alone[0] not in learned

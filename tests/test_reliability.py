@@ -43,22 +43,55 @@ def policy_dir(synthetic_tokenizer, tmp_path_factory) -> Path:
 
 # --- sampling resumes from its last shard ----------------------------------------------------------
 
-SAMPLING = {"sampling": {"num_samples": 8, "temperature": 0.7, "top_k": 20, "top_p": 1.0, "max_new_tokens": 64,
-                         "batch_size": 64, "seed": 3, "engine": "hf"}, "shard_questions": 3}
+SAMPLING = {
+    "sampling": {
+        "num_samples": 8,
+        "temperature": 0.7,
+        "top_k": 20,
+        "top_p": 1.0,
+        "max_new_tokens": 64,
+        "batch_size": 64,
+        "seed": 3,
+        "engine": "hf",
+    },
+    "shard_questions": 3,
+}
 
 
 def test_a_killed_sampling_job_resumes_from_its_last_shard(policy_dir, synthetic_split, tmp_path):
     rows, _ = synthetic_split
     questions = write_jsonl(tmp_path / "questions.jsonl", rows[:30])  # 10 shards
     reference = tmp_path / "reference.jsonl"
-    done = run_script("sample.py", "--threads", "1", "--model", str(policy_dir), "--questions", str(questions),
-                      "--out", str(reference), params=SAMPLING)
+    done = run_script(
+        "sample.py",
+        "--threads",
+        "1",
+        "--model",
+        str(policy_dir),
+        "--questions",
+        str(questions),
+        "--out",
+        str(reference),
+        params=SAMPLING,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
 
     out = tmp_path / "killed.jsonl"
     shards = Path(f"{out}.shards")
-    command = [sys.executable, str(SCRIPTS / "sample.py"), "--params", json.dumps(SAMPLING), "--threads", "1",
-               "--model", str(policy_dir), "--questions", str(questions), "--out", str(out)]
+    command = [
+        sys.executable,
+        str(SCRIPTS / "sample.py"),
+        "--params",
+        json.dumps(SAMPLING),
+        "--threads",
+        "1",
+        "--model",
+        str(policy_dir),
+        "--questions",
+        str(questions),
+        "--out",
+        str(out),
+    ]
     job = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (shards / "shard-00002.jsonl").exists() and time.time() < deadline and job.poll() is None:
@@ -69,15 +102,28 @@ def test_a_killed_sampling_job_resumes_from_its_last_shard(policy_dir, synthetic
     finished = sorted(p.name for p in shards.glob("shard-*.jsonl"))
     assert 3 <= len(finished) < 10 and not out.exists()  # killed mid-run: no output, some shards
 
-    resumed = run_script("sample.py", "--threads", "1", "--model", str(policy_dir), "--questions", str(questions),
-                         "--out", str(out), params=SAMPLING)
+    resumed = run_script(
+        "sample.py",
+        "--threads",
+        "1",
+        "--model",
+        str(policy_dir),
+        "--questions",
+        str(questions),
+        "--out",
+        str(out),
+        params=SAMPLING,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"{len(finished)} of 10 shards already sampled" in resumed.stderr
     assert out.read_text() == reference.read_text()  # the same samples as the uninterrupted run
     assert not shards.exists()
     # The provenance counts the back end of every shard, the ones sampled before the kill too.
-    assert provenance.read(out)["sampling"] == provenance.read(reference)["sampling"] == {
-        "mode": "hf", "backend": "hf", "prompts": {"hf": 30}, "fallbacks": [], "unexpected_fallback": False}
+    assert (
+        provenance.read(out)["sampling"]
+        == provenance.read(reference)["sampling"]
+        == {"mode": "hf", "backend": "hf", "prompts": {"hf": 30}, "fallbacks": [], "unexpected_fallback": False}
+    )
 
 
 def test_shards_of_another_model_are_not_reused(policy_dir, synthetic_tokenizer, synthetic_split, tmp_path):
@@ -104,12 +150,28 @@ def ppo_trainer(policy_dir, rows, crash_at=None):
     value, _ = evaluator.load_backbone(str(policy_dir))
     reward_model, _ = evaluator.load_backbone(str(policy_dir))
     easy = [r for r in rows if r["level"] <= 3][:6]
-    train = dict(learning_rate=1e-3, epochs=1, global_batch_size=4, micro_batch_size=2, max_length=256,
-                 warmup_ratio=0.0, lr_scheduler="constant", deepspeed="never", seed=0, checkpoint_every=2)
+    train = dict(
+        learning_rate=1e-3,
+        epochs=1,
+        global_batch_size=4,
+        micro_batch_size=2,
+        max_length=256,
+        warmup_ratio=0.0,
+        lr_scheduler="constant",
+        deepspeed="never",
+        seed=0,
+        checkpoint_every=2,
+    )
     trainer = ppo.PPOTrainer(
-        ppo.Models(policy, value, reference, reward_model, tokenizer), easy, {r["unique_id"]: r["answer"] for r in easy},
-        ppo.PPOConfig(steps=4, prompts_per_step=4), training.TrainConfig(**train), training.TrainConfig(**train),
-        sampling.SamplingConfig(max_new_tokens=16, batch_size=16, engine="hf"), {"mode": "lenient", "timeout": 5.0, "workers": 1}, 8,
+        ppo.Models(policy, value, reference, reward_model, tokenizer),
+        easy,
+        {r["unique_id"]: r["answer"] for r in easy},
+        ppo.PPOConfig(steps=4, prompts_per_step=4),
+        training.TrainConfig(**train),
+        training.TrainConfig(**train),
+        sampling.SamplingConfig(max_new_tokens=16, batch_size=16, engine="hf"),
+        {"mode": "lenient", "timeout": 5.0, "workers": 1},
+        8,
     )
     if crash_at is not None:
         update = trainer.update
@@ -160,29 +222,73 @@ def test_bad_inputs_name_the_file_and_line_and_leave_no_output(policy_dir, tmp_p
     good_sample = {"unique_id": "q1", "level": 1, "sample_index": 0, "completion": "1 + 1 = 2.\n\n# Answer\n\n2"}
     cases = {
         # name: (script, arguments before --out, bad file, its lines, expected message)
-        "malformed JSON": ("grade_train.py", ["--samples", "{bad}", "--answers", "{good_easy}"],
-                           [json.dumps(good_sample), '{"unique_id": "q2", '], ":2: malformed JSON"),
+        "malformed JSON": (
+            "grade_train.py",
+            ["--samples", "{bad}", "--answers", "{good_easy}"],
+            [json.dumps(good_sample), '{"unique_id": "q2", '],
+            ":2: malformed JSON",
+        ),
         "not UTF-8": ("evaluate.py", ["--samples", "{bad}", "--gold", "{good_gold}"], None, ":1: not valid UTF-8"),
-        "missing field": ("sample.py", ["--model", str(policy_dir), "--questions", "{bad}"],
-                          [{"unique_id": "q1", "level": 1}], ":1: missing field(s) problem"),
-        "not an object": ("score.py", ["--evaluator", str(policy_dir), "--samples", "{bad}", "--questions", "{good_questions}"],
-                          ["[1, 2]"], ":1: expected a JSON object"),
-        "non-finite score": ("rl_data.py", ["--algorithm", "dpo", "--graded", "{good_graded}", "--scores", "{bad}",
-                                            "--questions", "{good_questions}", "--stats", "{stats}"],
-                             [{"unique_id": "q1", "sample_index": 0, "step_scores": ["nan"]}], "step_scores must be a list of finite numbers"),
-        "missing scores": ("rl_data.py", ["--algorithm", "rest_em", "--graded", "{good_graded}", "--scores", "{bad}",
-                                          "--questions", "{good_questions}", "--stats", "{stats}"],
-                           [], "no scores for 1 of the 1 samples"),
+        "missing field": (
+            "sample.py",
+            ["--model", str(policy_dir), "--questions", "{bad}"],
+            [{"unique_id": "q1", "level": 1}],
+            ":1: missing field(s) problem",
+        ),
+        "not an object": (
+            "score.py",
+            ["--evaluator", str(policy_dir), "--samples", "{bad}", "--questions", "{good_questions}"],
+            ["[1, 2]"],
+            ":1: expected a JSON object",
+        ),
+        "non-finite score": (
+            "rl_data.py",
+            [
+                "--algorithm",
+                "dpo",
+                "--graded",
+                "{good_graded}",
+                "--scores",
+                "{bad}",
+                "--questions",
+                "{good_questions}",
+                "--stats",
+                "{stats}",
+            ],
+            [{"unique_id": "q1", "sample_index": 0, "step_scores": ["nan"]}],
+            "step_scores must be a list of finite numbers",
+        ),
+        "missing scores": (
+            "rl_data.py",
+            [
+                "--algorithm",
+                "rest_em",
+                "--graded",
+                "{good_graded}",
+                "--scores",
+                "{bad}",
+                "--questions",
+                "{good_questions}",
+                "--stats",
+                "{stats}",
+            ],
+            [],
+            "no scores for 1 of the 1 samples",
+        ),
     }
     params = {
-        "grade_train.py": {"mode": "lenient", "timeout": 5.0, "workers": 1}, "evaluate.py": {"mode": "lenient", "timeout": 5.0, "workers": 1},
-        "sample.py": SAMPLING, "score.py": {"batch_size": 4, "max_tokens": 4096},
+        "grade_train.py": {"mode": "lenient", "timeout": 5.0, "workers": 1},
+        "evaluate.py": {"mode": "lenient", "timeout": 5.0, "workers": 1},
+        "sample.py": SAMPLING,
+        "score.py": {"batch_size": 4, "max_tokens": 4096},
         "rl_data.py": {"easy_levels": [1, 2, 3], "selection": {"aggregation": "min"}},
     }
     good = {
         "good_easy": write_jsonl(tmp_path / "easy.jsonl", [{"unique_id": "q1", "answer": "2"}]),
         "good_gold": write_jsonl(tmp_path / "gold.jsonl", [{"unique_id": "q1", "answer": "2"}]),
-        "good_questions": write_jsonl(tmp_path / "questions.jsonl", [{"unique_id": "q1", "problem": "1 + 1", "level": 1}]),
+        "good_questions": write_jsonl(
+            tmp_path / "questions.jsonl", [{"unique_id": "q1", "problem": "1 + 1", "level": 1}]
+        ),
         "good_graded": write_jsonl(tmp_path / "graded.jsonl", [{**good_sample, "correct": True, "finished": True}]),
     }
     for name, (script, arguments, lines, message) in cases.items():
@@ -225,6 +331,7 @@ def test_end_of_run_check_finds_fallbacks_on_models_the_engine_should_run(tmp_pa
     """What the Snakefile's onsuccess / onerror hook prints: outputs (files and model folders)
     sampled by generate although the engine is meant to run the model; by-design fallbacks and
     outputs without sampling are not reported."""
+
     def sampled_by(fallbacks):
         return {"sampling": {"mode": "auto", "backend": "hf", "prompts": {"hf": 1}, "fallbacks": fallbacks}}
 
@@ -233,8 +340,15 @@ def test_end_of_run_check_finds_fallbacks_on_models_the_engine_should_run(tmp_pa
     provenance.write(samples, sampled_by([{"reason": "engine failed: RuntimeError()", "expected": False}]))
     ppo = tmp_path / "models" / "ppo_r1"
     ppo.mkdir(parents=True)
-    provenance.write(ppo, sampled_by([{"reason": "its forward takes no cache", "expected": False},
-                                      {"reason": "sliding window", "expected": True}]))
+    provenance.write(
+        ppo,
+        sampled_by(
+            [
+                {"reason": "its forward takes no cache", "expected": False},
+                {"reason": "sliding window", "expected": True},
+            ]
+        ),
+    )
     by_design = write_jsonl(tmp_path / "samples" / "valid.jsonl", [])
     provenance.write(by_design, sampled_by([{"reason": "sliding window", "expected": True}]))
     provenance.write(write_jsonl(tmp_path / "data.jsonl", []), {"config": {}})
@@ -247,7 +361,9 @@ def test_end_of_run_check_finds_fallbacks_on_models_the_engine_should_run(tmp_pa
 
 # --- the grader never raises on random input -----------------------------------------------------
 
-LATEX_ALPHABET = st.sampled_from(list("0123456789+-*/^_{}()[]\\,.= xyzabc") + ["\\frac", "\\sqrt", "\\pi", "\\boxed{", "^{", "!", "é", "∞", "\x00"])
+LATEX_ALPHABET = st.sampled_from(
+    list("0123456789+-*/^_{}()[]\\,.= xyzabc") + ["\\frac", "\\sqrt", "\\pi", "\\boxed{", "^{", "!", "é", "∞", "\x00"]
+)
 latexish = st.lists(LATEX_ALPHABET, max_size=40).map("".join)
 
 
@@ -262,8 +378,14 @@ def test_is_equivalent_never_raises_on_random_strings(pred, gold):
 
 @pytest.mark.timeout(120)
 def test_grade_many_runs_pathological_pairs_in_parallel():
-    pairs = [("10^{10^{10}}", "1"), ("100000!", "2"), ("{" * 3000 + "}" * 3000, "3"), ("x" * 10000, "4"),
-             ("\\frac{1}{2}", "0.5"), ("∞", "\\infty")]
+    pairs = [
+        ("10^{10^{10}}", "1"),
+        ("100000!", "2"),
+        ("{" * 3000 + "}" * 3000, "3"),
+        ("x" * 10000, "4"),
+        ("\\frac{1}{2}", "0.5"),
+        ("∞", "\\infty"),
+    ]
     verdicts = grade_many(pairs, timeout=1.0, workers=2)  # pytest-timeout bounds the whole call
     assert verdicts[:4] == [False] * 4 and verdicts[4] is True
     assert all(isinstance(v, bool) for v in verdicts)
@@ -277,10 +399,23 @@ def test_a_killed_workflow_resumes_sft_from_its_checkpoint(tmp_path):
     from the trainer's checkpoint (the model folder only ever appears complete)."""
     override = tmp_path / "checkpoints.yaml"
     override.write_text("sft:\n  checkpoint_every: 10\n  epochs: 30\n")
-    base = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO_ROOT / "Snakefile"), "--directory", str(tmp_path),
-            "--configfile", str(REPO_ROOT / "tests/configs/tiny.yaml"), str(override), "--cores", "1"]
-    job = subprocess.Popen([*base, "results/models/sft"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           start_new_session=True)
+    base = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO_ROOT / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(REPO_ROOT / "tests/configs/tiny.yaml"),
+        str(override),
+        "--cores",
+        "1",
+    ]
+    job = subprocess.Popen(
+        [*base, "results/models/sft"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     marker = tmp_path / "results/models/sft.checkpoints/complete"
     deadline = time.time() + 300
     while not marker.exists() and time.time() < deadline and job.poll() is None:
@@ -290,7 +425,9 @@ def test_a_killed_workflow_resumes_sft_from_its_checkpoint(tmp_path):
     assert marker.exists() and not (tmp_path / "results/models/sft").exists()
     killed_at = marker.read_text().strip()
     assert subprocess.run([*base, "--unlock"], capture_output=True, timeout=120).returncode == 0
-    rerun = subprocess.run([*base, "--rerun-incomplete", "results/models/sft"], capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(
+        [*base, "--rerun-incomplete", "results/models/sft"], capture_output=True, text=True, timeout=600
+    )
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     log = (tmp_path / "results/logs/sft.log").read_text()
     assert f"resumed from results/models/sft.checkpoints/{killed_at}" in log

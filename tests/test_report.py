@@ -7,20 +7,27 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from easy2hard.io import DataError, read_jsonl, write_jsonl
 from easy2hard import cli
+from easy2hard.io import DataError, read_jsonl, write_jsonl
 from easy2hard.report import COLUMNS, compute_metrics, report_aggregations, write_report
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLI = REPO_ROOT / "workflow" / "scripts" / "report.py"
 # The report rule's outputs (rules/report.smk): key -> file name.
-REPORT_NAMES = {"metrics": "metrics.csv", "comparisons": "comparisons.csv", "gap": "gap_recovered.csv",
-                "markdown": "report.md", "plot": "accuracy_vs_n.png", "aggregations": "best_of_n_aggregations.png",
-                "settings": "report_settings.json"}
+REPORT_NAMES = {
+    "metrics": "metrics.csv",
+    "comparisons": "comparisons.csv",
+    "gap": "gap_recovered.csv",
+    "markdown": "report.md",
+    "plot": "accuracy_vs_n.png",
+    "aggregations": "best_of_n_aggregations.png",
+    "settings": "report_settings.json",
+}
 
 
 def report_paths(out: Path) -> dict[str, Path]:
     return {key: out / name for key, name in REPORT_NAMES.items()}
+
 
 # Hand-made generator "sft": (unique_id, level, subject, sample clusters, correct cluster, greedy correct).
 # maj@4 by hand: q1 1.0, q2 0.0, q3 tie 0.5, q4 1.0, q5 no answer 0.0, q6 four-way tie 0.25.
@@ -61,15 +68,24 @@ STRICT_WRONG = {"q1"}
 
 
 def verdicts(correct, cluster, uid):
-    return {"lenient": {"correct": correct, "answer_cluster": cluster},
-            "prm800k": {"correct": correct and uid not in STRICT_WRONG, "answer_cluster": cluster}}
+    return {
+        "lenient": {"correct": correct, "answer_cluster": cluster},
+        "prm800k": {"correct": correct and uid not in STRICT_WRONG, "answer_cluster": cluster},
+    }
 
 
 def sample_rows(spec):
     return [
-        dict(unique_id=uid, level=level, subject=subject, sample_index=index,
-             answer=None if cluster == -1 else f"a{cluster}", answer_cluster=cluster,
-             correct=cluster == right, verdicts=verdicts(cluster == right, cluster, uid))
+        dict(
+            unique_id=uid,
+            level=level,
+            subject=subject,
+            sample_index=index,
+            answer=None if cluster == -1 else f"a{cluster}",
+            answer_cluster=cluster,
+            correct=cluster == right,
+            verdicts=verdicts(cluster == right, cluster, uid),
+        )
         for uid, level, subject, clusters, right, _ in spec
         for index, cluster in enumerate(clusters)
     ]
@@ -77,15 +93,26 @@ def sample_rows(spec):
 
 def greedy_rows(spec):
     return [
-        dict(unique_id=uid, level=level, subject=subject, sample_index=0,
-             answer="g", answer_cluster=0, correct=greedy_correct, verdicts=verdicts(greedy_correct, 0, uid))
+        dict(
+            unique_id=uid,
+            level=level,
+            subject=subject,
+            sample_index=0,
+            answer="g",
+            answer_cluster=0,
+            correct=greedy_correct,
+            verdicts=verdicts(greedy_correct, 0, uid),
+        )
         for uid, level, subject, _, _, greedy_correct in spec
     ]
 
 
 def score_rows(step_scores):
-    return [dict(unique_id=uid, sample_index=index, step_scores=steps)
-            for uid, samples in step_scores.items() for index, steps in enumerate(samples)]
+    return [
+        dict(unique_id=uid, sample_index=index, step_scores=steps)
+        for uid, samples in step_scores.items()
+        for index, steps in enumerate(samples)
+    ]
 
 
 @pytest.fixture
@@ -116,8 +143,14 @@ def metrics(eval_files, score_files):
 
 
 def pick(df, generator, method, n, levels, evaluator="-", aggregation="-"):
-    row = df[(df.generator == generator) & (df.method == method) & (df.n == n) & (df.levels == levels)
-             & (df.evaluator == evaluator) & (df.aggregation == aggregation)]
+    row = df[
+        (df.generator == generator)
+        & (df.method == method)
+        & (df.n == n)
+        & (df.levels == levels)
+        & (df.evaluator == evaluator)
+        & (df.aggregation == aggregation)
+    ]
     assert len(row) == 1, (generator, method, n, levels, evaluator, aggregation)
     return row.iloc[0]
 
@@ -127,13 +160,35 @@ def mean_of(by_question, uids):
 
 
 EASY, HARD = ["q1", "q2", "q3"], ["q4", "q5", "q6"]
-SFT_GROUPS = {"easy", "hard", "all", "level_1", "level_2", "level_3", "level_4", "level_5",
-              "subject:Algebra", "subject:Geometry"}
+SFT_GROUPS = {
+    "easy",
+    "hard",
+    "all",
+    "level_1",
+    "level_2",
+    "level_3",
+    "level_4",
+    "level_5",
+    "subject:Algebra",
+    "subject:Geometry",
+}
 
 
 def test_columns_and_rows(metrics):
-    assert COLUMNS == ["generator", "evaluator", "method", "aggregation", "n", "levels", "accuracy", "std",
-                       "num_problems", "grader", "ci_low", "ci_high"]
+    assert COLUMNS == [
+        "generator",
+        "evaluator",
+        "method",
+        "aggregation",
+        "n",
+        "levels",
+        "accuracy",
+        "std",
+        "num_problems",
+        "grader",
+        "ci_low",
+        "ci_high",
+    ]
     assert list(metrics.columns) == COLUMNS
     assert set(metrics.grader) == {"lenient"}
     sft = metrics[metrics.generator == "sft"]
@@ -172,7 +227,11 @@ def test_weighted_and_best_of_n_at_n_by_hand(metrics):
     for method, by_question in [("weighted", WEIGHTED_MIN), ("best_of_n", BEST_MIN)]:
         for group, uids in [("easy", EASY), ("hard", HARD), ("all", EASY + HARD)]:
             row = pick(metrics, "sft", method, 4, group, "prm", "min")
-            assert (row.accuracy, row["std"], row.num_problems) == (pytest.approx(mean_of(by_question, uids)), 0.0, 3 if group != "all" else 6)
+            assert (row.accuracy, row["std"], row.num_problems) == (
+                pytest.approx(mean_of(by_question, uids)),
+                0.0,
+                3 if group != "all" else 6,
+            )
     # Level 2 (q2): weighted voting overturns the wrong majority; q1 by the last step score.
     assert pick(metrics, "sft", "majority", 4, "level_2").accuracy == 0.0
     assert pick(metrics, "sft", "weighted", 4, "level_2", "prm", "min").accuracy == 1.0
@@ -188,8 +247,13 @@ def test_flat_scores_reduce_to_majority_and_the_average_sample(metrics):
     fraction_correct = {"q1": 2 / 3, "q2": 0.25, "q3": 0.5, "q4": 1.0, "q5": 0.0, "q6": 0.25}
     for n in (1, 2, 4):
         for group in SFT_GROUPS:
-            assert pick(metrics, "sft", "weighted", n, group, "orm", "min").accuracy == pick(metrics, "sft", "majority", n, group).accuracy
-    assert pick(metrics, "sft", "best_of_n", 4, "all", "orm", "prod").accuracy == pytest.approx(mean_of(fraction_correct, EASY + HARD))
+            assert (
+                pick(metrics, "sft", "weighted", n, group, "orm", "min").accuracy
+                == pick(metrics, "sft", "majority", n, group).accuracy
+            )
+    assert pick(metrics, "sft", "best_of_n", 4, "all", "orm", "prod").accuracy == pytest.approx(
+        mean_of(fraction_correct, EASY + HARD)
+    )
 
 
 def test_every_method_agrees_at_n_1(metrics):
@@ -211,7 +275,9 @@ def test_subject_rows(metrics):
     assert pick(metrics, "sft", "majority", 4, "subject:Geometry").accuracy == pytest.approx(0.75 / 3)
     row = pick(metrics, "sft", "weighted", 4, "subject:Algebra", "prm", "min")
     assert (row.accuracy, row.num_problems) == (pytest.approx(mean_of(WEIGHTED_MIN, algebra)), 3)
-    assert pick(metrics, "sft", "best_of_n", 4, "subject:Geometry", "prm", "min").accuracy == pytest.approx(mean_of(BEST_MIN, geometry))
+    assert pick(metrics, "sft", "best_of_n", 4, "subject:Geometry", "prm", "min").accuracy == pytest.approx(
+        mean_of(BEST_MIN, geometry)
+    )
 
 
 def test_maj_at_1_close_to_fraction_correct(metrics):
@@ -223,8 +289,18 @@ def test_maj_at_1_close_to_fraction_correct(metrics):
 
 def test_num_problems(metrics):
     counts = metrics[(metrics.generator == "sft") & (metrics.method == "greedy")].set_index("levels").num_problems
-    assert counts.to_dict() == {"easy": 3, "hard": 3, "all": 6, "level_1": 1, "level_2": 1, "level_3": 1,
-                                "level_4": 2, "level_5": 1, "subject:Algebra": 3, "subject:Geometry": 3}
+    assert counts.to_dict() == {
+        "easy": 3,
+        "hard": 3,
+        "all": 6,
+        "level_1": 1,
+        "level_2": 1,
+        "level_3": 1,
+        "level_4": 2,
+        "level_5": 1,
+        "subject:Algebra": 3,
+        "subject:Geometry": 3,
+    }
 
 
 def test_deterministic_given_seed(eval_files, score_files, metrics):
@@ -299,9 +375,15 @@ def test_inconsistent_cluster_correctness_raises(eval_files):
         compute_metrics(sampled, greedy, [1, 2, 3], 10, 0)
 
 
-SETTINGS = {"easy_levels": [1, 2, 3], "num_draws": 200, "seed": 0, "aggregations": ["min", "prod", "last", "mean"],
-            "evaluator_aggregation": {"prm": "min", "orm": "min"}, "provenance_file": "provenance.json",
-            "upstream": {"code_version": "abc123", "grader_version": "g1"}}
+SETTINGS = {
+    "easy_levels": [1, 2, 3],
+    "num_draws": 200,
+    "seed": 0,
+    "aggregations": ["min", "prod", "last", "mean"],
+    "evaluator_aggregation": {"prm": "min", "orm": "min"},
+    "provenance_file": "provenance.json",
+    "upstream": {"code_version": "abc123", "grader_version": "g1"},
+}
 
 
 def test_write_report(metrics, tmp_path):
@@ -354,21 +436,46 @@ def test_write_report_without_evaluators(eval_files, tmp_path):
 
 def test_write_report_needs_settings(metrics, tmp_path):
     with pytest.raises(ValueError, match="num_draws"):
-        write_report(metrics, report_paths(tmp_path / "report"), {"easy_levels": [1, 2, 3], "seed": 0, "evaluator_aggregation": {"prm": "min"}})
+        write_report(
+            metrics,
+            report_paths(tmp_path / "report"),
+            {"easy_levels": [1, 2, 3], "seed": 0, "evaluator_aggregation": {"prm": "min"}},
+        )
     assert not (tmp_path / "report" / "report.md").exists()
 
 
-CLI_PARAMS = {"easy_levels": [1, 2, 3], "num_draws": 20, "seed": 1, "bootstrap": {"resamples": 200, "confidence": 0.9},
-              "aggregations": ["prod", "last"], "evaluator_aggregation": {"prm": "min", "orm": "min"}, "grader": "lenient",
-              "data_source": "math_jsonl", "huggingface_test_name": "HuggingFaceH4/MATH-500"}
+CLI_PARAMS = {
+    "easy_levels": [1, 2, 3],
+    "num_draws": 20,
+    "seed": 1,
+    "bootstrap": {"resamples": 200, "confidence": 0.9},
+    "aggregations": ["prod", "last"],
+    "evaluator_aggregation": {"prm": "min", "orm": "min"},
+    "grader": "lenient",
+    "data_source": "math_jsonl",
+    "huggingface_test_name": "HuggingFaceH4/MATH-500",
+}
 
 
 def run_cli(eval_files, out, *extra, scores=None, params=CLI_PARAMS, outs=None):
     sampled, greedy = eval_files
     score_args = [f"{g}:{e}={p}" for g, by_e in (scores or {}).items() for e, p in by_e.items()]
     outs = [f"{key}={path}" for key, path in report_paths(out).items()] if outs is None else outs
-    command = [sys.executable, str(CLI), "--params", json.dumps(params), "--sampled", *(f"{g}={p}" for g, p in sampled.items()),
-               "--greedy", *(f"{g}={p}" for g, p in greedy.items()), "--scores", *score_args, "--out", *outs, *extra]
+    command = [
+        sys.executable,
+        str(CLI),
+        "--params",
+        json.dumps(params),
+        "--sampled",
+        *(f"{g}={p}" for g, p in sampled.items()),
+        "--greedy",
+        *(f"{g}={p}" for g, p in greedy.items()),
+        "--scores",
+        *score_args,
+        "--out",
+        *outs,
+        *extra,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
 
@@ -383,7 +490,11 @@ def test_cli_end_to_end(eval_files, score_files, tmp_path):
     text = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
     assert "`abc123`" in text and "huge" not in text and "## sft" in text and "## base" in text
     settings = json.loads((tmp_path / "report" / "report_settings.json").read_text())
-    assert (settings["num_draws"], settings["seed"], settings["evaluator_aggregation"]) == (20, 1, {"prm": "min", "orm": "min"})
+    assert (settings["num_draws"], settings["seed"], settings["evaluator_aggregation"]) == (
+        20,
+        1,
+        {"prm": "min", "orm": "min"},
+    )
     assert settings["aggregations"] == ["prod", "last", "min"]
     prm = settings["inputs"]["scores"]["sft"]["prm"]
     assert prm["path"] == str(score_files["sft"]["prm"]) and len(prm["sha256"]) == 64
@@ -419,7 +530,11 @@ def test_cli_rejects_bad_params_and_paths(eval_files, tmp_path):
     result = run_cli(eval_files, out, params={**CLI_PARAMS, "evaluator_aggregation": {"prm": "max"}})
     assert result.returncode == 2 and "unknown aggregation 'max'" in result.stderr
     result = run_cli(eval_files, out, outs=[f"{k}={p}" for k, p in report_paths(out).items() if k != "plot"])
-    assert result.returncode == 1 and "--out: expected exactly the keys" in result.stderr and "missing: plot" in result.stderr
+    assert (
+        result.returncode == 1
+        and "--out: expected exactly the keys" in result.stderr
+        and "missing: plot" in result.stderr
+    )
     result = run_cli(eval_files, out, outs=["metrics", *(f"{k}={p}" for k, p in report_paths(out).items())])
     assert result.returncode == 1 and "--out: expected KEY=PATH, got 'metrics'" in result.stderr
     assert not out.exists()
@@ -441,9 +556,20 @@ def test_cli_reports_which_back_end_sampled(eval_files, tmp_path):
     from easy2hard import provenance
 
     sampled, greedy = eval_files
-    engine = {"mode": "auto", "backend": "engine", "prompts": {"engine": 6}, "fallbacks": [], "unexpected_fallback": False}
-    fallback = {"mode": "auto", "backend": "hf", "prompts": {"hf": 2}, "unexpected_fallback": True,
-                "fallbacks": [{"reason": "its forward takes no position_ids", "expected": False}]}
+    engine = {
+        "mode": "auto",
+        "backend": "engine",
+        "prompts": {"engine": 6},
+        "fallbacks": [],
+        "unexpected_fallback": False,
+    }
+    fallback = {
+        "mode": "auto",
+        "backend": "hf",
+        "prompts": {"hf": 2},
+        "unexpected_fallback": True,
+        "fallbacks": [{"reason": "its forward takes no position_ids", "expected": False}],
+    }
     for generator, record in (("sft", engine), ("base", fallback)):
         samples = tmp_path / f"{generator}.samples.jsonl"
         samples.write_text("")
@@ -452,7 +578,10 @@ def test_cli_reports_which_back_end_sampled(eval_files, tmp_path):
     result = run_cli(eval_files, tmp_path / "report")
     assert result.returncode == 0, result.stderr
     settings = json.loads((tmp_path / "report" / "report_settings.json").read_text())
-    assert settings["sampling"] == {"sft": {"sampled": engine, "greedy": None}, "base": {"sampled": fallback, "greedy": None}}
+    assert settings["sampling"] == {
+        "sft": {"sampled": engine, "greedy": None},
+        "base": {"sampled": fallback, "greedy": None},
+    }
     text = (tmp_path / "report" / "report.md").read_text(encoding="utf-8").split("## Provenance")[1]
     assert "sft sampled: engine; base sampled: hf" in text
     assert "Warning: some samples fell back to `generate`" in text and "its forward takes no position_ids" in text
@@ -462,8 +591,9 @@ def test_a_second_grader_at_the_largest_n(eval_files, score_files, tmp_path):
     """The other grader's verdicts (the rows' `verdicts`) give rows at n = N only, labelled by the
     grader, and report.md a second main table; the curves and plots stay the configured grader's."""
     sampled, greedy = eval_files
-    df = compute_metrics(sampled, greedy, [1, 2, 3], 50, 0, score_files, ["min"], grader="lenient",
-                         other_graders=["prm800k"])
+    df = compute_metrics(
+        sampled, greedy, [1, 2, 3], 50, 0, score_files, ["min"], grader="lenient", other_graders=["prm800k"]
+    )
     strict = df[df.grader == "prm800k"]
     assert set(strict.n) == {1, 4} and set(strict[strict.method != "greedy"].n) == {4}
     lenient = df[df.grader == "lenient"]
@@ -492,8 +622,9 @@ def test_cis_at_the_largest_n_and_paired_comparisons(eval_files, score_files, tm
     sampled, greedy = eval_files
     bootstrap = Bootstrap(resamples=500, seed=0, confidence=0.95)
     per_problem = {}
-    df = compute_metrics(sampled, greedy, [1, 2, 3], 20, 0, score_files, ["min", "last"], bootstrap=bootstrap,
-                         per_problem=per_problem)
+    df = compute_metrics(
+        sampled, greedy, [1, 2, 3], 20, 0, score_files, ["min", "last"], bootstrap=bootstrap, per_problem=per_problem
+    )
     at_n = df[(df.method == "greedy") | (df.n == 4)]
     assert at_n.ci_low.notna().all() and df.drop(at_n.index).ci_low.isna().all()
     assert ((at_n.ci_low <= at_n.accuracy + 1e-12) & (at_n.accuracy <= at_n.ci_high + 1e-12)).all()
@@ -503,8 +634,12 @@ def test_cis_at_the_largest_n_and_paired_comparisons(eval_files, score_files, tm
     assert list(comparisons.columns) == COMPARISON_COLUMNS
     assert set(comparisons.comparison) == {"evaluator_vs_majority", "policy_vs_sft"}
     # weighted@4 (prm, min) - majority@4 on sft's easy problems: q1 1-1, q2 1-0, q3 .5-.5 -> +1/3, paired.
-    weighted = comparisons[(comparisons.generator == "sft") & (comparisons.method == "weighted")
-                           & (comparisons.evaluator == "prm") & (comparisons.levels == "easy")].iloc[0]
+    weighted = comparisons[
+        (comparisons.generator == "sft")
+        & (comparisons.method == "weighted")
+        & (comparisons.evaluator == "prm")
+        & (comparisons.levels == "easy")
+    ].iloc[0]
     assert weighted.difference == pytest.approx(1 / 3) and weighted.aggregation == "min"
     assert weighted.ci_low >= 0 and weighted.ci_high <= 1
     # ORM rows use its own aggregation (last).
@@ -512,15 +647,21 @@ def test_cis_at_the_largest_n_and_paired_comparisons(eval_files, score_files, tm
     # base answered q1 and q2 only: compared with sft on those two shared (easy) problems.
     versus = comparisons[comparisons.comparison == "policy_vs_sft"]
     assert set(versus.generator) == {"base"} and set(versus.method) == {"greedy", "majority"}
-    assert set(versus.levels) == {"easy", "all", "level_1", "level_2", "subject:Algebra"} and set(versus.num_problems) <= {1, 2}
+    assert set(versus.levels) == {"easy", "all", "level_1", "level_2", "subject:Algebra"} and set(
+        versus.num_problems
+    ) <= {1, 2}
     # A policy compared with an identical copy of itself: difference exactly 0, CI [0, 0].
     same = {("lenient", "copy", *key[2:]) if key[1] == "base" else key: value for key, value in per_problem.items()}
     same.update({("lenient", "copy", *key[2:]): value for key, value in per_problem.items() if key[1] == "sft"})
     zero = paired_comparisons(same, bootstrap, {"prm": "min", "orm": "last"})
     zero = zero[zero.comparison == "policy_vs_sft"]
     assert len(zero) and (zero.difference == 0).all() and (zero.ci_low == 0).all() and (zero.ci_high == 0).all()
-    write_report(df, report_paths(tmp_path / "report"), {**SETTINGS, "bootstrap": {"resamples": 500, "confidence": 0.95, "seed": 0}},
-                 comparisons)
+    write_report(
+        df,
+        report_paths(tmp_path / "report"),
+        {**SETTINGS, "bootstrap": {"resamples": 500, "confidence": 0.95, "seed": 0}},
+        comparisons,
+    )
     text = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
     assert "95 % confidence interval of the accuracy over test problems" in text
     assert "| sft | Majority@4 | 50.0 [" in text
@@ -543,13 +684,15 @@ def _per_problem(scores: dict, levels=(1, 1, 4, 4)):
 def test_supervision_gap_recovered_by_hand():
     from easy2hard.report import Bootstrap, _comparison_section, paired_comparisons, supervision_gap
 
-    per_problem = _per_problem({
-        ("majority", "-", "-"): [0, 0, 1, 0],
-        ("weighted", "orm", "last"): [1, 0, 1, 0],  # +1 problem over voting
-        ("weighted", "orm_full", "last"): [1, 1, 1, 0],  # +2 problems: half the gap recovered
-        ("best_of_n", "orm", "last"): [0, 0, 1, 0],
-        ("best_of_n", "orm_full", "last"): [0, 0, 1, 0],  # the oracle does not beat voting: undefined
-    })
+    per_problem = _per_problem(
+        {
+            ("majority", "-", "-"): [0, 0, 1, 0],
+            ("weighted", "orm", "last"): [1, 0, 1, 0],  # +1 problem over voting
+            ("weighted", "orm_full", "last"): [1, 1, 1, 0],  # +2 problems: half the gap recovered
+            ("best_of_n", "orm", "last"): [0, 0, 1, 0],
+            ("best_of_n", "orm_full", "last"): [0, 0, 1, 0],  # the oracle does not beat voting: undefined
+        }
+    )
     bootstrap = Bootstrap(resamples=300, seed=0, confidence=0.95)
     gap = supervision_gap(per_problem, bootstrap, {"orm": "last"})
     weighted = gap[(gap.method == "weighted") & (gap.levels == "all")].iloc[0]
@@ -560,8 +703,11 @@ def test_supervision_gap_recovered_by_hand():
     best = gap[gap.method == "best_of_n"]
     assert best.recovered.isna().all() and (best.note.str.startswith("undefined")).all()
     comparisons = paired_comparisons(per_problem, bootstrap, {"orm": "last"})
-    oracle = comparisons[(comparisons.comparison == "easy_vs_oracle") & (comparisons.levels == "all")
-                         & (comparisons.method == "weighted")].iloc[0]
+    oracle = comparisons[
+        (comparisons.comparison == "easy_vs_oracle")
+        & (comparisons.levels == "all")
+        & (comparisons.method == "weighted")
+    ].iloc[0]
     assert oracle.difference == pytest.approx(-0.25) and oracle.versus_evaluator == "orm_full"
     # report.md names the oracle it is compared with.
     text = "\n".join(_comparison_section(comparisons, {}, "comparisons.csv"))
@@ -576,12 +722,20 @@ def test_the_easy_trained_sft_is_compared_with_its_full_oracle():
     levels = [1, 2, 4, 5]
     masks = {"easy": np.isin(levels, [1, 2, 3]), "hard": np.isin(levels, [4, 5]), "all": np.ones(4, bool)}
     uids = ["q0", "q1", "q2", "q3"]
-    per_problem = {("lenient", generator, method, "-", "-"): PerProblem(uids, np.array(scores, float), masks)
-                   for generator, method, scores in [("sft", "greedy", [1, 0, 0, 0]), ("sft_full", "greedy", [1, 1, 1, 0]),
-                                                     ("sft", "majority", [1, 1, 0, 0]), ("sft_full", "majority", [1, 1, 0, 0])]}
+    per_problem = {
+        ("lenient", generator, method, "-", "-"): PerProblem(uids, np.array(scores, float), masks)
+        for generator, method, scores in [
+            ("sft", "greedy", [1, 0, 0, 0]),
+            ("sft_full", "greedy", [1, 1, 1, 0]),
+            ("sft", "majority", [1, 1, 0, 0]),
+            ("sft_full", "majority", [1, 1, 0, 0]),
+        ]
+    }
     comparisons = paired_comparisons(per_problem, Bootstrap(resamples=200, seed=0, confidence=0.95), {})
     rows = comparisons[(comparisons.comparison == "easy_vs_oracle") & (comparisons.levels == "all")]
-    assert set(zip(rows.generator, rows.method, rows.versus_generator)) == {("sft", "greedy", "sft_full"),
-                                                                            ("sft", "majority", "sft_full")}
+    assert set(zip(rows.generator, rows.method, rows.versus_generator)) == {
+        ("sft", "greedy", "sft_full"),
+        ("sft", "majority", "sft_full"),
+    }
     assert rows.set_index("method").difference.to_dict() == pytest.approx({"greedy": -0.5, "majority": 0.0})
     assert not (comparisons.comparison == "policy_vs_sft").any()

@@ -28,8 +28,18 @@ def data():
 
 
 def config(**overrides):
-    base = dict(learning_rate=2e-3, epochs=2, global_batch_size=8, micro_batch_size=4, max_length=512,
-                warmup_ratio=0.2, lr_scheduler="cosine", deepspeed="never", checkpoint_every=3, seed=0)
+    base = dict(
+        learning_rate=2e-3,
+        epochs=2,
+        global_batch_size=8,
+        micro_batch_size=4,
+        max_length=512,
+        warmup_ratio=0.2,
+        lr_scheduler="cosine",
+        deepspeed="never",
+        checkpoint_every=3,
+        seed=0,
+    )
     return training.TrainConfig(**{**base, **overrides})
 
 
@@ -48,8 +58,14 @@ def crash_during_step_8(tokenizer, examples, checkpoints: str) -> None:
         return training.causal_lm_loss(model, batch)
 
     with pytest.raises(Crash):
-        training.train(modeling.build_tiny_llama(tokenizer, SHAPE, 0), examples, config(), tokenizer.pad_token_id,
-                       loss_fn=crashing_loss, checkpoint_dir=checkpoints)
+        training.train(
+            modeling.build_tiny_llama(tokenizer, SHAPE, 0),
+            examples,
+            config(),
+            tokenizer.pad_token_id,
+            loss_fn=crashing_loss,
+            checkpoint_dir=checkpoints,
+        )
 
 
 def test_resume_after_a_crash_matches_an_uninterrupted_run(data, tmp_path):
@@ -60,10 +76,19 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(data, tmp_path):
     checkpoints = str(tmp_path / "run.checkpoints")
     crash_during_step_8(tokenizer, examples, checkpoints)
     assert training.latest_checkpoint(checkpoints) == "step-6"
-    assert sorted(p.name for p in Path(checkpoints).iterdir()) == ["complete", "fingerprint", "step-6"]  # older ones removed
+    assert sorted(p.name for p in Path(checkpoints).iterdir()) == [
+        "complete",
+        "fingerprint",
+        "step-6",
+    ]  # older ones removed
     # A fresh model: everything must come from the checkpoint.
-    resumed, history = training.train(modeling.build_tiny_llama(tokenizer, SHAPE, 1), examples, config(),
-                                      tokenizer.pad_token_id, checkpoint_dir=checkpoints)
+    resumed, history = training.train(
+        modeling.build_tiny_llama(tokenizer, SHAPE, 1),
+        examples,
+        config(),
+        tokenizer.pad_token_id,
+        checkpoint_dir=checkpoints,
+    )
     assert [r["step"] for r in history] == [r["step"] for r in reference_history]
     assert [r["loss"] for r in history] == pytest.approx([r["loss"] for r in reference_history], rel=1e-5)
     for a, b in zip(reference.parameters(), resumed.parameters()):
@@ -104,7 +129,9 @@ def test_a_killed_process_resumes(tmp_path):
     job.wait()
     assert training.latest_checkpoint(str(checkpoints)) is not None and not (tmp_path / "killed.pt").exists()
     subprocess.run([sys.executable, str(script), "fast", str(checkpoints), str(tmp_path / "resumed.pt")], check=True)
-    subprocess.run([sys.executable, str(script), "fast", str(tmp_path / "fresh"), str(tmp_path / "fresh.pt")], check=True)
+    subprocess.run(
+        [sys.executable, str(script), "fast", str(tmp_path / "fresh"), str(tmp_path / "fresh.pt")], check=True
+    )
     resumed, fresh = torch.load(tmp_path / "resumed.pt"), torch.load(tmp_path / "fresh.pt")
     for name in fresh:
         assert torch.allclose(resumed[name], fresh[name], atol=1e-6), name
@@ -147,10 +174,17 @@ def test_a_stale_checkpoint_is_not_resumed(data, tmp_path):
     crash_during_step_8(tokenizer, examples, checkpoints)
     assert training.latest_checkpoint(checkpoints) == "step-6"
     changed = config(learning_rate=1e-3)
-    _, history = training.train(modeling.build_tiny_llama(tokenizer, SHAPE, 0), examples, changed,
-                                tokenizer.pad_token_id, checkpoint_dir=checkpoints)
+    _, history = training.train(
+        modeling.build_tiny_llama(tokenizer, SHAPE, 0),
+        examples,
+        changed,
+        tokenizer.pad_token_id,
+        checkpoint_dir=checkpoints,
+    )
     assert history[0]["step"] == 1  # started from scratch
-    _, reference = training.train(modeling.build_tiny_llama(tokenizer, SHAPE, 0), examples, changed, tokenizer.pad_token_id)
+    _, reference = training.train(
+        modeling.build_tiny_llama(tokenizer, SHAPE, 0), examples, changed, tokenizer.pad_token_id
+    )
     assert [r["loss"] for r in history] == pytest.approx([r["loss"] for r in reference], rel=1e-5)
 
 

@@ -122,10 +122,16 @@ def test_dpo_pairs_best_against_worst():
     assert [(p["chosen"]["sample_index"], p["rejected"]["sample_index"]) for p in pairs] == [(1, 4), (3, 2)]
     assert pairs[0]["chosen_score"] == pytest.approx(0.9) and pairs[0]["rejected_score"] == pytest.approx(0.05)
     assert pairs[0]["rejected"]["finished"] is False
-    assert stats == {"questions": 1, "pairs": 2, "questions_paired": 1, "questions_without_a_whole_solution": 0,
-                     "questions_with_one_solution": 0, "min_margin": 0.0,
-                     "score_gap": {"questions": 1, "max": pytest.approx(0.85), "median": pytest.approx(0.85)},
-                     "score_range": [pytest.approx(0.05), pytest.approx(0.9)]}
+    assert stats == {
+        "questions": 1,
+        "pairs": 2,
+        "questions_paired": 1,
+        "questions_without_a_whole_solution": 0,
+        "questions_with_one_solution": 0,
+        "min_margin": 0.0,
+        "score_gap": {"questions": 1, "max": pytest.approx(0.85), "median": pytest.approx(0.85)},
+        "score_range": [pytest.approx(0.05), pytest.approx(0.9)],
+    }
 
 
 def test_dpo_pairs_margin_ties_and_duplicates():
@@ -136,7 +142,9 @@ def test_dpo_pairs_margin_ties_and_duplicates():
     pairs, _ = dpo.make_pairs(rows, scores, EASY, dpo.DPOConfig(min_margin=0.05 - 1e-9))
     assert [(p["chosen"]["sample_index"], p["rejected"]["sample_index"]) for p in pairs] == [(0, 2)]
     tied = scores_for(rows, [0.5, 0.5, 0.5])
-    assert dpo.make_pairs(rows, tied, EASY, dpo.DPOConfig(min_margin=0.0))[0] == []  # a tie is no pair, even at margin 0
+    assert (
+        dpo.make_pairs(rows, tied, EASY, dpo.DPOConfig(min_margin=0.0))[0] == []
+    )  # a tie is no pair, even at margin 0
 
 
 def test_dpo_pairs_easy_answers_rank_first_and_hard_outcomes_stay_unread():
@@ -189,8 +197,10 @@ def test_sequence_logps_match_log_softmax(tiny):
 def pair_examples(tokenizer, count=8):
     examples = []
     for i in range(count):
-        pair = {"chosen": {"completion": solution(f"good {i}", answer=str(i)), "finished": True},
-                "rejected": {"completion": solution(f"bad {i}", answer=None, steps=3), "finished": False}}
+        pair = {
+            "chosen": {"completion": solution(f"good {i}", answer=str(i)), "finished": True},
+            "rejected": {"completion": solution(f"bad {i}", answer=None, steps=3), "finished": False},
+        }
         examples.append(dpo.pair_example(f"{i} + {i}", pair, tokenizer, 256))
     return examples
 
@@ -207,10 +217,20 @@ def test_dpo_training_starts_at_log2_and_raises_the_margin(tiny):
     with torch.no_grad():
         loss, metrics = dpo.loss_fn(config)(model, batch)
     assert loss.item() == pytest.approx(math.log(2), abs=1e-5)  # policy == reference: h = 0
-    train = training.TrainConfig(learning_rate=3e-3, epochs=6, global_batch_size=8, micro_batch_size=4,
-                                 max_length=256, warmup_ratio=0.0, packing=False, deepspeed="never", seed=0)
-    _, history = training.train(model, examples, train, tokenizer.pad_token_id, loss_fn=dpo.loss_fn(config),
-                                collate_fn=dpo.collate_pairs)
+    train = training.TrainConfig(
+        learning_rate=3e-3,
+        epochs=6,
+        global_batch_size=8,
+        micro_batch_size=4,
+        max_length=256,
+        warmup_ratio=0.0,
+        packing=False,
+        deepspeed="never",
+        seed=0,
+    )
+    _, history = training.train(
+        model, examples, train, tokenizer.pad_token_id, loss_fn=dpo.loss_fn(config), collate_fn=dpo.collate_pairs
+    )
     assert history[-1]["loss"] < history[0]["loss"] - 0.1
     assert history[-1]["reward_margin"] > 0 and history[-1]["reward_accuracy"] == 1.0
     assert history[0]["tokens"] == sum(training.num_tokens(e) for e in examples)
@@ -239,15 +259,24 @@ def test_token_rewards_worked_example():
     assert truncated == pytest.approx([0, 0, -0.2, 0, 0, -0.6 - 1.0])
 
 
-AUTHORS = dict(running_min_start=0.5, process_upper_bound=0.0, total_step_bonus=0.25, answer_process_reward=False,
-               hard_outcome_reward=0.25, stop_penalty="graded", no_answer_penalty=-1.0, kl_estimator="k1_clamped")
+AUTHORS = dict(
+    running_min_start=0.5,
+    process_upper_bound=0.0,
+    total_step_bonus=0.25,
+    answer_process_reward=False,
+    hard_outcome_reward=0.25,
+    stop_penalty="graded",
+    no_answer_penalty=-1.0,
+    kl_estimator="k1_clamped",
+)
 
 
 def test_authors_process_rewards_worked_example():
     # running minimum 0.5: 0.9 and 0.7 are above it (not charged); 0.3 drops it by 0.2, 0.4 is a rise
     # (0); each of the 4 steps gets 0.25 / 4 of the bonus, whatever the solution's length
     assert ppo.process_rewards([0.9, 0.7, 0.3, 0.4], 0.0, 0.0, 0.5, 0.25) == pytest.approx(
-        [0.0625, 0.0625, -0.2 + 0.0625, 0.0625])
+        [0.0625, 0.0625, -0.2 + 0.0625, 0.0625]
+    )
     assert sum(ppo.process_rewards([0.9] * 8, 0.0, 0.0, 0.5, 0.25)) == pytest.approx(0.25)  # no length incentive
     # per-step bonus (ours): the same steps, twice as many, earn more
     assert sum(ppo.process_rewards([0.9] * 8, 0.0, 0.01)) == pytest.approx(-0.1 + 8 * 0.01)
@@ -267,27 +296,33 @@ def test_authors_token_rewards_worked_example():
     assert cut == pytest.approx([0, 0, 0, 0.125, 0, 0, 0, -0.1 + 0.125 + 0.25 - 1.0])
 
 
-@pytest.mark.parametrize("completion, fraction", [
-    ("Hence $\\boxed{5}$.\n\n# Answer\n\n5", 0.0),  # boxed anywhere in the solution
-    ("First.\n\nSo it is $5$.\n\n# Answer\n\n5", 0.5),  # $answer$ in the last step
-    ("First.\n\nSo it is $5.$\n\n# Answer\n\n5", 0.5),
-    ("It is $5$.\n\nSo we are done.\n\n# Answer\n\n5", 1.0),  # only in an earlier step
-    ("So x = 5.\n\n# Answer\n\n5", 0.75),  # in the last step, not in math mode
-    ("So x = 6.\n\n# Answer\n\n5", 1.0),
-    ("So x = 5.\n\n# Answer\n\n", 1.0),  # empty answer
-    ("So x = 5.", 1.0),  # no answer section
-])
+@pytest.mark.parametrize(
+    "completion, fraction",
+    [
+        ("Hence $\\boxed{5}$.\n\n# Answer\n\n5", 0.0),  # boxed anywhere in the solution
+        ("First.\n\nSo it is $5$.\n\n# Answer\n\n5", 0.5),  # $answer$ in the last step
+        ("First.\n\nSo it is $5.$\n\n# Answer\n\n5", 0.5),
+        ("It is $5$.\n\nSo we are done.\n\n# Answer\n\n5", 1.0),  # only in an earlier step
+        ("So x = 5.\n\n# Answer\n\n5", 0.75),  # in the last step, not in math mode
+        ("So x = 6.\n\n# Answer\n\n5", 1.0),
+        ("So x = 5.\n\n# Answer\n\n", 1.0),  # empty answer
+        ("So x = 5.", 1.0),  # no answer section
+    ],
+)
 def test_graded_stop_penalty(completion, fraction):
     assert ppo.stop_penalty_fraction(completion) == fraction
 
 
 def test_outcome_reward_pays_the_aggregated_score_at_the_end():
     config = ppo.PPOConfig(reward="outcome", aggregation="last", process_weight=1.0, outcome_reward=1.0)
-    rewards = ppo.token_rewards(6, [1, 3, 5], [0.9, 0.2, 0.7], correct=False, completion="a\n\nb\n\n# Answer\n\n1",
-                                config=config)
+    rewards = ppo.token_rewards(
+        6, [1, 3, 5], [0.9, 0.2, 0.7], correct=False, completion="a\n\nb\n\n# Answer\n\n1", config=config
+    )
     assert rewards == pytest.approx([0, 0, 0, 0, 0, 0.7])
     config = ppo.PPOConfig(reward="outcome", aggregation="min")
-    assert ppo.token_rewards(6, [1, 3, 5], [0.9, 0.2, 0.7], None, "a\n\nb\n\n# Answer\n\n1", config)[-1] == pytest.approx(0.2)
+    assert ppo.token_rewards(6, [1, 3, 5], [0.9, 0.2, 0.7], None, "a\n\nb\n\n# Answer\n\n1", config)[
+        -1
+    ] == pytest.approx(0.2)
     with pytest.raises(ValueError, match="rl.ppo.reward"):
         ppo.PPOConfig(reward="final")
 
@@ -350,7 +385,7 @@ def test_unit_end_tokens_point_at_the_step_newlines(tiny):
     for end, step in zip(ends[:2], ["2 + 3 = 5.", "5 * 4 = 20."]):
         prefix = tokenizer.decode(ids[: end + 1])
         assert prefix.rstrip("\n").endswith(step) and prefix.endswith("\n")
-        assert "\n" not in tokenizer.decode(ids[:end])[-len(step):]  # the token before ends no step
+        assert "\n" not in tokenizer.decode(ids[:end])[-len(step) :]  # the token before ends no step
     assert ppo.unit_end_chars("one\n\n\n\ntwo") == [3, 10]  # empty pieces are not steps
 
 
@@ -420,13 +455,27 @@ def test_ppo_runs_and_updates_both_models(tiny, synthetic_split, tmp_path):
     start_value = {k: v.clone() for k, v in value.state_dict().items()}
     easy = [r for r in rows if r["level"] in EASY][:6]
     hard = [{k: r[k] for k in ("unique_id", "problem", "level")} for r in rows if r["level"] not in EASY][:6]
-    train = dict(learning_rate=1e-3, epochs=1, global_batch_size=4, micro_batch_size=2, max_length=256,
-                 warmup_ratio=0.0, lr_scheduler="constant", deepspeed="never", seed=0)
+    train = dict(
+        learning_rate=1e-3,
+        epochs=1,
+        global_batch_size=4,
+        micro_batch_size=2,
+        max_length=256,
+        warmup_ratio=0.0,
+        lr_scheduler="constant",
+        deepspeed="never",
+        seed=0,
+    )
     trainer = ppo.PPOTrainer(
-        ppo.Models(policy, value, reference, reward_model, tokenizer), easy + hard,
-        {r["unique_id"]: r["answer"] for r in easy}, ppo.PPOConfig(steps=2, prompts_per_step=4, samples_per_prompt=2),
-        training.TrainConfig(**train), training.TrainConfig(**train),
-        sampling.SamplingConfig(max_new_tokens=24, batch_size=16, engine="hf"), {"mode": "lenient", "timeout": 5.0, "workers": 1}, 8,
+        ppo.Models(policy, value, reference, reward_model, tokenizer),
+        easy + hard,
+        {r["unique_id"]: r["answer"] for r in easy},
+        ppo.PPOConfig(steps=2, prompts_per_step=4, samples_per_prompt=2),
+        training.TrainConfig(**train),
+        training.TrainConfig(**train),
+        sampling.SamplingConfig(max_new_tokens=24, batch_size=16, engine="hf"),
+        {"mode": "lenient", "timeout": 5.0, "workers": 1},
+        8,
     )
     logged = []
 
@@ -450,8 +499,11 @@ def test_ppo_runs_and_updates_both_models(tiny, synthetic_split, tmp_path):
 
 
 def test_round_accuracy_rows():
-    rows = [{"unique_id": "a", "level": 1, "correct": True}, {"unique_id": "a", "level": 1, "correct": False},
-            {"unique_id": "b", "level": 5, "correct": True}]
+    rows = [
+        {"unique_id": "a", "level": 1, "correct": True},
+        {"unique_id": "a", "level": 1, "correct": False},
+        {"unique_id": "b", "level": 5, "correct": True},
+    ]
     table = {r["levels"]: r for r in rl_report.accuracy_rows(rows, EASY)}
     assert table["easy"]["accuracy"] == 50 and table["hard"]["accuracy"] == 100
     assert table["all"]["accuracy"] == pytest.approx(200 / 3) and table["all"]["num_problems"] == 2
@@ -459,7 +511,10 @@ def test_round_accuracy_rows():
 
 def test_dpo_resume_fingerprint_covers_the_pairs_not_the_reference_log_probs():
     config = training.TrainConfig()
-    pair = {"chosen": {"input_ids": [1, 2], "labels": [-100, 2]}, "rejected": {"input_ids": [1, 3], "labels": [-100, 3]}}
+    pair = {
+        "chosen": {"input_ids": [1, 2], "labels": [-100, 2]},
+        "rejected": {"input_ids": [1, 3], "labels": [-100, 3]},
+    }
     fingerprint = training.run_fingerprint(config, [{**pair, "ref_logps": [-1.0, -2.0]}], "TorchEngine")
     assert fingerprint == training.run_fingerprint(config, [{**pair, "ref_logps": [-1.0000001, -2.0]}], "TorchEngine")
     other = {**pair, "rejected": {"input_ids": [1, 4], "labels": [-100, 4]}, "ref_logps": [-1.0, -2.0]}

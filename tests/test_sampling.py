@@ -153,8 +153,12 @@ def test_greedy_matches_unbatched_generate(trained_model, tokenizer, questions):
         ids = torch.tensor([prompt_ids(tokenizer, question["problem"])])
         with torch.no_grad():
             output = trained_model.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=40,
-                eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=False,
+                max_new_tokens=40,
+                eos_token_id=eos,
+                pad_token_id=tokenizer.pad_token_id,
             )
         tokens = output[0, ids.shape[1] :].tolist()
         length = tokens.index(eos) + 1 if eos in tokens else len(tokens)
@@ -162,8 +166,15 @@ def test_greedy_matches_unbatched_generate(trained_model, tokenizer, questions):
         assert row["num_tokens"] == length
         assert row["finished"] == (eos in tokens)
     # Greedy is deterministic whatever the seed.
-    again = list(sample_solutions(trained_model, tokenizer, questions, SamplingConfig(
-        greedy=True, max_new_tokens=40, batch_size=8, seed=7), progress=False))
+    again = list(
+        sample_solutions(
+            trained_model,
+            tokenizer,
+            questions,
+            SamplingConfig(greedy=True, max_new_tokens=40, batch_size=8, seed=7),
+            progress=False,
+        )
+    )
     assert [r["completion"] for r in again] == [r["completion"] for r in rows]
 
 
@@ -178,7 +189,10 @@ def test_greedy_check_detects_bad_padding(trained_model, tokenizer, questions):
     assert (encoded["attention_mask"] == 0).any()
     with torch.no_grad():
         batched = trained_model.generate(
-            **encoded, do_sample=False, max_new_tokens=40, pad_token_id=tokenizer.pad_token_id,
+            **encoded,
+            do_sample=False,
+            max_new_tokens=40,
+            pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )[:, encoded["input_ids"].shape[1] :]
     config = SamplingConfig(greedy=True, max_new_tokens=40, batch_size=8)
@@ -220,7 +234,15 @@ def test_sampling_settings_reach_generate(random_model, tokenizer, questions, sp
     assert (call["temperature"], call["top_k"], call["top_p"]) == (0.7, 20, 0.9)
     assert call["eos_token_id"] == tokenizer.eos_token_id and call["pad_token_id"] == tokenizer.pad_token_id
     generate.calls.clear()
-    list(sample_solutions(random_model, tokenizer, questions[:2], SamplingConfig(greedy=True, batch_size=1, max_new_tokens=3), progress=False))
+    list(
+        sample_solutions(
+            random_model,
+            tokenizer,
+            questions[:2],
+            SamplingConfig(greedy=True, batch_size=1, max_new_tokens=3),
+            progress=False,
+        )
+    )
     assert len(generate.calls) == 2
     assert all(c["do_sample"] is False and c["num_return_sequences"] == 1 for c in generate.calls)
 
@@ -239,24 +261,40 @@ def test_in_context_prompts_and_completions(random_model, tokenizer, questions, 
     plain = sampling.encode_prompt(tokenizer, questions[0]["problem"])
     context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
     assert prompt == plain[:1] + context_ids + plain[1:]
-    assert tokenizer.decode(prompt, skip_special_tokens=True) == context + formats.format_prompt(questions[0]["problem"])
+    assert tokenizer.decode(prompt, skip_special_tokens=True) == context + formats.format_prompt(
+        questions[0]["problem"]
+    )
 
     seen_prompts = []
 
     def fake_generate(model, tokenizer, prompts, config, progress=True, desc="sample", usage=None, model_path=None):
         seen_prompts.extend(prompts)
         for _ in prompts:
-            yield [{"text": "1 + 2 = 3.\n\n# Answer\n\n3\n\n# Question\n\nWhat is", "token_ids": [], "num_tokens": 20,
-                    "finished": False},
-                   {"text": "1 + 2 =", "token_ids": [], "num_tokens": 3, "finished": False}]
+            yield [
+                {
+                    "text": "1 + 2 = 3.\n\n# Answer\n\n3\n\n# Question\n\nWhat is",
+                    "token_ids": [],
+                    "num_tokens": 20,
+                    "finished": False,
+                },
+                {"text": "1 + 2 =", "token_ids": [], "num_tokens": 3, "finished": False},
+            ]
 
     monkeypatch.setattr(sampling, "generate", fake_generate)
-    rows = list(sampling.sample_solutions(random_model, tokenizer, questions[:2], SamplingConfig(num_samples=2),
-                                          progress=False, context=context))
-    assert [(r["completion"], r["finished"]) for r in rows[:2]] == [("1 + 2 = 3.\n\n# Answer\n\n3", True), ("1 + 2 =", False)]
+    rows = list(
+        sampling.sample_solutions(
+            random_model, tokenizer, questions[:2], SamplingConfig(num_samples=2), progress=False, context=context
+        )
+    )
+    assert [(r["completion"], r["finished"]) for r in rows[:2]] == [
+        ("1 + 2 = 3.\n\n# Answer\n\n3", True),
+        ("1 + 2 =", False),
+    ]
     assert len(seen_prompts) == 2 and all(p[: 1 + len(context_ids)] == plain[:1] + context_ids for p in seen_prompts)
     # Without exemplars nothing is cut: a policy's completion is its own.
-    rows = list(sampling.sample_solutions(random_model, tokenizer, questions[:1], SamplingConfig(num_samples=2), progress=False))
+    rows = list(
+        sampling.sample_solutions(random_model, tokenizer, questions[:1], SamplingConfig(num_samples=2), progress=False)
+    )
     assert rows[0]["completion"].endswith("What is") and rows[0]["finished"] is False
 
 

@@ -7,15 +7,19 @@ import re
 
 import pytest
 import yaml
-from conftest import REPO_ROOT
 from test_presets import arguments_after, planned_commands
 
+from conftest import REPO_ROOT
 from easy2hard import stages
 
 DEFAULTS = yaml.safe_load((REPO_ROOT / "config.yaml").read_text())
 # Rules that are another rule with other inputs or outputs: they receive what their parent receives.
-VARIANTS = {"grade_train_full": "grade_train", "evaluate_greedy": "evaluate", "orm_data_full": "orm_data",
-            "oprm_data_full": "oprm_data"}
+VARIANTS = {
+    "grade_train_full": "grade_train",
+    "evaluate_greedy": "evaluate",
+    "orm_data_full": "orm_data",
+    "oprm_data_full": "oprm_data",
+}
 
 
 def leaf_keys(section: dict, prefix: str = "") -> list[str]:
@@ -28,16 +32,22 @@ def leaf_keys(section: dict, prefix: str = "") -> list[str]:
 
 def rule_names() -> set[str]:
     text = "\n".join(path.read_text() for path in (REPO_ROOT / "rules").glob("*.smk"))
-    return set(re.findall(r"^rule (\w+):", text, flags=re.M)) | set(re.findall(r"^use rule \w+ as (\w+)", text, flags=re.M))
+    return set(re.findall(r"^rule (\w+):", text, flags=re.M)) | set(
+        re.findall(r"^use rule \w+ as (\w+)", text, flags=re.M)
+    )
 
 
 def test_every_config_key_reaches_a_stage_or_shapes_the_dag():
     """A key no stage receives and no rule reads would be a setting that does nothing."""
+
     def shapes_dag(key):
         return any(key == k or key.startswith(f"{k}.") for k in stages.DAG_KEYS)
 
-    orphans = [key for key in leaf_keys(DEFAULTS)
-               if not shapes_dag(key) and not [s for s in stages.reruns(key) if s != "provenance"]]
+    orphans = [
+        key
+        for key in leaf_keys(DEFAULTS)
+        if not shapes_dag(key) and not [s for s in stages.reruns(key) if s != "provenance"]
+    ]
     assert orphans == []
 
 

@@ -24,9 +24,11 @@ def test_the_reference_solution_is_correct_everywhere():
 
 def test_labels_stop_at_the_first_wrong_step():
     problem = "Compute $4 \\times 3 - 8 \\times 2$."
-    steps = ["We compute $4 \\times 3 = 12$, so the expression becomes $12 - 8 \\times 2$.",
-             "We compute $8 \\times 2 = 16$, so the expression becomes $12 - 16$.",
-             "Finally, we compute $12 - 16 = -4$, so the answer is $-4$."]
+    steps = [
+        "We compute $4 \\times 3 = 12$, so the expression becomes $12 - 8 \\times 2$.",
+        "We compute $8 \\times 2 = 16$, so the expression becomes $12 - 16$.",
+        "Finally, we compute $12 - 16 = -4$, so the answer is $-4$.",
+    ]
     assert synthetic.label_steps(problem, 3, steps, "-4", EASY) == [1.0, 1.0, 1.0, 1.0]
     wrong_value = [steps[0], steps[1].replace("= 16", "= 15"), steps[2]]
     assert synthetic.label_steps(problem, 3, wrong_value, "-4", EASY) == [1.0, 0.0, None, None]
@@ -61,8 +63,12 @@ def test_labeller_examples_label_easy_samples_only():
     hard_problem, hard_steps, hard_answer = _reference(4, seed=1)
     right = formats.format_solution(easy_steps, easy_answer)
     wrong = formats.format_solution([easy_steps[0].replace("=", "= 1", 1), easy_steps[1]], easy_answer)
-    samples = [{"unique_id": "e", "completion": right}, {"unique_id": "e", "completion": right + " "},  # a duplicate
-               {"unique_id": "e", "completion": wrong}, {"unique_id": "h", "completion": formats.format_solution(hard_steps, hard_answer)}]
+    samples = [
+        {"unique_id": "e", "completion": right},
+        {"unique_id": "e", "completion": right + " "},  # a duplicate
+        {"unique_id": "e", "completion": wrong},
+        {"unique_id": "h", "completion": formats.format_solution(hard_steps, hard_answer)},
+    ]
     supervised = {"e": {"problem": easy_problem, "level": 2}}
     examples, counts = labeller_examples(samples, supervised, EASY)
     assert [example["labels"] for example in examples] == [[1.0, 1.0, 1.0], [0.0, None, None]]
@@ -95,7 +101,12 @@ def test_chain_labels_check_each_step_against_the_previous_value_and_the_questio
     assert synthetic.label_steps(problem, 3, steps, "9", EASY) == [1.0, 1.0, 1.0, 1.0]
     assert synthetic.label_steps(problem, 3, [" 3 +  4 = 7 ", *steps[1:]], "9", EASY) == [1.0] * 4  # spacing, no period
     assert synthetic.label_steps(problem, 3, ["3 + 4 = 8.", *steps[1:]], "9", EASY) == [0.0, None, None, None]
-    assert synthetic.label_steps(problem, 3, [steps[0], "7 - 5 = 2.", "2 × 2 = 4."], "4", EASY) == [1.0, 0.0, None, None]
+    assert synthetic.label_steps(problem, 3, [steps[0], "7 - 5 = 2.", "2 × 2 = 4."], "4", EASY) == [
+        1.0,
+        0.0,
+        None,
+        None,
+    ]
     assert synthetic.label_steps(problem, 3, [steps[0], "8 × 2 = 16.", steps[2]], "9", EASY)[1] == 0.0  # wrong carry
     assert synthetic.label_steps(problem, 3, steps[:2], "14", EASY) == [1.0, 1.0, 0.0]  # stopped early
     with pytest.raises(ValueError, match="easy problems only; got level 4"):

@@ -4,10 +4,10 @@ import importlib.util
 import json
 
 import pytest
+from test_reliability import policy_dir, run_script, write_jsonl  # noqa: F401 (a fixture)
 
 from conftest import TINY_SHAPE
 from easy2hard import modeling, tracking, training
-from test_reliability import policy_dir, run_script, write_jsonl  # noqa: F401 (a fixture)
 
 needs_tensorboard = pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard absent")
 
@@ -40,13 +40,25 @@ def test_tensorboard_curves_are_the_train_log(synthetic_split, synthetic_tokeniz
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     rows, _ = synthetic_split
-    examples = [training.sft_example(r["problem"], r["steps"], r["answer"], synthetic_tokenizer, 256) for r in rows[:48]]
-    config = training.TrainConfig(learning_rate=1e-3, epochs=1, global_batch_size=8, micro_batch_size=8, max_length=256,
-                                  warmup_ratio=0.0, deepspeed="never", seed=0, report_to="tensorboard")
+    examples = [
+        training.sft_example(r["problem"], r["steps"], r["answer"], synthetic_tokenizer, 256) for r in rows[:48]
+    ]
+    config = training.TrainConfig(
+        learning_rate=1e-3,
+        epochs=1,
+        global_batch_size=8,
+        micro_batch_size=8,
+        max_length=256,
+        warmup_ratio=0.0,
+        deepspeed="never",
+        seed=0,
+        report_to="tensorboard",
+    )
     out = str(tmp_path / "models" / "sft")
     model = modeling.build_tiny_llama(synthetic_tokenizer, TINY_SHAPE, seed=0)
-    _, history = training.train(model, examples, config, synthetic_tokenizer.pad_token_id,
-                                tracker=training.tracker_for(config, out))
+    _, history = training.train(
+        model, examples, config, synthetic_tokenizer.pad_token_id, tracker=training.tracker_for(config, out)
+    )
     events = EventAccumulator(str(tracking.run_dir_for(out)))
     events.Reload()
     assert {"loss", "lr", "tokens", "elapsed_s"} <= set(events.Tags()["scalars"])
@@ -62,14 +74,35 @@ def test_a_stage_script_writes_its_curves_beside_its_model(policy_dir, tmp_path)
     training.train; PPO's loop is checked in test_rl)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    rows = [{"unique_id": f"q{i}", "problem": f"What is {i} + 1?", "steps": [f"{i} + 1 = {i + 1}."],
-             "answer": str(i + 1), "labels": [1.0, float(i % 2)], "kind": "prm"} for i in range(8)]
+    rows = [
+        {
+            "unique_id": f"q{i}",
+            "problem": f"What is {i} + 1?",
+            "steps": [f"{i} + 1 = {i + 1}."],
+            "answer": str(i + 1),
+            "labels": [1.0, float(i % 2)],
+            "kind": "prm",
+        }
+        for i in range(8)
+    ]
     data = write_jsonl(tmp_path / "data.jsonl", rows)
     out = tmp_path / "evaluators" / "prm" / "model"
-    params = {"train": {"learning_rate": 1e-3, "epochs": 1, "global_batch_size": 4, "micro_batch_size": 4, "max_length": 128,
-                        "deepspeed": "never", "seed": 0, "report_to": "tensorboard"}, "label_tokens": "all"}
-    result = run_script("train_evaluator.py", "--init", str(policy_dir), "--data", str(data), "--out", str(out),
-                        params=params)
+    params = {
+        "train": {
+            "learning_rate": 1e-3,
+            "epochs": 1,
+            "global_batch_size": 4,
+            "micro_batch_size": 4,
+            "max_length": 128,
+            "deepspeed": "never",
+            "seed": 0,
+            "report_to": "tensorboard",
+        },
+        "label_tokens": "all",
+    }
+    result = run_script(
+        "train_evaluator.py", "--init", str(policy_dir), "--data", str(data), "--out", str(out), params=params
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     events = EventAccumulator(str(tracking.run_dir_for(str(out))))
     events.Reload()

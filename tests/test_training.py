@@ -90,7 +90,10 @@ def test_sft_example_masks_exactly_the_prompt(rows, tokenizer):
         assert labels[masked:] == ids[masked:]
         solution = formats.format_solution(row["steps"], row["answer"])
         assert tokenizer.decode(labels[masked:]) == solution + tokenizer.eos_token
-        assert tokenizer.decode(ids) == tokenizer.bos_token + formats.format_prompt(row["problem"]) + solution + tokenizer.eos_token
+        assert (
+            tokenizer.decode(ids)
+            == tokenizer.bos_token + formats.format_prompt(row["problem"]) + solution + tokenizer.eos_token
+        )
 
 
 def test_sft_example_too_long_is_skipped_not_truncated(rows, tokenizer):
@@ -431,7 +434,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-DS_CONFIG = dict(learning_rate=1e-2, epochs=2, global_batch_size=8, micro_batch_size=4, lr_scheduler="cosine", warmup_ratio=0.25)
+DS_CONFIG = dict(
+    learning_rate=1e-2, epochs=2, global_batch_size=8, micro_batch_size=4, lr_scheduler="cosine", warmup_ratio=0.25
+)
 
 
 @pytest.fixture(scope="module")
@@ -466,7 +471,10 @@ def deepspeed_run(tmp_path_factory, tokenizer, examples):
     if proc.returncode:
         pytest.fail(f"DeepSpeed worker failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     results = {int(k): v for k, v in json.loads((work / "results.json").read_text()).items()}
-    print(f"DeepSpeed CPU worker: {seconds:.1f}s; " + ", ".join(f"stage {s}: {r['seconds']:.1f}s" for s, r in results.items()))
+    print(
+        f"DeepSpeed CPU worker: {seconds:.1f}s; "
+        + ", ".join(f"stage {s}: {r['seconds']:.1f}s" for s, r in results.items())
+    )
     return work, results
 
 
@@ -496,8 +504,10 @@ def test_deepspeed_cpu_matches_torch_engine(stage, deepspeed_run, torch_referenc
     assert max_abs_diff(trained, tiny_model(tokenizer)) > 1e-2  # four Adam steps really moved it
     ours, theirs = trained.state_dict(), reference.state_dict()
     differences = torch.cat([(ours[k].float() - theirs[k].float()).abs().flatten() for k in ours])
-    print(f"stage {stage}: |DeepSpeed - TorchEngine| max {differences.max():.2e}, mean {differences.mean():.1e}, "
-          f"{int((differences > 1e-6).sum())} of {differences.numel()} weights above 1e-6; {result['seconds']:.1f}s")
+    print(
+        f"stage {stage}: |DeepSpeed - TorchEngine| max {differences.max():.2e}, mean {differences.mean():.1e}, "
+        f"{int((differences > 1e-6).sum())} of {differences.numel()} weights above 1e-6; {result['seconds']:.1f}s"
+    )
     # Why these bounds: DeepSpeed sums gradients in another float32 order, and Adam divides by
     # sqrt(v) + eps, so a weight whose gradient is near eps turns that rounding into a visible part
     # of a step. Plain torch alone shows the same: this training with padded instead of packed

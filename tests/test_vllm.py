@@ -6,10 +6,10 @@ import importlib.util
 
 import pytest
 import torch
-from conftest import TINY_SHAPE
 from test_engine import assert_matches, next_logits
 from transformers import TopKLogitsWarper
 
+from conftest import TINY_SHAPE
 from easy2hard import modeling, sampling, training, vllm_backend
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed")
@@ -31,9 +31,17 @@ def trained_model(synthetic_split, synthetic_tokenizer):
     """A tiny Llama fine-tuned briefly on the synthetic problems (its greedy solutions end in EOS)."""
     rows, _ = synthetic_split
     examples = [training.sft_example(r["problem"], r["steps"], r["answer"], synthetic_tokenizer, 256) for r in rows]
-    config = training.TrainConfig(learning_rate=5e-3, epochs=150 * 8 / len(examples), global_batch_size=8,
-                                  micro_batch_size=8, max_length=768, warmup_ratio=0.0, lr_scheduler="constant",
-                                  deepspeed="never", seed=0)
+    config = training.TrainConfig(
+        learning_rate=5e-3,
+        epochs=150 * 8 / len(examples),
+        global_batch_size=8,
+        micro_batch_size=8,
+        max_length=768,
+        warmup_ratio=0.0,
+        lr_scheduler="constant",
+        deepspeed="never",
+        seed=0,
+    )
     model = modeling.build_tiny_llama(synthetic_tokenizer, VLLM_SHAPE, seed=0)
     module, _ = training.train(model, examples, config, synthetic_tokenizer.pad_token_id)
     return module.eval()
@@ -66,8 +74,15 @@ def run(saved, tokenizer, prompts, config):
 
 def test_greedy_identical_to_generate(saved, trained_model, synthetic_tokenizer, prompts):
     ours = run(saved, synthetic_tokenizer, prompts, vllm_config(greedy=True))
-    hf = list(sampling.generate(trained_model, synthetic_tokenizer, prompts, sampling.SamplingConfig(
-        engine="hf", greedy=True, max_new_tokens=64, batch_size=64), progress=False))
+    hf = list(
+        sampling.generate(
+            trained_model,
+            synthetic_tokenizer,
+            prompts,
+            sampling.SamplingConfig(engine="hf", greedy=True, max_new_tokens=64, batch_size=64),
+            progress=False,
+        )
+    )
     assert [g[0]["token_ids"] for g in ours] == [g[0]["token_ids"] for g in hf]
     assert [g[0]["finished"] for g in ours] == [g[0]["finished"] for g in hf]
     assert any(g[0]["finished"] for g in ours)  # EOS is reached and kept in token_ids
@@ -95,15 +110,25 @@ def test_samples_per_prompt_truncation_and_seeds(saved, synthetic_tokenizer, pro
     # The same seed, the same text; a prompt's samples do not depend on the batch it is in.
     assert run(saved, synthetic_tokenizer, prompts, config) == groups
     assert run(saved, synthetic_tokenizer, prompts[:1], config)[0] == groups[0]
-    assert run(saved, synthetic_tokenizer, prompts, vllm_config(num_samples=3, temperature=1.0, top_k=0,
-                                                                  max_new_tokens=4, seed=2)) != groups
+    assert (
+        run(
+            saved,
+            synthetic_tokenizer,
+            prompts,
+            vllm_config(num_samples=3, temperature=1.0, top_k=0, max_new_tokens=4, seed=2),
+        )
+        != groups
+    )
 
 
 def test_in_process_weights_fall_back_to_the_engine(trained_model, synthetic_tokenizer, prompts):
     """PPO rollouts sample the weights being trained: vLLM is not used for them, and that is recorded."""
     usage = sampling.BackendUsage()
-    groups = list(sampling.generate(trained_model, synthetic_tokenizer, prompts[:2], vllm_config(greedy=True),
-                                    progress=False, usage=usage))
+    groups = list(
+        sampling.generate(
+            trained_model, synthetic_tokenizer, prompts[:2], vllm_config(greedy=True), progress=False, usage=usage
+        )
+    )
     assert len(groups) == 2 and "vllm" not in usage.prompts
     assert usage.fallbacks and all(f["expected"] for f in usage.fallbacks)
 
@@ -125,8 +150,9 @@ def test_auto_prefers_vllm_only_with_cuda(saved, monkeypatch):
 
 def test_options_reach_the_engine(saved):
     llm = vllm_backend.load(saved, vllm_backend.VLLMOptions())
-    assert llm.llm_engine.model_config.max_model_len == min(vllm_backend.VLLMOptions().max_model_len,
-                                                            VLLM_SHAPE["max_position_embeddings"])
+    assert llm.llm_engine.model_config.max_model_len == min(
+        vllm_backend.VLLMOptions().max_model_len, VLLM_SHAPE["max_position_embeddings"]
+    )
 
 
 def test_a_sample_stage_through_snakemake_with_vllm(tmp_path):
@@ -138,8 +164,16 @@ def test_a_sample_stage_through_snakemake_with_vllm(tmp_path):
 
     override = tmp_path / "vllm.yaml"
     override.write_text("sampling:\n  engine: vllm\n")
-    result = snakemake("--directory", str(tmp_path), "--configfile", str(REPO_ROOT / "tests" / "configs" / "tiny.yaml"),
-                       str(override), "--cores", "2", "results/samples/sft/valid.jsonl")
+    result = snakemake(
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(REPO_ROOT / "tests" / "configs" / "tiny.yaml"),
+        str(override),
+        "--cores",
+        "2",
+        "results/samples/sft/valid.jsonl",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = read_jsonl(tmp_path / "results/samples/sft/valid.jsonl")
     questions = read_jsonl(tmp_path / "results/data/valid.jsonl")

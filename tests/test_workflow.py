@@ -28,9 +28,21 @@ GOLD_SELECTED_OUTPUT = re.compile(rf"{GOLD_SELECTED_SUFFIX}(/|\.|$)|/gold_select
 EVALUATION_RULES = {"evaluate", "evaluate_greedy", "evaluator_report"}
 REPORTING_RULES = EVALUATION_RULES | {"report", "rl_report", "all"}
 TRAINING_AND_SELECTION_RULES = {
-    "base_model", "sft", "sample", "sample_greedy", "grade_train",
-    "orm_data", "prm_data", "oprm_data", "train_evaluator", "score",
-    "rest_em_data", "rest_em", "dpo_pairs", "dpo", "ppo",
+    "base_model",
+    "sft",
+    "sample",
+    "sample_greedy",
+    "grade_train",
+    "orm_data",
+    "prm_data",
+    "oprm_data",
+    "train_evaluator",
+    "score",
+    "rest_em_data",
+    "rest_em",
+    "dpo_pairs",
+    "dpo",
+    "ppo",
 }
 PRESETS = sorted((REPO_ROOT / "configs").glob("*.yaml"))
 
@@ -129,12 +141,20 @@ def test_hard_answers_reach_only_evaluation_and_the_oracles(config_args):
     assert oracle_readers <= ORACLE_RULES
     if config_args == ALL_ORACLES:
         assert oracle_readers == {"sft_full", "grade_train_full", "orm_data_full", "prm_data_full"}
-        assert {"results/models/sft_full", "results/evaluators/oprm_full/model", "results/scores/prm_full/sft/test.jsonl",
-                "results/eval/sft_full/test.jsonl", "results/eval/icl/test.jsonl"} <= set(jobs)
+        assert {
+            "results/models/sft_full",
+            "results/evaluators/oprm_full/model",
+            "results/scores/prm_full/sft/test.jsonl",
+            "results/eval/sft_full/test.jsonl",
+            "results/eval/icl/test.jsonl",
+        } <= set(jobs)
         # The in-context baseline samples the base model with easy exemplars only.
         rule, inputs = jobs["results/samples/icl/test.jsonl"]
-        assert rule == "sample_icl" and set(inputs) == {"results/models/base", "results/data/test.jsonl",
-                                                        "results/data/train_easy.jsonl"}
+        assert rule == "sample_icl" and set(inputs) == {
+            "results/models/base",
+            "results/data/test.jsonl",
+            "results/data/train_easy.jsonl",
+        }
         # The step labeller (the offline human labels) reads SFT's samples and the easy questions.
         rule, inputs = jobs["results/evaluators/prm/train.jsonl"]
         assert rule == "prm_data" and set(inputs) == {"results/graded/sft/train.jsonl", "results/data/train_easy.jsonl"}
@@ -154,9 +174,12 @@ def test_the_leak_check_catches_an_oracle_output_feeding_an_easy_to_hard_stage()
     assert hard_answer_leaks(jobs) == []
     leaky = {**jobs, "results/rl/dpo_r1/pairs.jsonl": ("dpo_pairs", ["results/scores/orm_full/sft/test.jsonl"])}
     assert hard_answer_leaks(leaky) == [
-        "results/rl/dpo_r1/pairs.jsonl (dpo_pairs) is an easy-to-hard output that depends on results/oracle/"]
+        "results/rl/dpo_r1/pairs.jsonl (dpo_pairs) is an easy-to-hard output that depends on results/oracle/"
+    ]
     direct = {**jobs, "results/models/sft": ("sft", ["results/oracle/train_hard.jsonl"])}
-    assert hard_answer_leaks(direct) == ["results/models/sft (sft) is an easy-to-hard output that depends on results/oracle/"]
+    assert hard_answer_leaks(direct) == [
+        "results/models/sft (sft) is an easy-to-hard output that depends on results/oracle/"
+    ]
 
 
 def test_the_leak_check_catches_a_gold_selected_policy_feeding_an_easy_to_hard_stage():
@@ -165,10 +188,16 @@ def test_the_leak_check_catches_a_gold_selected_policy_feeding_an_easy_to_hard_s
     jobs = {
         "results/gold/valid.jsonl": ("prepare_data", []),
         "results/models/ppo_r1": ("ppo", []),
-        "results/models/ppo_r1_gold_selected": ("ppo_gold_selected", ["results/models/ppo_r1", "results/gold/valid.jsonl"]),
+        "results/models/ppo_r1_gold_selected": (
+            "ppo_gold_selected",
+            ["results/models/ppo_r1", "results/gold/valid.jsonl"],
+        ),
         "results/rl/ppo_r1/gold_selection.csv": ("ppo_gold_selected", ["results/gold/valid.jsonl"]),
         "results/samples/ppo_r1_gold_selected/test.jsonl": ("sample", ["results/models/ppo_r1_gold_selected"]),
-        "results/scores/prm/ppo_r1_gold_selected/test.jsonl": ("score", ["results/samples/ppo_r1_gold_selected/test.jsonl"]),
+        "results/scores/prm/ppo_r1_gold_selected/test.jsonl": (
+            "score",
+            ["results/samples/ppo_r1_gold_selected/test.jsonl"],
+        ),
     }
     assert hard_answer_leaks(jobs) == []
     leaky = {**jobs, "results/models/ppo_r2": ("ppo", ["results/models/ppo_r1_gold_selected"])}
@@ -183,7 +212,9 @@ def test_gold_answers_reach_only_evaluation(config_args):
     readers = {rule for rule, inputs in jobs.values() if any(p.startswith(GOLD_DIR) for p in inputs)}
     assert readers and readers <= EVALUATION_RULES - {"evaluator_report"} | {"ppo_gold_selected"}
     # The policy chosen with hard validation gold, and what is made of it, is labelled as such.
-    tainted = {output: rule for output, rule in downstream_of_gold(jobs).items() if not GOLD_SELECTED_OUTPUT.search(output)}
+    tainted = {
+        output: rule for output, rule in downstream_of_gold(jobs).items() if not GOLD_SELECTED_OUTPUT.search(output)
+    }
     assert set(tainted.values()) <= REPORTING_RULES, tainted
     # Training and sampling of every easy-to-hard policy depend on no gold file at all.
     for output, (rule, _) in jobs.items():
@@ -261,13 +292,17 @@ def test_every_sampling_job_used_the_engine_and_says_so(tiny_run):
     outputs = [*results.glob("samples/*/*.jsonl"), results / "evaluators/prm/train.jsonl", results / "models/ppo_r1"]
     assert len(outputs) > 10
     for output in outputs:
-        record = json.loads((output / "provenance.json" if output.is_dir() else Path(f"{output}.provenance.json")).read_text())
+        record = json.loads(
+            (output / "provenance.json" if output.is_dir() else Path(f"{output}.provenance.json")).read_text()
+        )
         sampling = record["sampling"]
         assert sampling["backend"] == "engine" and not sampling["fallbacks"], (output, sampling)
         assert sampling["prompts"]["engine"] > 0
     settings = json.loads((results / "report/report_settings.json").read_text())
     assert {kind: record["backend"] for kind, record in settings["sampling"]["sft"].items()} == {
-        "sampled": "engine", "greedy": "engine"}
+        "sampled": "engine",
+        "greedy": "engine",
+    }
     assert "sft sampled: engine; sft greedy: engine" in (results / "report/report.md").read_text()
 
 
@@ -275,11 +310,35 @@ def test_a_fallback_the_engine_should_not_need_is_printed_at_the_end_of_a_run(ti
     """The job logs go unread: Snakemake's onsuccess hook repeats such fallbacks on the console."""
     fake = tiny_run / "results" / "samples" / "elsewhere" / "test.jsonl.provenance.json"
     fake.parent.mkdir(parents=True)
-    fake.write_text(json.dumps({"sampling": {"mode": "auto", "backend": "hf", "prompts": {"hf": 3}, "fallbacks": [
-        {"reason": "its forward takes no position_ids / attention_mask / cache or past_key_values", "expected": False}]}}))
+    fake.write_text(
+        json.dumps(
+            {
+                "sampling": {
+                    "mode": "auto",
+                    "backend": "hf",
+                    "prompts": {"hf": 3},
+                    "fallbacks": [
+                        {
+                            "reason": "its forward takes no position_ids / attention_mask / cache or past_key_values",
+                            "expected": False,
+                        }
+                    ],
+                }
+            }
+        )
+    )
     try:
-        result = snakemake("--directory", str(tiny_run), "--configfile", str(REPO_ROOT / "tests" / "configs" / "tiny.yaml"),
-                           "--cores", "1", "--forcerun", "provenance", "results/report/provenance.json")
+        result = snakemake(
+            "--directory",
+            str(tiny_run),
+            "--configfile",
+            str(REPO_ROOT / "tests" / "configs" / "tiny.yaml"),
+            "--cores",
+            "1",
+            "--forcerun",
+            "provenance",
+            "results/report/provenance.json",
+        )
     finally:
         fake.unlink()
         fake.parent.rmdir()
@@ -345,8 +404,20 @@ def test_report_agrees_with_graded_samples(tiny_run, tmp_path):
     import os
 
     results = tiny_run / "results"
-    columns = ["generator", "evaluator", "method", "aggregation", "n", "levels", "accuracy", "std", "num_problems", "grader",
-               "ci_low", "ci_high"]
+    columns = [
+        "generator",
+        "evaluator",
+        "method",
+        "aggregation",
+        "n",
+        "levels",
+        "accuracy",
+        "std",
+        "num_problems",
+        "grader",
+        "ci_low",
+        "ci_high",
+    ]
     groups = {"easy": {1, 2, 3}, "hard": {4, 5}, "all": {1, 2, 3, 4, 5}}
     prm_path = results / "scores/prm/sft/test.jsonl"
     prm = {(r["unique_id"], r["sample_index"]): min(r["step_scores"], default=0.0) for r in read_jsonl(prm_path)}
@@ -412,6 +483,7 @@ def test_report_agrees_with_graded_samples(tiny_run, tmp_path):
     sampled = read_jsonl(results / "eval/sft/test.jsonl")
     greedy = read_jsonl(results / "eval/sft/test.greedy.jsonl")
     metrics = check(results / "report/metrics.csv", sampled, greedy)
+
     # The authors' grader, from the evaluation's `verdicts`, at N = 4 only.
     def graded_by(rows, grader):
         return [dict(r, **r["verdicts"][grader]) for r in rows]
@@ -419,28 +491,67 @@ def test_report_agrees_with_graded_samples(tiny_run, tmp_path):
     check(results / "report/metrics.csv", graded_by(sampled, "prm800k"), graded_by(greedy, "prm800k"), "prm800k", (4,))
     # Every evaluator and aggregation has its rows, and the settings name the exact inputs.
     assert {(r["evaluator"], r["aggregation"]) for r in metrics if r["method"] == "best_of_n"} == {
-        (e, a) for e in ("prm", "orm", "oprm", "orm_full") for a in ("min", "prod", "last", "mean")}
+        (e, a) for e in ("prm", "orm", "oprm", "orm_full") for a in ("min", "prod", "last", "mean")
+    }
     settings = json.loads((results / "report/report_settings.json").read_text())
     recorded = settings["inputs"]["scores"]["sft"]["prm"]
     assert recorded["sha256"] == hashlib.sha256((tiny_run / recorded["path"]).read_bytes()).hexdigest()
-    assert (settings["evaluator_aggregation"], settings["num_draws"]) == ({"prm": "min", "orm": "last", "oprm": "min"}, 10)
+    assert (settings["evaluator_aggregation"], settings["num_draws"]) == (
+        {"prm": "min", "orm": "last", "oprm": "min"},
+        10,
+    )
     assert (results / "report/best_of_n_aggregations.png").stat().st_size > 10_000
 
     # Relabelled copy: cluster 0 is right on even questions, cluster 1 on odd ones (cluster-consistent).
     order = {uid: i for i, uid in enumerate(sorted({r["unique_id"] for r in sampled}))}
     sampled = [dict(r, correct=r["answer_cluster"] == order[r["unique_id"]] % 2) for r in sampled]
     greedy = [dict(r, correct=order[r["unique_id"]] % 3 == 0) for r in greedy]
-    sampled, greedy = ([dict(r, verdicts={**r["verdicts"], "lenient": {"correct": r["correct"], "answer_cluster": r["answer_cluster"]}})
-                        for r in rows] for rows in (sampled, greedy))
+    sampled, greedy = (
+        [
+            dict(
+                r,
+                verdicts={**r["verdicts"], "lenient": {"correct": r["correct"], "answer_cluster": r["answer_cluster"]}},
+            )
+            for r in rows
+        ]
+        for rows in (sampled, greedy)
+    )
     for name, rows in [("test.jsonl", sampled), ("test.greedy.jsonl", greedy)]:
         (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    params = {"easy_levels": [1, 2, 3], "num_draws": 10, "seed": 0, "bootstrap": {"resamples": 100, "confidence": 0.95},
-              "aggregations": ["min"], "evaluator_aggregation": {"prm": "min"}, "grader": "lenient", "data_source": "math_jsonl", "huggingface_test_name": "HuggingFaceH4/MATH-500"}
-    outs = {"metrics": "metrics.csv", "comparisons": "comparisons.csv", "gap": "gap_recovered.csv", "markdown": "report.md",
-            "plot": "accuracy_vs_n.png", "aggregations": "best_of_n_aggregations.png", "settings": "report_settings.json"}
-    command = [sys.executable, str(REPO_ROOT / "workflow/scripts/report.py"), "--params", json.dumps(params),
-               "--sampled", f"sft={tmp_path / 'test.jsonl'}", "--greedy", f"sft={tmp_path / 'test.greedy.jsonl'}",
-               "--scores", f"sft:prm={prm_path}", "--out", *(f"{k}={tmp_path / 'report' / name}" for k, name in outs.items())]
+    params = {
+        "easy_levels": [1, 2, 3],
+        "num_draws": 10,
+        "seed": 0,
+        "bootstrap": {"resamples": 100, "confidence": 0.95},
+        "aggregations": ["min"],
+        "evaluator_aggregation": {"prm": "min"},
+        "grader": "lenient",
+        "data_source": "math_jsonl",
+        "huggingface_test_name": "HuggingFaceH4/MATH-500",
+    }
+    outs = {
+        "metrics": "metrics.csv",
+        "comparisons": "comparisons.csv",
+        "gap": "gap_recovered.csv",
+        "markdown": "report.md",
+        "plot": "accuracy_vs_n.png",
+        "aggregations": "best_of_n_aggregations.png",
+        "settings": "report_settings.json",
+    }
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "workflow/scripts/report.py"),
+        "--params",
+        json.dumps(params),
+        "--sampled",
+        f"sft={tmp_path / 'test.jsonl'}",
+        "--greedy",
+        f"sft={tmp_path / 'test.greedy.jsonl'}",
+        "--scores",
+        f"sft:prm={prm_path}",
+        "--out",
+        *(f"{k}={tmp_path / 'report' / name}" for k, name in outs.items()),
+    ]
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "workflow"))
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr
@@ -498,15 +609,23 @@ def test_rl_policies_are_generators_in_the_report(tiny_run):
         methods = {row["method"] for row in metrics if row["generator"] == generator}
         assert methods == {"greedy", "majority", "weighted", "best_of_n"}, generator
     main_table = (results / "report/report.md").read_text().split("## Main result")[1].split("\n## ")[0]
-    labels = {g: "ppo_r1 (selected with hard validation gold)" if g.endswith("_gold_selected") else g for g in generators}
+    labels = {
+        g: "ppo_r1 (selected with hard validation gold)" if g.endswith("_gold_selected") else g for g in generators
+    }
     assert all(f"| {label} |" in main_table for label in labels.values())
     with open(results / "report/rl_rounds.csv", newline="") as handle:
         rounds = list(csv.DictReader(handle))
-    assert {(row["algorithm"], row["round"]) for row in rounds} == {(a, r) for a in ("rest_em", "dpo", "ppo") for r in "01"}
+    assert {(row["algorithm"], row["round"]) for row in rounds} == {
+        (a, r) for a in ("rest_em", "dpo", "ppo") for r in "01"
+    }
     # Round 0 is the SFT policy, read from the same evaluation files as the main report.
     sft_greedy = read_jsonl(results / "eval/sft/valid.greedy.jsonl")
-    row = next(r for r in rounds if (r["algorithm"], r["round"], r["decoding"], r["levels"]) == ("ppo", "0", "greedy", "all"))
-    assert float(row["accuracy"]) == pytest.approx(100 * sum(r["correct"] for r in sft_greedy) / len(sft_greedy), abs=1e-3)
+    row = next(
+        r for r in rounds if (r["algorithm"], r["round"], r["decoding"], r["levels"]) == ("ppo", "0", "greedy", "all")
+    )
+    assert float(row["accuracy"]) == pytest.approx(
+        100 * sum(r["correct"] for r in sft_greedy) / len(sft_greedy), abs=1e-3
+    )
     stats = json.loads((results / "rl/rest_em_r1/stats.json").read_text())
     assert stats["hard_questions"] > 0 and stats["filter"]["hard_filter"] == "top_k"
     ppo_log = read_jsonl(results / "models/ppo_r1/train_log.jsonl")
@@ -526,7 +645,9 @@ def test_ppo_checkpoint_selected_with_hard_validation_gold(tiny_run):
     accuracies = [float(row["valid_greedy_accuracy"]) for row in table]
     assert float(chosen["valid_greedy_accuracy"]) == max(accuracies)
     source = Path(chosen["folder"]) if Path(chosen["folder"]).is_absolute() else tiny_run / chosen["folder"]
-    assert (source / "model.safetensors").read_bytes() == (results / "models/ppo_r1_gold_selected/model.safetensors").read_bytes()
+    assert (source / "model.safetensors").read_bytes() == (
+        results / "models/ppo_r1_gold_selected/model.safetensors"
+    ).read_bytes()
 
 
 def test_rl_rounds_chain_from_the_previous_round(tmp_path):
@@ -540,10 +661,17 @@ def test_rl_rounds_chain_from_the_previous_round(tmp_path):
     assert "results/models/dpo_r1" in jobs["results/models/dpo_r2"][1]  # initialisation and reference
     assert "results/models/sft" in jobs["results/models/dpo_r1"][1]
     ppo_inputs = set(jobs["results/models/ppo_r2"][1])
-    assert {"results/models/ppo_r1", "results/rl/ppo_r1/value", "results/models/sft", "results/evaluators/prm/model"} <= ppo_inputs
+    assert {
+        "results/models/ppo_r1",
+        "results/rl/ppo_r1/value",
+        "results/models/sft",
+        "results/evaluators/prm/model",
+    } <= ppo_inputs
     # The report shows the last round of each algorithm; the curves read every round.
     assert "results/eval/dpo_r2/test.jsonl" in jobs["results/report/metrics.csv"][1]
-    assert {"results/eval/dpo_r1/valid.greedy.jsonl", "results/models/ppo_r1"} <= set(jobs["results/report/rl_rounds.csv"][1])
+    assert {"results/eval/dpo_r1/valid.greedy.jsonl", "results/models/ppo_r1"} <= set(
+        jobs["results/report/rl_rounds.csv"][1]
+    )
     tainted = downstream_of_gold(jobs)
     assert set(tainted.values()) <= REPORTING_RULES, tainted
 
@@ -558,8 +686,12 @@ def test_unknown_report_generator_is_a_config_error(tmp_path):
 
 def test_every_output_records_its_provenance(tiny_run):
     results = tiny_run / "results"
-    files = [p for folder in ("samples", "graded", "eval", "scores", "rl") for p in (results / folder).rglob("*.jsonl")
-             if "/value/" not in str(p)]
+    files = [
+        p
+        for folder in ("samples", "graded", "eval", "scores", "rl")
+        for p in (results / folder).rglob("*.jsonl")
+        if "/value/" not in str(p)
+    ]
     files += list((results / "evaluators").glob("*/train.jsonl")) + list((results / "evaluators").glob("*/stats.json"))
     assert len(files) > 30
     for path in files:
@@ -584,10 +716,16 @@ def test_key_effects_table_reads_a_finished_run(tiny_run):
 
     row = key_effects(tiny_run / "results")
     comparisons = pd.read_csv(tiny_run / "results" / "report" / "comparisons.csv")
-    weighted = comparisons[(comparisons["comparison"] == "evaluator_vs_majority") & (comparisons["generator"] == "sft")
-                           & (comparisons["method"] == "weighted") & (comparisons["evaluator"] == "prm")
-                           & (comparisons["levels"] == "hard") & (comparisons["grader"] == "lenient")].iloc[0]
+    weighted = comparisons[
+        (comparisons["comparison"] == "evaluator_vs_majority")
+        & (comparisons["generator"] == "sft")
+        & (comparisons["method"] == "weighted")
+        & (comparisons["evaluator"] == "prm")
+        & (comparisons["levels"] == "hard")
+        & (comparisons["grader"] == "lenient")
+    ].iloc[0]
     assert row["weighted (prm) − majority, hard"] == (
-        f"{100 * weighted.difference:+.1f} [{100 * weighted.ci_low:+.1f}, {100 * weighted.ci_high:+.1f}]")
+        f"{100 * weighted.difference:+.1f} [{100 * weighted.ci_low:+.1f}, {100 * weighted.ci_high:+.1f}]"
+    )
     assert row["prm AUC hard (valid)"] == "n/a" or 0.0 <= float(row["prm AUC hard (valid)"]) <= 1.0
     assert all(value != "n/a" for key, value in row.items() if key.startswith(("rest_em", "dpo", "ppo")))

@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     expected = conda_env(LOCK.read_text())
     if args.check:
         if ENV_FILE.read_text() != expected:
-            print(f"{ENV_FILE.relative_to(ROOT)} is out of date with requirements.lock: run `make lock`", file=sys.stderr)
+            print(
+                f"{ENV_FILE.relative_to(ROOT)} is out of date with requirements.lock: run `make lock`", file=sys.stderr
+            )
             return 1
         return 0
     ENV_FILE.write_text(expected)

@@ -46,38 +46,74 @@ class Outcome:
 
 def steps(python: str, workdir: Path, quick: bool = False) -> list[Step]:
     sequences = ["128"] if quick else ["128", "512"]
-    tiny_config = [str(REPO / "config.yaml"), str(REPO / "tests" / "configs" / "tiny.yaml"),
-                   str(workdir / "gpu.yaml")]
+    tiny_config = [str(REPO / "config.yaml"), str(REPO / "tests" / "configs" / "tiny.yaml"), str(workdir / "gpu.yaml")]
     return [
         Step("CUDA tests", [python, "-m", "pytest", "-m", "cuda", "-q", "-rs", "tests"], 240, ("pytest",)),
-        Step("sampling throughput", [python, "bench/sample_throughput.py", "--shapes", "smollm2-135m", "tinyllama-1.1b",
-                                     "--sequences", *sequences], 240),
-        Step("training throughput", [python, "bench/train_throughput.py", "--steps", "3" if quick else "5"], 180,
-             ("deepspeed",)),
-        Step("tiny workflow on the GPU", [python, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--cores", "8",
-                                          "--resources", "gpu=1", "--configfile", *tiny_config, "--directory",
-                                          str(workdir / "tiny")], 300, ("snakemake", "math_verify")),
+        Step(
+            "sampling throughput",
+            [
+                python,
+                "bench/sample_throughput.py",
+                "--shapes",
+                "smollm2-135m",
+                "tinyllama-1.1b",
+                "--sequences",
+                *sequences,
+            ],
+            240,
+        ),
+        Step(
+            "training throughput",
+            [python, "bench/train_throughput.py", "--steps", "3" if quick else "5"],
+            180,
+            ("deepspeed",),
+        ),
+        Step(
+            "tiny workflow on the GPU",
+            [
+                python,
+                "-m",
+                "snakemake",
+                "--snakefile",
+                str(REPO / "Snakefile"),
+                "--cores",
+                "8",
+                "--resources",
+                "gpu=1",
+                "--configfile",
+                *tiny_config,
+                "--directory",
+                str(workdir / "tiny"),
+            ],
+            300,
+            ("snakemake", "math_verify"),
+        ),
     ]
 
 
 def write_gpu_overlay(workdir: Path) -> None:
     """The tiny config on one GPU: training and sampling jobs ask for it (DeepSpeed where installed)."""
-    (workdir / "gpu.yaml").write_text("compute: {train_gpus: 1, inference_gpus: 1}\n"
-                                      "sft: {deepspeed: auto}\n")
+    (workdir / "gpu.yaml").write_text("compute: {train_gpus: 1, inference_gpus: 1}\nsft: {deepspeed: auto}\n")
 
 
 def run_step(step: Step) -> Outcome:
     missing = [name for name in step.needs if importlib.util.find_spec(name) is None]
     if missing:
-        return Outcome(step, "skipped", 0.0, f"not installed: {', '.join(missing)} (README, GPU section: carry its wheels)")
+        return Outcome(
+            step, "skipped", 0.0, f"not installed: {', '.join(missing)} (README, GPU section: carry its wheels)"
+        )
     start = time.perf_counter()
     try:
         result = subprocess.run(step.command, cwd=REPO, capture_output=True, text=True, timeout=step.timeout_s)
-        status, output = ("passed" if result.returncode == 0 else f"failed (exit {result.returncode})",
-                          result.stdout + result.stderr)
+        status, output = (
+            "passed" if result.returncode == 0 else f"failed (exit {result.returncode})",
+            result.stdout + result.stderr,
+        )
     except subprocess.TimeoutExpired as expired:
         status = f"timed out after {step.timeout_s} s"
-        output = "".join(part.decode() if isinstance(part, bytes) else part or "" for part in (expired.stdout, expired.stderr))
+        output = "".join(
+            part.decode() if isinstance(part, bytes) else part or "" for part in (expired.stdout, expired.stderr)
+        )
     return Outcome(step, status, time.perf_counter() - start, output)
 
 
@@ -88,11 +124,21 @@ def tail(text: str, lines: int) -> str:
 def summary(outcomes: list[Outcome], device: str, extra: dict[str, str]) -> str:
     """The markdown summary: a table of steps, then each step's command and the end of its output."""
     rows = [f"| {o.step.name} | {o.status} | {o.seconds:.0f} |" for o in outcomes]
-    parts = [f"# GPU check\n\nDevice: {device}. Total {sum(o.seconds for o in outcomes):.0f} s.\n",
-             "| step | result | seconds |\n|---|---|---:|", *rows, ""]
+    parts = [
+        f"# GPU check\n\nDevice: {device}. Total {sum(o.seconds for o in outcomes):.0f} s.\n",
+        "| step | result | seconds |\n|---|---|---:|",
+        *rows,
+        "",
+    ]
     for o in outcomes:
-        parts += [f"## {o.step.name}: {o.status}\n", f"`{' '.join(o.step.command)}`\n",
-                  "```", tail(o.output, 40) or "(no output)", "```", ""]
+        parts += [
+            f"## {o.step.name}: {o.status}\n",
+            f"`{' '.join(o.step.command)}`\n",
+            "```",
+            tail(o.output, 40) or "(no output)",
+            "```",
+            "",
+        ]
     for title, text in extra.items():
         parts += [f"## {title}\n", text, ""]
     return "\n".join(parts)
@@ -122,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     if report.exists():
         text = report.read_text()
         start = text.find("## Main result")
-        extra["tiny workflow: main table"] = text[start: text.find("\n## ", start + 3)] if start >= 0 else text[:3000]
+        extra["tiny workflow: main table"] = text[start : text.find("\n## ", start + 3)] if start >= 0 else text[:3000]
     args.out.write_text(summary(outcomes, device, extra))
     print(f"gpu-check: summary in {args.out}", file=sys.stderr)
     shutil.rmtree(workdir, ignore_errors=True)

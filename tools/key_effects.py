@@ -44,26 +44,35 @@ def key_effects(results: Path, evaluator: str = "prm", policies=("rest_em", "dpo
     comparisons = pd.read_csv(report / "comparisons.csv")
     comparisons = comparisons[(comparisons["grader"] == grader) & (comparisons["levels"] == "hard")]
     quality = pd.read_csv(report / "evaluators.csv")
-    auc = quality[(quality["evaluator"] == evaluator) & (quality["aggregation"] == aggregation)
-                  & (quality["levels"] == "hard")]["auc"]
+    auc = quality[
+        (quality["evaluator"] == evaluator) & (quality["aggregation"] == aggregation) & (quality["levels"] == "hard")
+    ]["auc"]
     auc = auc.dropna()  # no correct (or no incorrect) hard validation sample: undefined
     metrics = pd.read_csv(report / "metrics.csv")
     greedy = metrics[(metrics["grader"] == grader) & (metrics["generator"] == "sft") & (metrics["method"] == "greedy")]
     row = {"run": str(results)}
     for levels in ("easy", "hard"):
         accuracy = greedy[greedy["levels"] == levels].drop_duplicates()
-        row[f"sft greedy, {levels}"] = (_points(*accuracy[["accuracy", "ci_low", "ci_high"]].iloc[0])
-                                        if len(accuracy) == 1 else "n/a")
-    row |= {f"{evaluator} AUC hard (valid)": f"{auc.iloc[0]:.3f}" if len(auc) else "n/a",
-           f"weighted ({evaluator}) − majority, hard": _difference(
-               comparisons, comparison="evaluator_vs_majority", generator="sft", method="weighted", evaluator=evaluator),
-           f"best-of-N ({evaluator}) − majority, hard": _difference(
-               comparisons, comparison="evaluator_vs_majority", generator="sft", method="best_of_n", evaluator=evaluator)}
+        row[f"sft greedy, {levels}"] = (
+            _points(*accuracy[["accuracy", "ci_low", "ci_high"]].iloc[0]) if len(accuracy) == 1 else "n/a"
+        )
+    row |= {
+        f"{evaluator} AUC hard (valid)": f"{auc.iloc[0]:.3f}" if len(auc) else "n/a",
+        f"weighted ({evaluator}) − majority, hard": _difference(
+            comparisons, comparison="evaluator_vs_majority", generator="sft", method="weighted", evaluator=evaluator
+        ),
+        f"best-of-N ({evaluator}) − majority, hard": _difference(
+            comparisons, comparison="evaluator_vs_majority", generator="sft", method="best_of_n", evaluator=evaluator
+        ),
+    }
     for policy in policies:
         for method in ("greedy", "majority"):
-            rows = comparisons[(comparisons["comparison"] == "policy_vs_sft") & (comparisons["method"] == method)
-                               & comparisons["generator"].str.startswith(policy)
-                               & ~comparisons["generator"].str.endswith(GOLD_SELECTED_SUFFIX)]  # not easy-to-hard
+            rows = comparisons[
+                (comparisons["comparison"] == "policy_vs_sft")
+                & (comparisons["method"] == method)
+                & comparisons["generator"].str.startswith(policy)
+                & ~comparisons["generator"].str.endswith(GOLD_SELECTED_SUFFIX)
+            ]  # not easy-to-hard
             row[f"{policy} − sft ({method}), hard"] = _difference(rows)
     return row
 

@@ -16,7 +16,9 @@ def parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def key_paths(values: list[str], option: str, form: str = "KEY=PATH", keys: tuple[str, ...] | None = None) -> dict[str, str]:
+def key_paths(
+    values: list[str], option: str, form: str = "KEY=PATH", keys: tuple[str, ...] | None = None
+) -> dict[str, str]:
     """`option`'s KEY=PATH arguments as an ordered {key: path}; a value without a key, `=` or a
     path, or a key given twice, stops the script with a message naming the option and the value;
     with `keys`, so does a key missing or unknown."""
@@ -29,8 +31,10 @@ def key_paths(values: list[str], option: str, form: str = "KEY=PATH", keys: tupl
             raise SystemExit(f"{option}: {key!r} given twice ({value!r})")
         pairs[key] = path
     if keys is not None and set(pairs) != set(keys):
-        raise SystemExit(f"{option}: expected exactly the keys {', '.join(keys)}; missing: "
-                         f"{', '.join(k for k in keys if k not in pairs) or '-'}; unknown: {', '.join(k for k in pairs if k not in keys) or '-'}")
+        raise SystemExit(
+            f"{option}: expected exactly the keys {', '.join(keys)}; missing: "
+            f"{', '.join(k for k in keys if k not in pairs) or '-'}; unknown: {', '.join(k for k in pairs if k not in keys) or '-'}"
+        )
     return pairs
 
 
@@ -62,8 +66,11 @@ def finish(args: argparse.Namespace, **facts) -> None:
         return
     named = [getattr(args, name) for name in OUTPUT_ARGS if getattr(args, name, None)]
     outputs = [path for value in named for path in (value.values() if isinstance(value, dict) else [value])]
-    inputs = {name: paths for name, value in vars(args).items()
-              if name not in OUTPUT_ARGS and name != "params" and (paths := _existing_paths(value))}
+    inputs = {
+        name: paths
+        for name, value in vars(args).items()
+        if name not in OUTPUT_ARGS and name != "params" and (paths := _existing_paths(value))
+    }
     record = {**provenance.record(args.params, inputs), **facts}
     for output in outputs:
         provenance.write(output, record)

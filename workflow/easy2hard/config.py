@@ -60,12 +60,16 @@ def _semantic_problems(config: dict, source: str) -> list[str]:
         problems.append(f"{source}: field 'data.{data['source']}': required when data.source is '{data['source']}'")
     prm = config.get("evaluators", {}).get("prm", {})
     if isinstance(prm, dict) and prm.get("source") == "labeller" and data.get("source") != "synthetic":
-        problems.append(f"{source}: field 'evaluators.prm.source': 'labeller' checks synthetic arithmetic steps; "
-                        f"data.source is {data.get('source')!r} (use auto or prm800k)")
+        problems.append(
+            f"{source}: field 'evaluators.prm.source': 'labeller' checks synthetic arithmetic steps; "
+            f"data.source is {data.get('source')!r} (use auto or prm800k)"
+        )
     ppo = config.get("rl", {}).get("ppo", {})
     if isinstance(ppo, dict) and ppo.get("checkpoint_selection") == "hard_valid_gold" and not ppo.get("snapshot_every"):
-        problems.append(f"{source}: field 'rl.ppo.snapshot_every': must be > 0 when checkpoint_selection is "
-                        "'hard_valid_gold' (without snapshots there is nothing to choose from)")
+        problems.append(
+            f"{source}: field 'rl.ppo.snapshot_every': must be > 0 when checkpoint_selection is "
+            "'hard_valid_gold' (without snapshots there is nothing to choose from)"
+        )
     sft = config.get("sft", {})
     if isinstance(sft, dict) and all(isinstance(sft.get(k), int) for k in ("global_batch_size", "micro_batch_size")):
         if sft["micro_batch_size"] > 0 and sft["global_batch_size"] % sft["micro_batch_size"]:

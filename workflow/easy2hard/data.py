@@ -73,8 +73,9 @@ def _check_types(row: dict, where: str) -> None:
     if not isinstance(row.get("unique_id"), str):
         raise DataError(f"{where}: field 'unique_id' must be a string")
     steps = row.get("steps")
-    if steps is not None and (not isinstance(steps, list) or not steps
-                              or not all(isinstance(step, str) and step.strip() for step in steps)):
+    if steps is not None and (
+        not isinstance(steps, list) or not steps or not all(isinstance(step, str) and step.strip() for step in steps)
+    ):
         raise DataError(f"{where}: field 'steps' must be a non-empty list of non-empty strings or absent")
 
 
@@ -84,7 +85,9 @@ def load_source(data_config: dict) -> tuple[list[dict], list[dict]]:
     if source == "synthetic":
         section = data_config["synthetic"]
         style = {"style": section["style"]} if "style" in section else {}
-        return synthetic.generate_splits(section["num_train"], section["num_test"], section["seed"], section.get("max_value"), **style)
+        return synthetic.generate_splits(
+            section["num_train"], section["num_test"], section["seed"], section.get("max_value"), **style
+        )
     if source == "math_jsonl":
         section = data_config["math_jsonl"]
         return load_math_jsonl(section["train"]), load_math_jsonl(section["test"])
@@ -94,7 +97,9 @@ def load_source(data_config: dict) -> tuple[list[dict], list[dict]]:
         train_configs = section.get("train_config")
         if not isinstance(train_configs, list):
             train_configs = [train_configs]
-        train = [row for name in train_configs for row in load_hf_math(section["train_name"], section["train_split"], name)]
+        train = [
+            row for name in train_configs for row in load_hf_math(section["train_name"], section["train_split"], name)
+        ]
         test = load_hf_math(section["test_name"], section["test_split"], section.get("test_config"))
         return train, test
     raise DataError(f"config: field 'data.source': unknown source {source!r}")
@@ -116,8 +121,9 @@ def stratified_subset(rows: list[dict], per_level: list[int], seed: int, field_n
         queues = [by_cell[cell] for cell in sorted(by_cell) if cell[0] == level]
         available = sum(map(len, queues))
         if count > available:
-            raise DataError(f"config: field '{field_name}' asks for {count} level-{level} problems, "
-                            f"the source has {available}")
+            raise DataError(
+                f"config: field '{field_name}' asks for {count} level-{level} problems, the source has {available}"
+            )
         taken = []
         while len(taken) < count:
             for queue in queues:
@@ -131,8 +137,10 @@ def apply_subset(train_pool: list[dict], test: list[dict], subset: dict | None) 
     """``data.subset`` (a small fixed run on a large source), or the rows unchanged without it."""
     if not subset:
         return train_pool, test
-    return (stratified_subset(train_pool, subset["train_per_level"], subset["seed"], "data.subset.train_per_level"),
-            stratified_subset(test, subset["test_per_level"], subset["seed"], "data.subset.test_per_level"))
+    return (
+        stratified_subset(train_pool, subset["train_per_level"], subset["seed"], "data.subset.train_per_level"),
+        stratified_subset(test, subset["test_per_level"], subset["seed"], "data.subset.test_per_level"),
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -59,8 +59,9 @@ class DPOTrainConfig(TrainConfig):
 # Pairs
 
 
-def make_pairs(samples: list[dict], scores: dict[tuple[str, int], list[float]], easy_levels, config: DPOConfig
-               ) -> tuple[list[dict], dict]:
+def make_pairs(
+    samples: list[dict], scores: dict[tuple[str, int], list[float]], easy_levels, config: DPOConfig
+) -> tuple[list[dict], dict]:
     """Preference pairs {unique_id, level, chosen, rejected, chosen_score, rejected_score}, where
     chosen / rejected are {completion, finished, sample_index}.
 
@@ -99,22 +100,30 @@ def make_pairs(samples: list[dict], scores: dict[tuple[str, int], list[float]], 
             if not outcome_decided and chosen["score"] - rejected["score"] < config.min_margin:
                 stats["pairs_below_margin"] += 1
                 break
-            pairs.append({
-                "unique_id": unique_id,
-                "level": chosen["row"]["level"],
-                "chosen": _side(chosen["row"]),
-                "rejected": _side(rejected["row"]),
-                "chosen_score": chosen["score"],
-                "rejected_score": rejected["score"],
-            })
+            pairs.append(
+                {
+                    "unique_id": unique_id,
+                    "level": chosen["row"]["level"],
+                    "chosen": _side(chosen["row"]),
+                    "rejected": _side(rejected["row"]),
+                    "chosen_score": chosen["score"],
+                    "rejected_score": rejected["score"],
+                }
+            )
             made += 1
         stats["pairs"] += made
         stats["questions_paired"] += bool(made)
         stats["questions_with_one_solution"] += len(ranked) < 2
-    stats = {**dict(stats), "min_margin": config.min_margin,
-             "score_gap": {"questions": len(gaps), "max": max(gaps, default=None),
-                           "median": statistics.median(gaps) if gaps else None},
-             "score_range": [min(all_scores, default=None), max(all_scores, default=None)]}
+    stats = {
+        **dict(stats),
+        "min_margin": config.min_margin,
+        "score_gap": {
+            "questions": len(gaps),
+            "max": max(gaps, default=None),
+            "median": statistics.median(gaps) if gaps else None,
+        },
+        "score_range": [min(all_scores, default=None), max(all_scores, default=None)],
+    }
     return pairs, stats if pairs else {**stats, "empty_because": empty_because(stats)}
 
 
@@ -122,16 +131,20 @@ def empty_because(stats: dict) -> str:
     """Why no pair was made (for the DPO stage's error): the margin against the observed gaps."""
     gap, low_high = stats["score_gap"], stats["score_range"]
     if not gap["questions"]:
-        return (f"no DPO pair: none of the {stats.get('questions', 0)} questions has a whole solution (finished, with"
-                f" steps and an answer) ranked above another solution: {stats.get('questions_without_a_whole_solution', 0)}"
-                f" have no whole solution, {stats.get('questions_with_one_solution', 0)} fewer than two distinct"
-                f" solutions, {stats.get('empty_solutions', 0)} samples are empty; more samples per question"
-                " (sampling.num_samples.train), a longer sampling.max_new_tokens, or a stronger SFT policy")
-    return (f"no DPO pair: no question's best and worst solutions differ by rl.dpo.min_margin = {stats['min_margin']}"
-            f" in evaluator score: the largest gap is {gap['max']:.3g} (median {gap['median']:.3g} over "
-            f"{gap['questions']} questions) and every score lies in [{low_high[0]:.3g}, {low_high[1]:.3g}]. Lower "
-            "rl.dpo.min_margin, or check the evaluator (scores that all sit together mean it has collapsed: see "
-            "results/report/evaluators.md)")
+        return (
+            f"no DPO pair: none of the {stats.get('questions', 0)} questions has a whole solution (finished, with"
+            f" steps and an answer) ranked above another solution: {stats.get('questions_without_a_whole_solution', 0)}"
+            f" have no whole solution, {stats.get('questions_with_one_solution', 0)} fewer than two distinct"
+            f" solutions, {stats.get('empty_solutions', 0)} samples are empty; more samples per question"
+            " (sampling.num_samples.train), a longer sampling.max_new_tokens, or a stronger SFT policy"
+        )
+    return (
+        f"no DPO pair: no question's best and worst solutions differ by rl.dpo.min_margin = {stats['min_margin']}"
+        f" in evaluator score: the largest gap is {gap['max']:.3g} (median {gap['median']:.3g} over "
+        f"{gap['questions']} questions) and every score lies in [{low_high[0]:.3g}, {low_high[1]:.3g}]. Lower "
+        "rl.dpo.min_margin, or check the evaluator (scores that all sit together mean it has collapsed: see "
+        "results/report/evaluators.md)"
+    )
 
 
 def _side(row: dict) -> dict:
@@ -147,8 +160,10 @@ def response_example(prompt_ids: list[int], completion: str, finished: bool, tok
 def pair_example(problem: str, pair: dict, tokenizer, max_length: int) -> dict | None:
     """{"chosen": {input_ids, labels}, "rejected": {...}}; None when either side is too long."""
     prompt_ids = encode_prompt(tokenizer, problem)
-    sides = {side: response_example(prompt_ids, pair[side]["completion"], pair[side]["finished"], tokenizer)
-             for side in ("chosen", "rejected")}
+    sides = {
+        side: response_example(prompt_ids, pair[side]["completion"], pair[side]["finished"], tokenizer)
+        for side in ("chosen", "rejected")
+    }
     if any(len(example["input_ids"]) > max_length for example in sides.values()):
         return None
     return sides
@@ -175,8 +190,13 @@ def sequence_logps(model, batch: dict[str, torch.Tensor], average: bool) -> torc
     return total / mask.sum(-1).clamp(min=1) if average else total
 
 
-def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
-             ref_rejected: torch.Tensor, config: DPOConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def dpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    config: DPOConfig,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-pair losses and the implicit rewards beta * (log pi - log pi_ref) of both sides.
 
     sigmoid: -(1 - eps) log sigma(beta h) - eps log sigma(-beta h), h the difference of log-ratios;
@@ -199,8 +219,9 @@ def loss_fn(config: DPOConfig):
     def dpo_batch_loss(model, batch):
         logps = sequence_logps(model, batch, average=config.loss_type == "ipo")
         half = logps.shape[0] // 2
-        losses, chosen, rejected = dpo_loss(logps[:half], logps[half:], batch["ref_logps"][:, 0],
-                                            batch["ref_logps"][:, 1], config)
+        losses, chosen, rejected = dpo_loss(
+            logps[:half], logps[half:], batch["ref_logps"][:, 0], batch["ref_logps"][:, 1], config
+        )
         return losses.mean(), {
             "reward_accuracy": (chosen > rejected).float().mean().item(),
             "reward_margin": (chosen - rejected).mean().item(),
@@ -212,7 +233,9 @@ def loss_fn(config: DPOConfig):
 
 
 @torch.inference_mode()
-def reference_logps(model, examples: list[dict], pad_token_id: int, config: DPOConfig, batch_size: int) -> list[list[float]]:
+def reference_logps(
+    model, examples: list[dict], pad_token_id: int, config: DPOConfig, batch_size: int
+) -> list[list[float]]:
     """[chosen, rejected] log-probs of each pair under `model` (the round's starting policy)."""
     device = next(model.parameters()).device
     was_training = model.training

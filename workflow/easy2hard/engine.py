@@ -518,8 +518,12 @@ def copy_prompts_into_slots(
 
 
 def start_slots(
-    state: SlotState, slots: torch.Tensor, prompt_lengths: torch.Tensor, first_tokens: torch.Tensor,
-    max_new: int, eos: int | None,
+    state: SlotState,
+    slots: torch.Tensor,
+    prompt_lengths: torch.Tensor,
+    first_tokens: torch.Tensor,
+    max_new: int,
+    eos: int | None,
 ) -> None:
     """Device state of refilled slots after their first token (drawn from the prefill logits)."""
     state.tokens[slots, 0] = first_tokens
@@ -602,7 +606,9 @@ def compact_slots(state: SlotState, cache: SlotCache, stats: EngineStats) -> boo
     return True
 
 
-def shift_cache(state: SlotState, cache: SlotCache, max_prompt: int, slack: int, force: bool, stats: EngineStats) -> bool:
+def shift_cache(
+    state: SlotState, cache: SlotCache, max_prompt: int, slack: int, force: bool, stats: EngineStats
+) -> bool:
     """Move the live cache region to the front when the dead prefix before every busy slot reaches
     ``slack`` (or, ``force``, whenever there is one; the cursor is at the end); returns whether it did."""
     busy_starts = [state.start_host[b] for b in state.busy_slots()]
@@ -645,8 +651,11 @@ class SamplingEngine:
 
     def _decode_forward(self, input_ids, position_ids, attention_mask):
         output = self.model(
-            input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask,
-            use_cache=True, **{self._cache_argument: self.cache},
+            input_ids=input_ids,
+            position_ids=position_ids,
+            attention_mask=attention_mask,
+            use_cache=True,
+            **{self._cache_argument: self.cache},
         )
         return output.logits[:, -1, :]
 
@@ -705,8 +714,12 @@ class SamplingEngine:
         cache = DynamicCache(config=self.model.config)
         kwargs = {"logits_to_keep": 1} if self._keeps_logits else {}
         output = self.model(
-            input_ids=ids, attention_mask=self._mask(allowed[:, None]), position_ids=positions,
-            use_cache=True, **{self._cache_argument: cache}, **kwargs,
+            input_ids=ids,
+            attention_mask=self._mask(allowed[:, None]),
+            position_ids=positions,
+            use_cache=True,
+            **{self._cache_argument: cache},
+            **kwargs,
         )
         self.stats.prefill_calls += 1
         self.stats.prefilled_prompts += len(prompts)
@@ -778,10 +791,16 @@ class SamplingEngine:
         if self.device.type == "cuda":
             slots = self._fit_slots(slots, capacity, num_samples)
         return RunPlan(
-            prompts=prompts, num_samples=num_samples, params=params,
+            prompts=prompts,
+            num_samples=num_samples,
+            params=params,
             pad_id=pad_token_id if pad_token_id is not None else (eos if eos is not None else 0),
-            slots=slots, refill_min=opts.refill_min_free or max(1, slots // 8),
-            max_prompt=max_prompt, slack=slack, length=length, capacity=capacity,
+            slots=slots,
+            refill_min=opts.refill_min_free or max(1, slots // 8),
+            max_prompt=max_prompt,
+            slack=slack,
+            length=length,
+            capacity=capacity,
         )
 
     def _sync(self, state: SlotState, queue: JobQueue, plan: RunPlan, generator, on_finished) -> None:
@@ -805,7 +824,9 @@ class SamplingEngine:
         for chunk in prefill_chunks(plan.prompts, first, last, self.options.prefill_tokens):
             self._start_chunk(state, chunk, assigned, plan, generator)
 
-    def _start_chunk(self, state: SlotState, chunk: list[int], assigned: dict[int, int], plan: RunPlan, generator) -> None:
+    def _start_chunk(
+        self, state: SlotState, chunk: list[int], assigned: dict[int, int], plan: RunPlan, generator
+    ) -> None:
         """Prefill the chunk's prompts, copy each into the slots assigned to its jobs, and draw
         every such slot's first token from the shared prefill logits."""
         prefill_cache, logits, valid = self._prefill([plan.prompts[i] for i in chunk], plan.pad_id)
@@ -831,8 +852,11 @@ class SamplingEngine:
 
         shapes, dtype, cache = layout(prefill_cache.layers), prefill_cache.layers[0].keys.dtype, self.cache
         if (
-            cache is None or cache.length != capacity or layout(cache.layers) != shapes
-            or cache.layers[0].keys.shape[0] != slots or cache.layers[0].keys.dtype != dtype
+            cache is None
+            or cache.length != capacity
+            or layout(cache.layers) != shapes
+            or cache.layers[0].keys.shape[0] != slots
+            or cache.layers[0].keys.dtype != dtype
         ):
             self.cache = None  # free the old buffers first
             cache = SlotCache(shapes, capacity, slots, dtype, self.device, static=self.compile)

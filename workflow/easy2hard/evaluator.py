@@ -79,10 +79,14 @@ def render(tokenizer, problem: str, steps: list[str], answer: str | None, finish
         raise AlignmentError(f"{units} scoring units but score positions {positions} in {text[:80]!r}...")
     if None in separator_ends:
         raise AlignmentError(f"no token covers a step separator in {text[:80]!r}...")
-    unit_ends = [max(p, e) for p, e in zip(positions, separator_ends)] + positions[len(steps):]
+    unit_ends = [max(p, e) for p, e in zip(positions, separator_ends)] + positions[len(steps) :]
     start = len(prompt_ids)
-    return Rendered(input_ids=input_ids, positions=[start + p for p in positions], solution_start=start,
-                    unit_ends=[start + e for e in unit_ends])
+    return Rendered(
+        input_ids=input_ids,
+        positions=[start + p for p in positions],
+        solution_start=start,
+        unit_ends=[start + e for e in unit_ends],
+    )
 
 
 def _token_at(offsets: list[tuple[int, int]], char: int) -> int | None:
@@ -112,7 +116,8 @@ def training_example(example: dict, tokenizer, max_length: int, label_tokens: st
     unit_starts = [rendered.solution_start] + [end + 1 for end in rendered.unit_ends[:-1]]
     last = len(rendered.positions) - 1
     for unit, (start, position, end, label) in enumerate(
-            zip(unit_starts, rendered.positions, rendered.unit_ends, example["labels"])):
+        zip(unit_starts, rendered.positions, rendered.unit_ends, example["labels"])
+    ):
         if label is None:
             continue
         if label_tokens == "all":
@@ -161,7 +166,11 @@ def length_batches(lengths: list[int], batch_size: int, max_tokens: int | None =
     batches: list[list[int]] = []
     for index in order:
         batch = batches[-1] if batches else None
-        if batch and len(batch) < batch_size and (max_tokens is None or (len(batch) + 1) * lengths[batch[0]] <= max_tokens):
+        if (
+            batch
+            and len(batch) < batch_size
+            and (max_tokens is None or (len(batch) + 1) * lengths[batch[0]] <= max_tokens)
+        ):
             batch.append(index)
         else:
             batches.append([index])
@@ -169,8 +178,9 @@ def length_batches(lengths: list[int], batch_size: int, max_tokens: int | None =
 
 
 @torch.inference_mode()
-def score_solutions(model, tokenizer, solutions: list[dict], batch_size: int, max_tokens: int | None = None,
-                    progress: bool = False) -> list[list[float]]:
+def score_solutions(
+    model, tokenizer, solutions: list[dict], batch_size: int, max_tokens: int | None = None, progress: bool = False
+) -> list[list[float]]:
     """Per-unit scores (sigmoid) of each {problem, completion, finished?}: its steps, then its answer.
     Identical solutions (a third of a tiny policy's samples) are scored once, in `length_batches`;
     `progress` shows a bar in distinct solutions."""

@@ -37,12 +37,14 @@ class BalanceStats:
 
     def empty_because(self) -> str:
         """Why no question was kept (for the error of a stage that finds no ORM example)."""
-        return (f"no easy train question has both a correct and an incorrect sample: of {self.questions_in} graded"
-                f" questions, {self.dropped_all_wrong} have no correct sample and {self.dropped_all_correct} no"
-                f" incorrect one ({self.samples_in} samples kept, {self.unscorable_dropped} without steps or answer"
-                " dropped); the policy must solve some easy train problems sometimes: more samples per question"
-                " (sampling.num_samples.train), a stronger SFT policy, more easy train problems, or the"
-                " human-written solutions as positives (evaluators.orm.reference_solutions)")
+        return (
+            f"no easy train question has both a correct and an incorrect sample: of {self.questions_in} graded"
+            f" questions, {self.dropped_all_wrong} have no correct sample and {self.dropped_all_correct} no"
+            f" incorrect one ({self.samples_in} samples kept, {self.unscorable_dropped} without steps or answer"
+            " dropped); the policy must solve some easy train problems sometimes: more samples per question"
+            " (sampling.num_samples.train), a stronger SFT policy, more easy train problems, or the"
+            " human-written solutions as positives (evaluators.orm.reference_solutions)"
+        )
 
 
 def balance_orm(samples: list[dict], max_ratio: float, seed: int) -> tuple[list[dict], BalanceStats]:
@@ -95,9 +97,16 @@ def reference_samples(questions: list[dict]) -> list[dict]:
     """Each supervised question's human-written solution as one more correct sample (evaluators.orm.
     reference_solutions): a question the policy never solves still gives the ORM a positive, at
     the price of positives in the dataset's style rather than the policy's."""
-    return [{"unique_id": q["unique_id"], "sample_index": -1, "correct": True,
-             "completion": formats.format_solution(q["steps"], q["answer"])}
-            for q in questions if q.get("steps") and q.get("answer") is not None]
+    return [
+        {
+            "unique_id": q["unique_id"],
+            "sample_index": -1,
+            "correct": True,
+            "completion": formats.format_solution(q["steps"], q["answer"]),
+        }
+        for q in questions
+        if q.get("steps") and q.get("answer") is not None
+    ]
 
 
 def _num_units(completion: str) -> int:
@@ -134,8 +143,9 @@ def prm800k_examples(
     problems of hard levels are dropped; problems not in MATH are kept.
     """
     counts, seen, examples = Counter(), set(), []
-    for number, problem, steps in prm800k_data.usable_records(records, levels_by_problem, easy_levels, test_problems,
-                                                              source, counts):
+    for number, problem, steps in prm800k_data.usable_records(
+        records, levels_by_problem, easy_levels, test_problems, source, counts
+    ):
         for step_number, prefix, step in prm800k_data.walk(steps):
             for completion in step["completions"]:
                 rating = completion.get("rating")
@@ -232,8 +242,16 @@ def labeller_examples(samples: list[dict], supervised: dict[str, dict], easy_lev
             counts["solutions without steps"] += 1
             continue
         labels = synthetic.label_steps(question["problem"], question["level"], steps, answer, easy_levels)
-        examples.append({"unique_id": sample["unique_id"], "problem": question["problem"], "steps": steps,
-                         "answer": answer, "labels": labels, "kind": "prm"})
+        examples.append(
+            {
+                "unique_id": sample["unique_id"],
+                "problem": question["problem"],
+                "steps": steps,
+                "answer": answer,
+                "labels": labels,
+                "kind": "prm",
+            }
+        )
         counts["solutions with a wrong step" if 0.0 in labels else "solutions without a wrong step"] += 1
     counts.update(questions=len({example["unique_id"] for example in examples}), solutions=len(examples))
     return examples, counts
@@ -260,4 +278,3 @@ def summarize(examples: list[dict]) -> dict:
         "positive_fraction": round(sum(labels) / len(labels), 4) if labels else None,
         "kinds": dict(Counter(example["kind"] for example in examples)),
     }
-

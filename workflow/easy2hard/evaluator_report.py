@@ -16,12 +16,24 @@ from easy2hard import metrics
 from easy2hard.io import atomic_output
 from easy2hard.scores import Samples, aggregate_grid, load_samples, load_scores
 
-COLUMNS = ["evaluator", "aggregation", "levels", "auc", "threshold_accuracy", "best_of_n", "n", "num_problems", "num_samples",
-           "num_correct"]
+COLUMNS = [
+    "evaluator",
+    "aggregation",
+    "levels",
+    "auc",
+    "threshold_accuracy",
+    "best_of_n",
+    "n",
+    "num_problems",
+    "num_samples",
+    "num_correct",
+]
 Grid = list[list[list[float]]]  # per question, per sample: its step scores
 
 
-def load_inputs(eval_path: str | os.PathLike, score_paths: dict[str, str | os.PathLike]) -> tuple[Samples, dict[str, Grid]]:
+def load_inputs(
+    eval_path: str | os.PathLike, score_paths: dict[str, str | os.PathLike]
+) -> tuple[Samples, dict[str, Grid]]:
     """The graded samples and each evaluator's step scores, loaded and joined exactly as the test
     report does (same checks: one N per question, every sample scored, no stale score rows)."""
     samples = load_samples(eval_path)
@@ -31,26 +43,35 @@ def load_inputs(eval_path: str | os.PathLike, score_paths: dict[str, str | os.Pa
 def evaluator_quality(samples: Samples, grids: dict[str, Grid], easy_levels) -> pd.DataFrame:
     """Rows of COLUMNS for every evaluator x aggregation x level group (best-of-N over all N),
     then the majority-vote and pass@1 references of each group."""
-    aggregated = {(name, how): aggregate_grid(grid, how) for name, grid in grids.items() for how in metrics.AGGREGATIONS}
+    aggregated = {
+        (name, how): aggregate_grid(grid, how) for name, grid in grids.items() for how in metrics.AGGREGATIONS
+    }
     rows = []
     for group, levels in metrics.level_groups(easy_levels).items():
         mask = np.isin(samples.levels, sorted(levels))
         if not mask.any():
             continue
         correct = samples.correct[mask]
-        base = {"levels": group, "n": samples.num_samples, "num_problems": int(mask.sum()), "num_samples": int(correct.size),
-                "num_correct": int(correct.sum())}
+        base = {
+            "levels": group,
+            "n": samples.num_samples,
+            "num_problems": int(mask.sum()),
+            "num_samples": int(correct.size),
+            "num_correct": int(correct.sum()),
+        }
         for (name, how), all_scores in aggregated.items():
             scores = all_scores[mask]
             ranked, _ = metrics.selection_scores(scores, samples.valid[mask])  # truncated / no answer: last
-            rows.append({
-                **base,
-                "evaluator": name,
-                "aggregation": how,
-                "auc": metrics.roc_auc(scores.ravel(), correct.ravel()),
-                "threshold_accuracy": float(((scores >= 0.5) == correct).mean()),
-                "best_of_n": float(np.mean([metrics.best_of_n(s, c) for s, c in zip(ranked, correct)])),
-            })
+            rows.append(
+                {
+                    **base,
+                    "evaluator": name,
+                    "aggregation": how,
+                    "auc": metrics.roc_auc(scores.ravel(), correct.ravel()),
+                    "threshold_accuracy": float(((scores >= 0.5) == correct).mean()),
+                    "best_of_n": float(np.mean([metrics.best_of_n(s, c) for s, c in zip(ranked, correct)])),
+                }
+            )
         # References that need no evaluator: majority voting and the average sample.
         majority = np.mean([metrics.majority_vote(k, c) for k, c in zip(samples.clusters[mask], correct)])
         references = {"aggregation": "-", "auc": None, "threshold_accuracy": None}
@@ -69,7 +90,8 @@ def render_markdown(df: pd.DataFrame, aggregations: dict[str, str]) -> str:
         "Evaluators were trained with supervision on easy problems only; here the validation samples",
         "are graded against gold answers of every level to see how well they judge hard problems.",
         "Step aggregation of each evaluator in the pipeline (marked *): "
-        + ", ".join(f"{name} {how}" for name, how in aggregations.items()) + ".",
+        + ", ".join(f"{name} {how}" for name, how in aggregations.items())
+        + ".",
         "",
         "## AUC: telling correct from incorrect final answers",
         "",
@@ -81,10 +103,19 @@ def render_markdown(df: pd.DataFrame, aggregations: dict[str, str]) -> str:
     for (name, how), rows in judged.groupby(["evaluator", "aggregation"], sort=False):
         cells = [_fmt(rows.loc[rows["levels"] == g, "auc"]) for g in groups]
         lines.append(f"| {name} | {_marked(how, name, aggregations)} | " + " | ".join(cells) + " |")
-    lines += [_undefined_auc(g, counts_by_group.loc[g]) for g in groups
-              if judged.loc[judged["levels"] == g, "auc"].isna().all()]
+    lines += [
+        _undefined_auc(g, counts_by_group.loc[g])
+        for g in groups
+        if judged.loc[judged["levels"] == g, "auc"].isna().all()
+    ]
     n = int(df["n"].max()) if not df.empty else 0
-    lines += ["", f"## Best-of-{n} accuracy (%)", "", "| selector | aggregation | " + " | ".join(groups) + " |", "|---|---|" + "---:|" * len(groups)]
+    lines += [
+        "",
+        f"## Best-of-{n} accuracy (%)",
+        "",
+        "| selector | aggregation | " + " | ".join(groups) + " |",
+        "|---|---|" + "---:|" * len(groups),
+    ]
     for (name, how), rows in df.groupby(["evaluator", "aggregation"], sort=False):
         cells = [_fmt(rows.loc[rows["levels"] == g, "best_of_n"], percent=True) for g in groups]
         lines.append(f"| {name} | {_marked(how, name, aggregations)} | " + " | ".join(cells) + " |")
@@ -96,8 +127,10 @@ def _undefined_auc(group: str, counts: pd.Series) -> str:
     """The note under the AUC table for a level group where AUC is undefined (one class only)."""
     correct, total = int(counts["num_correct"]), int(counts["num_samples"])
     reason = "no validation sample is correct" if correct == 0 else "every validation sample is correct"
-    return (f"\nAUC on {group} problems is undefined (–): {reason} ({correct} of {total}), so there is nothing"
-            " to tell apart.")
+    return (
+        f"\nAUC on {group} problems is undefined (–): {reason} ({correct} of {total}), so there is nothing"
+        " to tell apart."
+    )
 
 
 def _marked(how: str, evaluator: str, aggregations: dict[str, str]) -> str:
@@ -113,7 +146,9 @@ def _fmt(values: pd.Series, percent: bool = False) -> str:
     return f"{100 * value:.1f}" if percent else f"{value:.3f}"
 
 
-def write(df: pd.DataFrame, out_csv: str | os.PathLike, out_md: str | os.PathLike, aggregations: dict[str, str]) -> None:
+def write(
+    df: pd.DataFrame, out_csv: str | os.PathLike, out_md: str | os.PathLike, aggregations: dict[str, str]
+) -> None:
     with atomic_output(out_csv) as tmp:
         df.to_csv(tmp, index=False)
     with atomic_output(out_md) as tmp:

@@ -40,8 +40,9 @@ ICL_STOP = STEP_SEPARATOR + "# Question"
 
 def format_exemplars(exemplars: list[dict]) -> str:
     """The few-shot prefix: each exemplar's prompt and solution, separated by blank lines."""
-    return "".join(format_prompt(e["problem"]) + format_solution(e["steps"], e["answer"]) + EXEMPLAR_SEPARATOR
-                   for e in exemplars)
+    return "".join(
+        format_prompt(e["problem"]) + format_solution(e["steps"], e["answer"]) + EXEMPLAR_SEPARATOR for e in exemplars
+    )
 
 
 def choose_exemplars(candidates: list[dict], k: int, seed: int) -> list[dict]:

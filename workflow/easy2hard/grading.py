@@ -32,6 +32,7 @@ from stdin. So any calling context works: scripts with or without a ``__main__``
 Throughput comes from deciding each distinct normalised pair once (samples repeat answers),
 caching normal forms and verdicts per process, and running symbolic checks in parallel.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -87,9 +88,7 @@ _UNICODE = str.maketrans(
 _TEXT_COMMAND = re.compile(
     r"\\(?:text|textrm|textbf|textit|textsf|textnormal|mbox|mathrm|mathbf|mathit|operatorname)\s*\{"
 )
-_LAYOUT = re.compile(
-    r"\\(?:left|right|[bB]igg?[lr]?)(?:\.|(?![A-Za-z]))|\\displaystyle(?![A-Za-z])"
-)
+_LAYOUT = re.compile(r"\\(?:left|right|[bB]igg?[lr]?)(?:\.|(?![A-Za-z]))|\\displaystyle(?![A-Za-z])")
 _SPACING = re.compile(r"(?<!\\)\\[,;: ]|\\q?quad(?![A-Za-z])|~")
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\degree(?![A-Za-z])")
 _MACROS = [
@@ -106,9 +105,7 @@ _UNIT_WORDS = (
     r"|yards?|miles?|seconds?|minutes?|hours?|days?|weeks?|months?|years?|degrees?|dollars?"
     r"|cents?|mph|pounds?|ounces?|percent|per ?cent)"
 )
-_NUMBER_WITH_UNIT = re.compile(
-    r"(-?[\d.,/]+|-?\\frac\{\d+\}\{\d+\})\s*" + _UNIT_WORDS + r"(?:\^\{?[23]\}?)?\.?"
-)
+_NUMBER_WITH_UNIT = re.compile(r"(-?[\d.,/]+|-?\\frac\{\d+\}\{\d+\})\s*" + _UNIT_WORDS + r"(?:\^\{?[23]\}?)?\.?")
 _LIST_WORD = re.compile(r"\\(?:text|mbox)\s*\{\s*(?:and|or)\s*\}")  # "1 \text{ or } 2" is a list
 _TRAILING_UNIT_TEXT = re.compile(r"\s*[A-Za-z][A-Za-z\s.]*")
 _AFTER_UNIT = re.compile(r"(?:\^\{?[23]\}?)?\s*\.?\s*")
@@ -224,11 +221,7 @@ def _remove_text_commands(text: str) -> str:
             continue
         content = text[match.end() : close]
         after = _AFTER_UNIT.match(text, close + 1)
-        is_unit = (
-            after.end() == len(text)
-            and text[: match.start()].strip()
-            and _TRAILING_UNIT_TEXT.fullmatch(content)
-        )
+        is_unit = after.end() == len(text) and text[: match.start()].strip() and _TRAILING_UNIT_TEXT.fullmatch(content)
         if is_unit:
             drop[match.start() :] = b"\x01" * (len(text) - match.start())
         else:
@@ -349,7 +342,10 @@ def grade_many(
 
 
 def cluster_answers(
-    answers: Sequence[str | None], timeout: float = 5.0, workers: int | None = None, mode: str = "lenient",
+    answers: Sequence[str | None],
+    timeout: float = 5.0,
+    workers: int | None = None,
+    mode: str = "lenient",
     stats: GradingStats | None = None,
 ) -> list[int]:
     """Cluster id per answer for majority voting (first-appearance order; -1 for no answer).
@@ -362,7 +358,10 @@ def cluster_answers(
 
 
 def cluster_many(
-    groups: Sequence[Sequence[str | None]], timeout: float = 5.0, workers: int | None = None, mode: str = "lenient",
+    groups: Sequence[Sequence[str | None]],
+    timeout: float = 5.0,
+    workers: int | None = None,
+    mode: str = "lenient",
     stats: GradingStats | None = None,
 ) -> list[list[int]]:
     """``cluster_answers`` for many groups (e.g. the samples of each question) in one batch."""
@@ -429,7 +428,9 @@ def _grade_normalized(
         stats.symbolic += len(slow)
         bar = tqdm(total=len(slow), disable=not progress, unit="pair", desc="symbolic checks", mininterval=2)
         with ThreadPoolExecutor(max_workers=min(pool.size, len(slow))) as threads:
-            for pair, (verdict, timed_out, retried) in zip(slow, threads.map(lambda p: _check(pool, *p, timeout), slow)):
+            for pair, (verdict, timed_out, retried) in zip(
+                slow, threads.map(lambda p: _check(pool, *p, timeout), slow)
+            ):
                 verdicts[pair] = verdict
                 stats.timeouts += timed_out
                 stats.retries += retried
@@ -450,8 +451,9 @@ def _check(pool, pred: str, gold: str, timeout: float) -> tuple[bool, bool, bool
         try:
             return worker.check(pred, gold, timeout), False, attempt > 0
         except grading_workers.CheckTimeout:
-            log.warning("symbolic check timed out after %.1fs (counted as not equivalent): %.80r vs %.80r",
-                        timeout, pred, gold)
+            log.warning(
+                "symbolic check timed out after %.1fs (counted as not equivalent): %.80r vs %.80r", timeout, pred, gold
+            )
             return False, True, attempt > 0
         except grading_workers.WorkerFailure as error:
             failure = error
@@ -642,9 +644,7 @@ def _to_sympy(latex: str):
         return None
     # Every other letter run is a product of one-letter symbols, so parse_expr never sees a
     # Python name (it evals its input).
-    text = re.sub(
-        r"[A-Za-z]+", lambda m: m[0] if m[0] in ("sqrt", "pi", "oo") else " ".join(m[0]), text
-    )
+    text = re.sub(r"[A-Za-z]+", lambda m: m[0] if m[0] in ("sqrt", "pi", "oo") else " ".join(m[0]), text)
     symbols = {letter: sympy.Symbol(letter) for letter in string.ascii_letters}
     transformations = standard_transformations + (implicit_multiplication_application,)
     return parse_expr(text, local_dict=symbols, transformations=transformations)

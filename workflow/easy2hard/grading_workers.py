@@ -52,8 +52,12 @@ class Worker:
         self._stderr = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "easy2hard.grading_workers"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env,
-            close_fds=True, start_new_session=True,  # a Ctrl-C in the caller's terminal is the caller's
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=env,
+            close_fds=True,
+            start_new_session=True,  # a Ctrl-C in the caller's terminal is the caller's
         )
         self._buffer = b""
         self._ready = False
@@ -85,7 +89,9 @@ class Worker:
             chunk = os.read(stdout, 1 << 16)
             if not chunk:
                 self.process.wait()
-                raise WorkerFailure(f"the grading worker exited with code {self.process.returncode}{self._stderr_tail()}")
+                raise WorkerFailure(
+                    f"the grading worker exited with code {self.process.returncode}{self._stderr_tail()}"
+                )
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
         try:

@@ -29,8 +29,10 @@ def judge_samples(
     """
     stats = stats if stats is not None else GradingStats()
     answers = [extract_answer(sample["completion"]) for sample in samples]
-    graded = {m: _grade(samples, answers, gold_answers, timeout, workers, cluster, m, stats)
-              for m in (MODES if every_mode else (mode,))}
+    graded = {
+        m: _grade(samples, answers, gold_answers, timeout, workers, cluster, m, stats)
+        for m in (MODES if every_mode else (mode,))
+    }
     correct, clusters = graded[mode]
     judged = []
     for index, (sample, answer) in enumerate(zip(samples, answers)):
@@ -40,8 +42,10 @@ def judge_samples(
         if cluster:
             row["answer_cluster"] = clusters[index]
         if every_mode:
-            row["verdicts"] = {m: {"correct": c[index], **({"answer_cluster": k[index]} if cluster else {})}
-                               for m, (c, k) in graded.items()}
+            row["verdicts"] = {
+                m: {"correct": c[index], **({"answer_cluster": k[index]} if cluster else {})}
+                for m, (c, k) in graded.items()
+            }
         row["completion"] = sample["completion"]
         judged.append(row)
     return judged
@@ -62,10 +66,13 @@ def _grade(samples, answers, gold_answers, timeout, workers, cluster, mode, stat
         {(a, gold_answers[s["unique_id"]]) for s, a in zip(samples, graded_answers) if s["unique_id"] in gold_answers},
         key=repr,
     )
-    verdicts = dict(zip(pairs, grade_many(pairs, timeout=timeout, workers=workers, progress=True, mode=mode,
-                                          stats=stats)))
-    correct = [None if s["unique_id"] not in gold_answers else verdicts[(a, gold_answers[s["unique_id"]])]
-               for s, a in zip(samples, graded_answers)]
+    verdicts = dict(
+        zip(pairs, grade_many(pairs, timeout=timeout, workers=workers, progress=True, mode=mode, stats=stats))
+    )
+    correct = [
+        None if s["unique_id"] not in gold_answers else verdicts[(a, gold_answers[s["unique_id"]])]
+        for s, a in zip(samples, graded_answers)
+    ]
     return correct, clusters
 
 

@@ -9,7 +9,6 @@ import re
 import socket
 import sys
 
-
 # compute.cpu_bf16 reaches every job, and the processes torchrun or vLLM start, as this variable
 # (modeling.cpu_bf16 reads it).
 CPU_BF16_ENV = "EASY2HARD_CPU_BF16"
@@ -49,15 +48,27 @@ def multinode_command(env: dict, nodes: int, gpus_per_node: int, python: str, ar
     keyed by the SLURM job id; each starts `gpus_per_node` processes."""
     missing = [name for name in ("SLURM_JOB_ID", "SLURM_NNODES") if not env.get(name)]
     if missing:
-        raise RuntimeError(f"a training job on {nodes} nodes runs inside a SLURM allocation; {', '.join(missing)}"
-                           " not set (submit with --profile profiles/slurm, or set compute.train_nodes: 1)")
+        raise RuntimeError(
+            f"a training job on {nodes} nodes runs inside a SLURM allocation; {', '.join(missing)}"
+            " not set (submit with --profile profiles/slurm, or set compute.train_nodes: 1)"
+        )
     if int(env["SLURM_NNODES"]) != nodes:
-        raise RuntimeError(f"compute.train_nodes = {nodes} but the SLURM allocation has SLURM_NNODES ="
-                           f" {env['SLURM_NNODES']} nodes (the rule's `nodes` resource requests them)")
+        raise RuntimeError(
+            f"compute.train_nodes = {nodes} but the SLURM allocation has SLURM_NNODES ="
+            f" {env['SLURM_NNODES']} nodes (the rule's `nodes` resource requests them)"
+        )
     head = env.get("SLURMD_NODENAME") or socket.gethostname()
     srun = ["srun", f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
-    torchrun = [python, "-m", "torch.distributed.run", f"--nnodes={nodes}", f"--nproc_per_node={gpus_per_node}",
-                "--rdzv_backend=c10d", f"--rdzv_endpoint={head}:{RENDEZVOUS_PORT}", f"--rdzv_id={env['SLURM_JOB_ID']}"]
+    torchrun = [
+        python,
+        "-m",
+        "torch.distributed.run",
+        f"--nnodes={nodes}",
+        f"--nproc_per_node={gpus_per_node}",
+        "--rdzv_backend=c10d",
+        f"--rdzv_endpoint={head}:{RENDEZVOUS_PORT}",
+        f"--rdzv_id={env['SLURM_JOB_ID']}",
+    ]
     return srun + torchrun + list(argv)
 
 

@@ -95,10 +95,12 @@ def subset_score_matrix(score_draws: DrawScorer, arrays: Sequence, k: int, num_d
 def _permutations(num_questions: int, num_samples: int, num_draws: int, seed: int) -> np.ndarray:
     """(questions, draws, N): question i's permutations from default_rng([seed, i]), as `subset_indices`
     draws them (its size-k subsets are their first k entries). Read-only."""
-    permutations = np.stack([
-        np.argsort(np.random.default_rng([seed, index]).random((num_draws, num_samples)), axis=1)
-        for index in range(num_questions)
-    ])
+    permutations = np.stack(
+        [
+            np.argsort(np.random.default_rng([seed, index]).random((num_draws, num_samples)), axis=1)
+            for index in range(num_questions)
+        ]
+    )
     permutations.setflags(write=False)
     return permutations
 
@@ -256,7 +258,9 @@ def best_of_n(scores, correct) -> float:
 def best_of_n_matrix(scores, correct, k: int, num_draws: int, seed: int) -> np.ndarray:
     """best-of-k of a dataset, (num_questions, num_draws) or (num_questions, 1) for k = N, on the
     subsets of `maj_at_k_matrix` for the same seed, so the curves are comparable."""
-    return subset_score_matrix(_best_scores, [np.asarray(scores, float), np.asarray(correct, float)], k, num_draws, seed)
+    return subset_score_matrix(
+        _best_scores, [np.asarray(scores, float), np.asarray(correct, float)], k, num_draws, seed
+    )
 
 
 def roc_auc(scores, labels) -> float | None:

@@ -82,8 +82,12 @@ def plot_accuracy_vs_n(df: pd.DataFrame, settings: dict, path: str | os.PathLike
         for evaluator, color in colors.items():
             for method, style in METHOD_STYLES.items():
                 how = aggregation_for(aggregations, evaluator)
-                _curve(ax, select(part, method, evaluator, how), method_label(method, evaluator, aggregation=how),
-                       dict(style, color=color))
+                _curve(
+                    ax,
+                    select(part, method, evaluator, how),
+                    method_label(method, evaluator, aggregation=how),
+                    dict(style, color=color),
+                )
         ax.set_xscale("log", base=2)
         ax.set_xticks(ns, [str(n) for n in ns])
         ax.xaxis.set_minor_locator(NullLocator())
@@ -93,9 +97,11 @@ def plot_accuracy_vs_n(df: pd.DataFrame, settings: dict, path: str | os.PathLike
     for row_axes in axes:
         row_axes[0].set_ylabel("Accuracy (%)")
     _legend_below(fig, axes)
-    fig.suptitle(f"{settings.get('dataset', 'MATH')} {settings.get('split', 'test')} accuracy vs. N "
-                 f"(step aggregation: {aggregations_text(settings).replace('`', '')}; band = ±1 std over "
-                 f"{settings['num_draws']} draws)")
+    fig.suptitle(
+        f"{settings.get('dataset', 'MATH')} {settings.get('split', 'test')} accuracy vs. N "
+        f"(step aggregation: {aggregations_text(settings).replace('`', '')}; band = ±1 std over "
+        f"{settings['num_draws']} draws)"
+    )
     fig.savefig(path, format="png")
 
 
@@ -116,8 +122,9 @@ def _legend_below(fig: Figure, axes) -> None:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
     if entries:
-        fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncols=min(len(entries), 4),
-                   frameon=False)
+        fig.legend(
+            entries.values(), entries.keys(), loc="outside lower center", ncols=min(len(entries), 4), frameon=False
+        )
 
 
 def plot_aggregations(df: pd.DataFrame, settings: dict, path: str | os.PathLike) -> None:
@@ -140,8 +147,9 @@ def plot_aggregations(df: pd.DataFrame, settings: dict, path: str | os.PathLike)
         ax.set_ylabel(f"Best-of-{max_n} accuracy (%)")
         ax.grid(axis="y", alpha=0.3)
     _legend_below(fig, axes)
-    fig.suptitle(f"{settings.get('dataset', 'MATH')} {settings.get('split', 'test')}: best-of-N by step aggregation "
-                 "(largest N)")
+    fig.suptitle(
+        f"{settings.get('dataset', 'MATH')} {settings.get('split', 'test')}: best-of-N by step aggregation (largest N)"
+    )
     fig.savefig(path, format="png")
 
 

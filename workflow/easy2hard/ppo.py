@@ -43,8 +43,17 @@ from easy2hard import evaluator, formats, metrics, modeling, sampling, tracking
 from easy2hard.grading import GradingStats
 from easy2hard.io import atomic_output
 from easy2hard.judge import judge_samples
-from easy2hard.training import (IGNORE_INDEX, Trainer, TrainConfig, collate, latest_checkpoint, model_inputs,
-                                run_fingerprint, token_logps, world)
+from easy2hard.training import (
+    IGNORE_INDEX,
+    TrainConfig,
+    Trainer,
+    collate,
+    latest_checkpoint,
+    model_inputs,
+    run_fingerprint,
+    token_logps,
+    world,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +89,11 @@ class PPOConfig:
     seed: int = 0
 
     def __post_init__(self):
-        choices = {"reward": ("process", "outcome"), "stop_penalty": ("no_answer", "graded"),
-                   "kl_estimator": ("k1", "k1_clamped")}
+        choices = {
+            "reward": ("process", "outcome"),
+            "stop_penalty": ("no_answer", "graded"),
+            "kl_estimator": ("k1", "k1_clamped"),
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"rl.ppo.{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
@@ -120,8 +132,13 @@ class PPOValueTrainConfig(TrainConfig):
 # Rewards
 
 
-def process_rewards(unit_scores: list[float], upper_bound: float, step_bonus: float, running_min_start: float = 1.0,
-                    total_bonus: float = 0.0) -> list[float]:
+def process_rewards(
+    unit_scores: list[float],
+    upper_bound: float,
+    step_bonus: float,
+    running_min_start: float = 1.0,
+    total_bonus: float = 0.0,
+) -> list[float]:
     """Step rewards from the PRM's per-unit probabilities.
 
     Unit i earns min(p_i - m_{i-1}, upper_bound) + step_bonus + total_bonus / n, where m is the
@@ -155,8 +172,9 @@ def stop_penalty_fraction(completion: str) -> float:
     return 0.75 if answer in last_step else 1.0
 
 
-def evaluator_rewards(num_tokens: int, unit_ends: list[int], unit_scores: list[float], has_answer: bool,
-                      config: PPOConfig) -> list[float]:
+def evaluator_rewards(
+    num_tokens: int, unit_ends: list[int], unit_scores: list[float], has_answer: bool, config: PPOConfig
+) -> list[float]:
     """The evaluator's part of each response token's reward.
 
     `unit_scores` are its per-unit scores (steps, then the answer when there is one), empty when
@@ -169,8 +187,13 @@ def evaluator_rewards(num_tokens: int, unit_ends: list[int], unit_scores: list[f
         rewards[-1] = config.process_weight * metrics.aggregate_steps(unit_scores, config.aggregation)
     else:
         rewarded = len(unit_scores) - (has_answer and not config.answer_process_reward)
-        shaped = process_rewards(unit_scores[:rewarded], config.process_upper_bound, config.step_bonus,
-                                 config.running_min_start, config.total_step_bonus)
+        shaped = process_rewards(
+            unit_scores[:rewarded],
+            config.process_upper_bound,
+            config.step_bonus,
+            config.running_min_start,
+            config.total_step_bonus,
+        )
         for end, reward in zip(unit_ends, shaped):
             rewards[end] += config.process_weight * reward
     return rewards
@@ -185,8 +208,14 @@ def terminal_reward(correct: bool | None, completion: str, config: PPOConfig) ->
     return reward + (0.0 if has_answer else config.no_answer_penalty)
 
 
-def token_rewards(num_tokens: int, unit_ends: list[int], unit_scores: list[float], correct: bool | None,
-                  completion: str, config: PPOConfig) -> list[float]:
+def token_rewards(
+    num_tokens: int,
+    unit_ends: list[int],
+    unit_scores: list[float],
+    correct: bool | None,
+    completion: str,
+    config: PPOConfig,
+) -> list[float]:
     """The score part of each response token's reward (the KL penalty is added later)."""
     has_answer = formats.parse_solution(completion)[1] is not None
     rewards = evaluator_rewards(num_tokens, unit_ends, unit_scores, has_answer, config)
@@ -220,8 +249,10 @@ def unit_end_tokens(tokenizer, token_ids: list[int], text: str) -> list[int]:
         return len(tokenizer.decode(token_ids[: i + 1], skip_special_tokens=True))
 
     last = len(token_ids) - 1
-    return [min(bisect.bisect_right(range(len(token_ids)), char, key=decoded_length), last) if char < len(text) else last
-            for char in unit_end_chars(text)]
+    return [
+        min(bisect.bisect_right(range(len(token_ids)), char, key=decoded_length), last) if char < len(text) else last
+        for char in unit_end_chars(text)
+    ]
 
 
 def best_checkpoint(accuracies: dict[int, float]) -> int:
@@ -235,8 +266,9 @@ def best_checkpoint(accuracies: dict[int, float]) -> int:
 # Advantages and losses
 
 
-def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
-        ) -> tuple[torch.Tensor, torch.Tensor]:
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimates and returns over right-padded [batch, T] sequences."""
     rewards, values = rewards * mask, values * mask
     advantages = torch.zeros_like(rewards)
@@ -286,7 +318,9 @@ def value_loss(values, old_values, returns, mask, clip_range) -> tuple[torch.Ten
     """Clipped value loss: 0.5 x mean of max((v - R)^2, (v_old + clip(v - v_old) - R)^2)."""
     clipped = old_values + (values - old_values).clamp(-clip_range, clip_range)
     losses = torch.maximum((values - returns) ** 2, (clipped - returns) ** 2)
-    return 0.5 * masked_mean(losses, mask), {"value_clipfrac": masked_mean((losses > (values - returns) ** 2).float(), mask).item()}
+    return 0.5 * masked_mean(losses, mask), {
+        "value_clipfrac": masked_mean((losses > (values - returns) ** 2).float(), mask).item()
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,8 +387,14 @@ def rollout_sampling(sampling_config: sampling.SamplingConfig, config: PPOConfig
     """The sampling options of a step's rollouts: `samples_per_prompt`, `rollout_top_k` (the
     sampling config's top-k when None), and a seed of their own per step."""
     top_k = sampling_config.top_k if config.rollout_top_k is None else config.rollout_top_k
-    return sampling.SamplingConfig(**{**sampling_config.__dict__, "num_samples": config.samples_per_prompt,
-                                      "seed": config.seed * 7919 + step, "top_k": top_k})
+    return sampling.SamplingConfig(
+        **{
+            **sampling_config.__dict__,
+            "num_samples": config.samples_per_prompt,
+            "seed": config.seed * 7919 + step,
+            "top_k": top_k,
+        }
+    )
 
 
 def check_batch_sizes(rollouts: int, policy_train: TrainConfig, value_train: TrainConfig, world_size: int) -> None:
@@ -364,8 +404,10 @@ def check_batch_sizes(rollouts: int, policy_train: TrainConfig, value_train: Tra
     if policy_train.global_batch_size != value_train.global_batch_size:
         problems.append("rl.ppo.value_train.global_batch_size must equal rl.ppo.policy_train.global_batch_size")
     if rollouts % policy_train.global_batch_size:
-        problems.append(f"rl.ppo.prompts_per_step x samples_per_prompt ({rollouts}) must be a multiple of "
-                        f"rl.ppo.policy_train.global_batch_size ({policy_train.global_batch_size})")
+        problems.append(
+            f"rl.ppo.prompts_per_step x samples_per_prompt ({rollouts}) must be a multiple of "
+            f"rl.ppo.policy_train.global_batch_size ({policy_train.global_batch_size})"
+        )
     if rollouts % world_size or policy_train.global_batch_size % world_size:
         problems.append(f"rollouts per step ({rollouts}) and the minibatch must divide among {world_size} processes")
     if problems:
@@ -373,9 +415,18 @@ def check_batch_sizes(rollouts: int, policy_train: TrainConfig, value_train: Tra
 
 
 class PPOTrainer:
-    def __init__(self, models: Models, questions: list[dict], easy_gold: dict[str, str], config: PPOConfig,
-                 policy_train: TrainConfig, value_train: TrainConfig, sampling_config: sampling.SamplingConfig,
-                 grading: dict, score_batch_size: int):
+    def __init__(
+        self,
+        models: Models,
+        questions: list[dict],
+        easy_gold: dict[str, str],
+        config: PPOConfig,
+        policy_train: TrainConfig,
+        value_train: TrainConfig,
+        sampling_config: sampling.SamplingConfig,
+        grading: dict,
+        score_batch_size: int,
+    ):
         self.config, self.questions, self.easy_gold, self.grading = config, questions, easy_gold, grading
         self.sampling_config, self.score_batch_size = sampling_config, score_batch_size
         self.sampling_usage = sampling.BackendUsage()  # rollouts of this process, by back end
@@ -387,9 +438,17 @@ class PPOTrainer:
         self.minibatches = rollouts // policy_train.global_batch_size
         total = config.steps * config.ppo_epochs * self.minibatches
         pad = self.tokenizer.pad_token_id
-        self.policy = Trainer(models.policy, policy_train, total, pad,
-                              policy_loss_fn(sampling_config.temperature, config.clip_range), collate_rollouts)
-        self.value = Trainer(models.value, value_train, total, pad, value_loss_fn(config.clip_range_value), collate_rollouts)
+        self.policy = Trainer(
+            models.policy,
+            policy_train,
+            total,
+            pad,
+            policy_loss_fn(sampling_config.temperature, config.clip_range),
+            collate_rollouts,
+        )
+        self.value = Trainer(
+            models.value, value_train, total, pad, value_loss_fn(config.clip_range_value), collate_rollouts
+        )
         self.micro_batch_size = policy_train.micro_batch_size
         for frozen in (self.reference, self.reward_model):
             frozen.to(self.policy.device).eval().requires_grad_(False)
@@ -411,21 +470,42 @@ class PPOTrainer:
         policy.eval()
         prompts = [sampling.encode_prompt(self.tokenizer, q["problem"]) for q in questions]
         config = rollout_sampling(self.sampling_config, self.config, step)
-        groups = sampling.generate(policy, self.tokenizer, prompts, config, desc=f"rollouts, step {step}",
-                                   usage=self.sampling_usage)
+        groups = sampling.generate(
+            policy, self.tokenizer, prompts, config, desc=f"rollouts, step {step}", usage=self.sampling_usage
+        )
         samples = []
         for question, prompt, group in zip(questions, prompts, groups):
             for index, sample in enumerate(group):
-                samples.append({"unique_id": question["unique_id"], "problem": question["problem"], "prompt_ids": prompt,
-                                "sample_index": index, "completion": sample["text"], "token_ids": sample["token_ids"],
-                                "finished": sample["finished"]})
-        graded = judge_samples([{"unique_id": s["unique_id"], "completion": s["completion"]} for s in samples],
-                               self.easy_gold, self.grading["timeout"], self.grading["workers"], cluster=False,
-                               mode=self.grading["mode"], stats=self.grading_stats)
+                samples.append(
+                    {
+                        "unique_id": question["unique_id"],
+                        "problem": question["problem"],
+                        "prompt_ids": prompt,
+                        "sample_index": index,
+                        "completion": sample["text"],
+                        "token_ids": sample["token_ids"],
+                        "finished": sample["finished"],
+                    }
+                )
+        graded = judge_samples(
+            [{"unique_id": s["unique_id"], "completion": s["completion"]} for s in samples],
+            self.easy_gold,
+            self.grading["timeout"],
+            self.grading["workers"],
+            cluster=False,
+            mode=self.grading["mode"],
+            stats=self.grading_stats,
+        )
         unit_scores = self._unit_scores(samples)
         examples = []
-        stats = {"reward": [], "kl": [], "easy_accuracy": [], "evaluator_reward": [], "no_answer_rate": [],
-                 "response_tokens": []}
+        stats = {
+            "reward": [],
+            "kl": [],
+            "easy_accuracy": [],
+            "evaluator_reward": [],
+            "no_answer_rate": [],
+            "response_tokens": [],
+        }
         for sample, judged, scores in zip(samples, graded, unit_scores):
             num_tokens, completion = len(sample["token_ids"]), sample["completion"]
             has_answer = formats.parse_solution(completion)[1] is not None
@@ -448,7 +528,9 @@ class PPOTrainer:
 
     def _unit_scores(self, samples: list[dict]) -> list[list[float]]:
         """PRM per-unit probabilities; a solution the PRM cannot align gets none (and no process reward)."""
-        solutions = [{"problem": s["problem"], "completion": s["completion"], "finished": s["finished"]} for s in samples]
+        solutions = [
+            {"problem": s["problem"], "completion": s["completion"], "finished": s["finished"]} for s in samples
+        ]
         try:
             return evaluator.score_solutions(self.reward_model, self.tokenizer, solutions, self.score_batch_size)
         except evaluator.AlignmentError:
@@ -469,7 +551,9 @@ class PPOTrainer:
             chunk = examples[start : start + self.micro_batch_size]
             batch = {k: v.to(device) for k, v in collate_rollouts(chunk, self.tokenizer.pad_token_id).items()}
             with autocast:
-                logps, mask = token_logps(self.policy.module(**model_inputs(batch)).logits, batch["labels"], temperature)
+                logps, mask = token_logps(
+                    self.policy.module(**model_inputs(batch)).logits, batch["labels"], temperature
+                )
                 ref_logps, _ = token_logps(self.reference(**model_inputs(batch)).logits, batch["labels"], temperature)
                 values = token_values(self.value.module, batch)
             for row, example in enumerate(chunk):
@@ -504,9 +588,16 @@ class PPOTrainer:
                 minibatch = [examples[i] for i in order[start : start + size]]
                 policy_record = self.policy.step(minibatch, local=True)
                 value_record = self.value.step(minibatch, local=True)
-                records.append({"policy_loss": policy_record["loss"], "value_loss": value_record["loss"],
-                                "clipfrac": policy_record["clipfrac"], "approx_kl": policy_record["approx_kl"],
-                                "value_clipfrac": value_record["value_clipfrac"], "lr": policy_record["lr"]})
+                records.append(
+                    {
+                        "policy_loss": policy_record["loss"],
+                        "value_loss": value_record["loss"],
+                        "clipfrac": policy_record["clipfrac"],
+                        "approx_kl": policy_record["approx_kl"],
+                        "value_clipfrac": value_record["value_clipfrac"],
+                        "lr": policy_record["lr"],
+                    }
+                )
         return {key: sum(r[key] for r in records) / len(records) for key in records[0]}
 
     def snapshot(self, snapshot_dir: str, step: int) -> None:
@@ -514,8 +605,11 @@ class PPOTrainer:
         On GPU in bf16, the precision it is sampled in (a 7b snapshot: 13.5 GB instead of 27)."""
         if self.policy.rank == 0:
             module = self.policy.module
-            state = ({name: tensor.to(torch.bfloat16) for name, tensor in module.state_dict().items()}
-                     if self.policy.device.type == "cuda" else None)
+            state = (
+                {name: tensor.to(torch.bfloat16) for name, tensor in module.state_dict().items()}
+                if self.policy.device.type == "cuda"
+                else None
+            )
             with atomic_output(Path(snapshot_dir) / f"step_{step:06d}", directory=True) as tmp:
                 module.save_pretrained(tmp, state_dict=state, safe_serialization=True)
                 self.tokenizer.save_pretrained(tmp)
@@ -528,12 +622,21 @@ class PPOTrainer:
                 if int(folder.name.removeprefix("step_")) > done:
                     shutil.rmtree(folder)
 
-    def train(self, checkpoint_dir: str | None, fingerprint_extra: dict, snapshot_dir: str | None = None,
-              tracker: tracking.Tracker = tracking.Tracker()) -> tuple[object, object, list[dict]]:
+    def train(
+        self,
+        checkpoint_dir: str | None,
+        fingerprint_extra: dict,
+        snapshot_dir: str | None = None,
+        tracker: tracking.Tracker = tracking.Tracker(),
+    ) -> tuple[object, object, list[dict]]:
         policy_dir = f"{checkpoint_dir}/policy" if checkpoint_dir else None
         value_dir = f"{checkpoint_dir}/value" if checkpoint_dir else None
-        fingerprint = run_fingerprint(self.policy.config, [{"questions": [q["unique_id"] for q in self.questions]}],
-                                      type(self.policy.engine).__name__, {**fingerprint_extra, "ppo": self.config.__dict__})
+        fingerprint = run_fingerprint(
+            self.policy.config,
+            [{"questions": [q["unique_id"] for q in self.questions]}],
+            type(self.policy.engine).__name__,
+            {**fingerprint_extra, "ppo": self.config.__dict__},
+        )
         if checkpoint_dir and latest_checkpoint(policy_dir) != latest_checkpoint(value_dir):
             # Killed between saving the two models: no consistent state to resume; start over.
             log.warning("%s: policy and value checkpoints are from different steps; starting over", checkpoint_dir)
@@ -545,20 +648,38 @@ class PPOTrainer:
         if snapshot_dir:
             self.keep_snapshots_until(snapshot_dir, done)
         start = time.perf_counter()
-        progress = tqdm(range(done + 1, self.config.steps + 1), desc="ppo", initial=done, total=self.config.steps,
-                        disable=self.policy.rank != 0)
+        progress = tqdm(
+            range(done + 1, self.config.steps + 1),
+            desc="ppo",
+            initial=done,
+            total=self.config.steps,
+            disable=self.policy.rank != 0,
+        )
         for step in progress:
             examples, rollout_stats = self.rollouts(step)
-            record = {"step": step, **rollout_stats, **self.update(examples, step),
-                      "elapsed_s": round(time.perf_counter() - start, 3)}
+            record = {
+                "step": step,
+                **rollout_stats,
+                **self.update(examples, step),
+                "elapsed_s": round(time.perf_counter() - start, 3),
+            }
             history.append(record)
             tracker.log(record)
             if record["same_reward_for_all"]:
-                log.warning("PPO step %d: all %d rollouts earned the same reward (%.4g): no reward signal, the update "
-                            "follows the KL penalty and the value loss only", step, record["num_rollouts"], record["reward"])
+                log.warning(
+                    "PPO step %d: all %d rollouts earned the same reward (%.4g): no reward signal, the update "
+                    "follows the KL penalty and the value loss only",
+                    step,
+                    record["num_rollouts"],
+                    record["reward"],
+                )
             progress.set_postfix(reward=f"{record['reward']:.3f}", kl=f"{record['kl']:.3f}")
-            if snapshot_dir and self.config.snapshot_every and step % self.config.snapshot_every == 0 \
-                    and step < self.config.steps:  # the last step is the round's policy itself
+            if (
+                snapshot_dir
+                and self.config.snapshot_every
+                and step % self.config.snapshot_every == 0
+                and step < self.config.steps
+            ):  # the last step is the round's policy itself
                 self.snapshot(snapshot_dir, step)
             every = self.policy.config.checkpoint_every
             if checkpoint_dir and every and step % every == 0 and step < self.config.steps:

@@ -109,8 +109,24 @@ def _slash_to_frac(text: str) -> str:
 
 # ---------------------------------------------------------------------------------- PRM800K
 
-_UNITS = ("degree", "cm", "centimeter", "meter", "mile", "second", "minute", "hour", "day", "week", "month",
-          "year", "foot", "feet", "inch", "yard")
+_UNITS = (
+    "degree",
+    "cm",
+    "centimeter",
+    "meter",
+    "mile",
+    "second",
+    "minute",
+    "hour",
+    "day",
+    "week",
+    "month",
+    "year",
+    "foot",
+    "feet",
+    "inch",
+    "yard",
+)
 _UNIT = re.compile("(?:" + "|".join(_UNITS) + r")(?:es)?(?:s)? *(?:\^[0-9]+)?")
 _CIRC = re.compile(r"\^ *\\circ")
 _MARKED_COMMA = re.compile(r",\\! *")
@@ -136,7 +152,9 @@ def prm800k_form(answer: str | None) -> str | None:
     if _is_integral_float(text):
         text = str(int(round(float(text))))
     if "\\" in text:
-        text = latex_to_text(text.replace("\\tfrac", "\\frac").replace("\\dfrac", "\\frac").replace("\\frac", " \\frac"))
+        text = latex_to_text(
+            text.replace("\\tfrac", "\\frac").replace("\\dfrac", "\\frac").replace("\\frac", " \\frac")
+        )
     text = re.sub(r"- *", "-", text)
     text = _MIXED.sub(r"\1+\2", text)
     text = text.replace(" ", "").replace("{", "").replace("}", "").lower()
@@ -169,8 +187,9 @@ def _as_integer(text: str) -> str | None:
 
 
 # What PRM800K maps after pylatexenc's text rendering
-_TEXT_SYMBOLS = str.maketrans({"\u221a": "sqrt", "\u03c0": "pi", "\u221e": "inf", "\u222a": "U", "\u00b7": "*",
-                               "\u00d7": "*"})
+_TEXT_SYMBOLS = str.maketrans(
+    {"\u221a": "sqrt", "\u03c0": "pi", "\u221e": "inf", "\u222a": "U", "\u00b7": "*", "\u00d7": "*"}
+)
 
 
 def latex_to_text(latex: str) -> str:

@@ -34,11 +34,21 @@ def read_records(path: str) -> list[dict]:
 
 def math_levels(paths: list[str]) -> dict[str, int | None]:
     """Problem text (stripped) -> MATH level, from MATH JSONL files (train and test)."""
-    return {row["problem"].strip(): row["level"] for path in paths for row in read_jsonl(path, required=("problem", "level"))}
+    return {
+        row["problem"].strip(): row["level"]
+        for path in paths
+        for row in read_jsonl(path, required=("problem", "level"))
+    }
 
 
-def usable_records(records: list[dict], levels_by_problem: dict[str, int | None], easy_levels,
-                   excluded_problems: set[str], source: str, counts: Counter) -> Iterator[tuple[int, str, list[dict]]]:
+def usable_records(
+    records: list[dict],
+    levels_by_problem: dict[str, int | None],
+    easy_levels,
+    excluded_problems: set[str],
+    source: str,
+    counts: Counter,
+) -> Iterator[tuple[int, str, list[dict]]]:
     """(record number, problem, steps) of every record whose problem may supervise: not excluded
     (test, validation, hard train questions), not a MATH problem of a hard (or unknown) level. Counts
     what it drops."""
@@ -66,7 +76,9 @@ def normalize_completion(text: str) -> str:
     if not header:
         return formats.normalize_step(text)
     body = formats.normalize_step(body)
-    return (body + formats.STEP_SEPARATOR if body else "") + formats.ANSWER_HEADER + formats.STEP_SEPARATOR + tail.strip()
+    return (
+        (body + formats.STEP_SEPARATOR if body else "") + formats.ANSWER_HEADER + formats.STEP_SEPARATOR + tail.strip()
+    )
 
 
 def path_step(step: dict) -> str | None:
@@ -94,11 +106,14 @@ def walk(steps: list[dict]) -> Iterator[tuple[int, list[str], dict]]:
         prefix = prefix + [normalize_completion(chosen)]
 
 
-def sft_rows(records: list[dict], levels_by_problem: dict[str, int | None], easy_levels,
-             excluded_problems: set[str], source: str) -> tuple[list[dict], Counter]:
+def sft_rows(
+    records: list[dict], levels_by_problem: dict[str, int | None], easy_levels, excluded_problems: set[str], source: str
+) -> tuple[list[dict], Counter]:
     """SFT rows {unique_id, problem, context, target, final} from the +1-rated completions."""
     counts, seen, rows = Counter(), set(), []
-    for number, problem, steps in usable_records(records, levels_by_problem, easy_levels, excluded_problems, source, counts):
+    for number, problem, steps in usable_records(
+        records, levels_by_problem, easy_levels, excluded_problems, source, counts
+    ):
         for step_number, prefix, step in walk(steps):
             for completion in step["completions"]:
                 if completion.get("rating") != 1:
@@ -118,7 +133,14 @@ def sft_rows(records: list[dict], levels_by_problem: dict[str, int | None], easy
                 separator = formats.STEP_SEPARATOR if context else ""
                 # EOS after the answer, as the authors decide it: "# Answer" and a blank line in the raw text.
                 final = formats.ANSWER_HEADER + formats.STEP_SEPARATOR in completion["text"]
-                rows.append({"unique_id": f"prm800k/{number}/{step_number}", "problem": problem, "context": context,
-                             "target": separator + text, "final": final})
+                rows.append(
+                    {
+                        "unique_id": f"prm800k/{number}/{step_number}",
+                        "problem": problem,
+                        "context": context,
+                        "target": separator + text,
+                        "final": final,
+                    }
+                )
     counts["examples"] = len(rows)
     return rows, counts

@@ -21,8 +21,19 @@ from pathlib import Path
 from easy2hard import launch
 from easy2hard.io import atomic_output
 
-LIBRARIES = ("easy2hard", "torch", "transformers", "tokenizers", "datasets", "snakemake", "math-verify", "sympy",
-             "deepspeed", "numpy", "pandas")
+LIBRARIES = (
+    "easy2hard",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "datasets",
+    "snakemake",
+    "math-verify",
+    "sympy",
+    "deepspeed",
+    "numpy",
+    "pandas",
+)
 REPO = Path(__file__).resolve().parents[2]
 FILE_SUFFIX = ".provenance.json"
 FOLDER_FILE = "provenance.json"
@@ -32,8 +43,12 @@ FOLDER_FILE = "provenance.json"
 def git_describe(repo: str | os.PathLike = REPO) -> str | None:
     """`git describe --always --dirty --tags` of the checkout, or None outside one."""
     try:
-        result = subprocess.run(["git", "-C", str(repo), "describe", "--always", "--dirty", "--tags"],
-                                capture_output=True, text=True, timeout=10)
+        result = subprocess.run(
+            ["git", "-C", str(repo), "describe", "--always", "--dirty", "--tags"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return result.stdout.strip() or None
@@ -54,8 +69,13 @@ def fingerprint(path: str | os.PathLike) -> dict:
     of its files."""
     path = Path(path)
     if path.is_dir():
-        return {"files": {str(p.relative_to(path)): fingerprint(p) for p in sorted(path.rglob("*")) if p.is_file()
-                          and not p.name.endswith(FILE_SUFFIX) and p.name != FOLDER_FILE}}
+        return {
+            "files": {
+                str(p.relative_to(path)): fingerprint(p)
+                for p in sorted(path.rglob("*"))
+                if p.is_file() and not p.name.endswith(FILE_SUFFIX) and p.name != FOLDER_FILE
+            }
+        }
     if not path.exists():
         return {"missing": True}
     stat = path.stat()

@@ -25,10 +25,10 @@ from easy2hard.metrics import (
     AGGREGATIONS,
     LEVELS,
     accuracy_with_std,
-    best_of_n_matrix,
-    level_groups,
     aggregation_for,
+    best_of_n_matrix,
     bootstrap_ci,
+    level_groups,
     maj_at_k_matrix,
     ns_for,
     paired_difference,
@@ -38,14 +38,55 @@ from easy2hard.metrics import (
 from easy2hard.metrics import bootstrap_indices as _bootstrap_indices
 from easy2hard.scores import Samples, aggregate_grid, load_greedy, load_samples, load_scores
 
-COLUMNS = ["generator", "evaluator", "method", "aggregation", "n", "levels", "accuracy", "std", "num_problems", "grader",
-           "ci_low", "ci_high"]
+COLUMNS = [
+    "generator",
+    "evaluator",
+    "method",
+    "aggregation",
+    "n",
+    "levels",
+    "accuracy",
+    "std",
+    "num_problems",
+    "grader",
+    "ci_low",
+    "ci_high",
+]
 ORACLE_SUFFIX = "_full"  # an oracle (the "Full" model) of a policy or evaluator: sft_full, prm_full, ...
-GAP_COLUMNS = ["grader", "generator", "method", "evaluator", "oracle", "aggregation", "levels", "easy_to_hard",
-               "oracle_accuracy", "majority", "recovered", "ci_low", "ci_high", "num_problems", "note"]
-COMPARISON_COLUMNS = ["grader", "comparison", "generator", "method", "evaluator", "aggregation", "versus_generator",
-                      "versus_method", "versus_evaluator", "versus_aggregation", "levels", "difference", "ci_low",
-                      "ci_high", "num_problems"]
+GAP_COLUMNS = [
+    "grader",
+    "generator",
+    "method",
+    "evaluator",
+    "oracle",
+    "aggregation",
+    "levels",
+    "easy_to_hard",
+    "oracle_accuracy",
+    "majority",
+    "recovered",
+    "ci_low",
+    "ci_high",
+    "num_problems",
+    "note",
+]
+COMPARISON_COLUMNS = [
+    "grader",
+    "comparison",
+    "generator",
+    "method",
+    "evaluator",
+    "aggregation",
+    "versus_generator",
+    "versus_method",
+    "versus_evaluator",
+    "versus_aggregation",
+    "levels",
+    "difference",
+    "ci_low",
+    "ci_high",
+    "num_problems",
+]
 NOT_APPLICABLE = "-"  # evaluator / aggregation of the methods that use no evaluator
 EVALUATOR_METHODS = ("weighted", "best_of_n")
 SUMMARY_GROUPS = ("easy", "hard", "all")
@@ -159,10 +200,13 @@ def compute_metrics(
             def add(method, n, matrix, evaluator=NOT_APPLICABLE, aggregation=NOT_APPLICABLE):
                 key = dict(generator=generator, evaluator=evaluator, method=method, aggregation=aggregation, n=n)
                 at_n = method == "greedy" or n == samples.num_samples
-                rows.extend({**row, "grader": name} for row in _group_rows(key, matrix, masks, bootstrap if at_n else None))
+                rows.extend(
+                    {**row, "grader": name} for row in _group_rows(key, matrix, masks, bootstrap if at_n else None)
+                )
                 if at_n and per_problem is not None:
                     per_problem[(name, generator, method, evaluator, aggregation)] = PerProblem(
-                        samples.unique_ids, matrix.mean(axis=1), masks)
+                        samples.unique_ids, matrix.mean(axis=1), masks
+                    )
 
             add("greedy", 1, greedy_samples.correct.astype(float))
             for n in ns:
@@ -171,9 +215,20 @@ def compute_metrics(
                 for how in aggregations:
                     ranked, weights = selection_scores(aggregate_grid(grid, how), samples.valid)
                     for n in ns:
-                        add("weighted", n, weighted_vote_matrix(samples.clusters, samples.correct, weights, n, num_draws,
-                                                                seed), evaluator, how)
-                        add("best_of_n", n, best_of_n_matrix(ranked, samples.correct, n, num_draws, seed), evaluator, how)
+                        add(
+                            "weighted",
+                            n,
+                            weighted_vote_matrix(samples.clusters, samples.correct, weights, n, num_draws, seed),
+                            evaluator,
+                            how,
+                        )
+                        add(
+                            "best_of_n",
+                            n,
+                            best_of_n_matrix(ranked, samples.correct, n, num_draws, seed),
+                            evaluator,
+                            how,
+                        )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -185,13 +240,18 @@ def _group_rows(key: dict, scores: np.ndarray, masks: dict[str, np.ndarray], boo
         accuracy, std, num_problems = accuracy_with_std(scores[mask])
         low = high = math.nan
         if bootstrap is not None:
-            low, high = bootstrap_ci(scores[mask].mean(axis=1), bootstrap.indices(name, num_problems), bootstrap.confidence)
-        rows.append(dict(key, levels=name, accuracy=accuracy, std=std, num_problems=num_problems, ci_low=low, ci_high=high))
+            low, high = bootstrap_ci(
+                scores[mask].mean(axis=1), bootstrap.indices(name, num_problems), bootstrap.confidence
+            )
+        rows.append(
+            dict(key, levels=name, accuracy=accuracy, std=std, num_problems=num_problems, ci_low=low, ci_high=high)
+        )
     return rows
 
 
-def paired_comparisons(per_problem: dict[tuple, PerProblem], bootstrap: Bootstrap, aggregations: dict[str, str],
-                       baseline: str = BASELINE) -> pd.DataFrame:
+def paired_comparisons(
+    per_problem: dict[tuple, PerProblem], bootstrap: Bootstrap, aggregations: dict[str, str], baseline: str = BASELINE
+) -> pd.DataFrame:
     """The paired differences that carry the paper's claims, per grader and group (COMPARISON_COLUMNS):
 
     * ``evaluator_vs_majority``: weighted@N and best-of-N of each evaluator (its own aggregation)
@@ -219,12 +279,31 @@ def paired_comparisons(per_problem: dict[tuple, PerProblem], bootstrap: Bootstra
             count = int(in_group.sum())
             if not count:
                 continue
-            difference, low, high = paired_difference(first.scores[shared][in_group], second.scores[other][in_group],
-                                                      bootstrap.indices(group, count), bootstrap.confidence)
-            rows.append(dict(grader=grader, comparison=kind, generator=a[0], method=a[1], evaluator=a[2],
-                             aggregation=a[3], versus_generator=b[0], versus_method=b[1], versus_evaluator=b[2],
-                             versus_aggregation=b[3], levels=group, difference=difference, ci_low=low, ci_high=high,
-                             num_problems=count))
+            difference, low, high = paired_difference(
+                first.scores[shared][in_group],
+                second.scores[other][in_group],
+                bootstrap.indices(group, count),
+                bootstrap.confidence,
+            )
+            rows.append(
+                dict(
+                    grader=grader,
+                    comparison=kind,
+                    generator=a[0],
+                    method=a[1],
+                    evaluator=a[2],
+                    aggregation=a[3],
+                    versus_generator=b[0],
+                    versus_method=b[1],
+                    versus_evaluator=b[2],
+                    versus_aggregation=b[3],
+                    levels=group,
+                    difference=difference,
+                    ci_low=low,
+                    ci_high=high,
+                    num_problems=count,
+                )
+            )
 
     keys = list(per_problem)
     graders = list(dict.fromkeys(key[0] for key in keys))
@@ -233,15 +312,23 @@ def paired_comparisons(per_problem: dict[tuple, PerProblem], bootstrap: Bootstra
     greedy = ("greedy", NOT_APPLICABLE, NOT_APPLICABLE)
     for grader in graders:
         for generator in generators:
-            evaluators = dict.fromkeys(key[3] for key in keys if key[:2] == (grader, generator) and key[2] in EVALUATOR_METHODS)
+            evaluators = dict.fromkeys(
+                key[3] for key in keys if key[:2] == (grader, generator) and key[2] in EVALUATOR_METHODS
+            )
             for evaluator in evaluators:
                 how = aggregation_for(aggregations, evaluator)
                 for method in EVALUATOR_METHODS:
-                    compare("evaluator_vs_majority", grader, (generator, method, evaluator, how), (generator, *majority))
+                    compare(
+                        "evaluator_vs_majority", grader, (generator, method, evaluator, how), (generator, *majority)
+                    )
                     if not evaluator.endswith(ORACLE_SUFFIX):
                         oracle = evaluator + ORACLE_SUFFIX
-                        compare("easy_vs_oracle", grader, (generator, method, evaluator, how),
-                                (generator, method, oracle, aggregation_for(aggregations, oracle)))
+                        compare(
+                            "easy_vs_oracle",
+                            grader,
+                            (generator, method, evaluator, how),
+                            (generator, method, oracle, aggregation_for(aggregations, oracle)),
+                        )
         for generator in generators:
             if generator.endswith(ORACLE_SUFFIX):
                 continue
@@ -252,8 +339,9 @@ def paired_comparisons(per_problem: dict[tuple, PerProblem], bootstrap: Bootstra
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
-def supervision_gap(per_problem: dict[tuple, PerProblem], bootstrap: Bootstrap, aggregations: dict[str, str],
-                    baseline: str = BASELINE) -> pd.DataFrame:
+def supervision_gap(
+    per_problem: dict[tuple, PerProblem], bootstrap: Bootstrap, aggregations: dict[str, str], baseline: str = BASELINE
+) -> pd.DataFrame:
     """How much of the supervision gap each easy-to-hard evaluator recovers, per grader, method and
     group (GAP_COLUMNS), on the baseline policy's samples:
 
@@ -273,9 +361,17 @@ def supervision_gap(per_problem: dict[tuple, PerProblem], bootstrap: Bootstrap, 
         oracle = evaluator + ORACLE_SUFFIX
         oracle_key = (grader, generator, method, oracle, aggregation_for(aggregations, oracle))
         voting_key = (grader, generator, *majority_key)
-        if how != aggregation_for(aggregations, evaluator) or oracle_key not in per_problem or voting_key not in per_problem:
+        if (
+            how != aggregation_for(aggregations, evaluator)
+            or oracle_key not in per_problem
+            or voting_key not in per_problem
+        ):
             continue
-        easy, full, voting = per_problem[(grader, generator, method, evaluator, how)], per_problem[oracle_key], per_problem[voting_key]
+        easy, full, voting = (
+            per_problem[(grader, generator, method, evaluator, how)],
+            per_problem[oracle_key],
+            per_problem[voting_key],
+        )
         for group, mask in easy.masks.items():
             count = int(mask.sum())
             gain, oracle_gain = easy.scores[mask] - voting.scores[mask], full.scores[mask] - voting.scores[mask]
@@ -293,15 +389,35 @@ def supervision_gap(per_problem: dict[tuple, PerProblem], bootstrap: Bootstrap, 
                     note = "no CI: the oracle's gain over voting is not positive in every resample"
             else:
                 note = "undefined: the oracle does not beat majority voting by one problem"
-            rows.append(dict(grader=grader, generator=generator, method=method, evaluator=evaluator, oracle=oracle,
-                             aggregation=how, levels=group, easy_to_hard=float(easy.scores[mask].mean()),
-                             oracle_accuracy=float(full.scores[mask].mean()), majority=float(voting.scores[mask].mean()),
-                             recovered=recovered, ci_low=low, ci_high=high, num_problems=count, note=note))
+            rows.append(
+                dict(
+                    grader=grader,
+                    generator=generator,
+                    method=method,
+                    evaluator=evaluator,
+                    oracle=oracle,
+                    aggregation=how,
+                    levels=group,
+                    easy_to_hard=float(easy.scores[mask].mean()),
+                    oracle_accuracy=float(full.scores[mask].mean()),
+                    majority=float(voting.scores[mask].mean()),
+                    recovered=recovered,
+                    ci_low=low,
+                    ci_high=high,
+                    num_problems=count,
+                    note=note,
+                )
+            )
     return pd.DataFrame(rows, columns=GAP_COLUMNS)
 
 
-def select(df: pd.DataFrame, method: str, evaluator: str = NOT_APPLICABLE, aggregation: str = NOT_APPLICABLE,
-           n: int | None = None) -> pd.DataFrame:
+def select(
+    df: pd.DataFrame,
+    method: str,
+    evaluator: str = NOT_APPLICABLE,
+    aggregation: str = NOT_APPLICABLE,
+    n: int | None = None,
+) -> pd.DataFrame:
     """Rows of one method (and evaluator, aggregation, n when given)."""
     mask = (df["method"] == method) & (df["evaluator"] == evaluator) & (df["aggregation"] == aggregation)
     if n is not None:
@@ -331,8 +447,10 @@ def evaluators_in(rows: pd.DataFrame) -> list[str]:
 def _methods_at_n(rows: pd.DataFrame, n: int, aggregations: dict[str, str]) -> list[tuple[str, pd.DataFrame]]:
     """(label, rows) of greedy and of every method at n, each evaluator with its own step
     aggregation, in the paper's order: greedy, majority, then weighted and best-of-N per evaluator."""
-    methods = [(method_label("greedy"), select(rows, "greedy")),
-               (method_label("majority", n=n), select(rows, "majority", n=n))]
+    methods = [
+        (method_label("greedy"), select(rows, "greedy")),
+        (method_label("majority", n=n), select(rows, "majority", n=n)),
+    ]
     for evaluator in evaluators_in(rows):
         how = aggregation_for(aggregations, evaluator)
         for method in EVALUATOR_METHODS:
@@ -344,8 +462,13 @@ def _methods_at_n(rows: pd.DataFrame, n: int, aggregations: dict[str, str]) -> l
 # Writing
 
 
-def write_report(df: pd.DataFrame, paths: Mapping[str, str | os.PathLike], settings: dict,
-                 comparisons: pd.DataFrame | None = None, gap: pd.DataFrame | None = None) -> None:
+def write_report(
+    df: pd.DataFrame,
+    paths: Mapping[str, str | os.PathLike],
+    settings: dict,
+    comparisons: pd.DataFrame | None = None,
+    gap: pd.DataFrame | None = None,
+) -> None:
     """Write the report's files, each atomically, to `paths`: {key: path} for every key of
     OUTPUT_KEYS (the report rule's output names): metrics, comparisons and gap (CSV), markdown,
     plot (accuracy vs N) and aggregations (best-of-N by step aggregation) PNGs, and settings (JSON).
@@ -359,7 +482,9 @@ def write_report(df: pd.DataFrame, paths: Mapping[str, str | os.PathLike], setti
     if missing:
         raise ValueError(f"report settings lack {', '.join(missing)}")
     if set(paths) != set(OUTPUT_KEYS):
-        raise ValueError(f"report outputs: expected paths for {', '.join(OUTPUT_KEYS)}, got {', '.join(paths) or 'none'}")
+        raise ValueError(
+            f"report outputs: expected paths for {', '.join(OUTPUT_KEYS)}, got {', '.join(paths) or 'none'}"
+        )
     from easy2hard import plots  # plots draws with this module's table helpers (and loads matplotlib)
 
     comparisons = comparisons if comparisons is not None else pd.DataFrame(columns=COMPARISON_COLUMNS)
@@ -435,7 +560,10 @@ def _main_table(df: pd.DataFrame, aggregations: dict[str, str]) -> list[str]:
     body = []
     for generator, rows in df.groupby("generator", sort=False):
         name = policy_label(generator)
-        body += [[name, label, *_cells(part, SUMMARY_GROUPS)] for label, part in _methods_at_n(rows, largest_n(rows), aggregations)]
+        body += [
+            [name, label, *_cells(part, SUMMARY_GROUPS)]
+            for label, part in _methods_at_n(rows, largest_n(rows), aggregations)
+        ]
         body.append([name, "Problems", *_counts(select(rows, "greedy"), SUMMARY_GROUPS)])
     return _markdown_table(["Policy", "Method", *SUMMARY_GROUPS], body, text_columns=2)
 
@@ -444,17 +572,21 @@ def _ci_note(settings: dict) -> str:
     bootstrap = settings.get("bootstrap")
     if not bootstrap:
         return ""
-    return (f"[low, high]: the {100 * bootstrap['confidence']:.0f} % confidence interval of the accuracy over test "
-            f"problems (paired bootstrap, {bootstrap['resamples']:,} resamples of the problems of each group, seed "
-            f"{bootstrap['seed']}; the same resamples for every method and policy). It says how much the number would "
-            "move on another draw of problems of the same kind; the ± of the curves below is something else, the "
-            "variation over subsets of the samples.")
+    return (
+        f"[low, high]: the {100 * bootstrap['confidence']:.0f} % confidence interval of the accuracy over test "
+        f"problems (paired bootstrap, {bootstrap['resamples']:,} resamples of the problems of each group, seed "
+        f"{bootstrap['seed']}; the same resamples for every method and policy). It says how much the number would "
+        "move on another draw of problems of the same kind; the ± of the curves below is something else, the "
+        "variation over subsets of the samples."
+    )
 
 
 def _gap_section(gap: pd.DataFrame, csv_name: str) -> list[str]:
     """Supervision gap recovered: one row per easy-to-hard evaluator and method, easy / hard / all."""
     body = []
-    for (method, evaluator, oracle, how), rows in gap.groupby(["method", "evaluator", "oracle", "aggregation"], sort=False):
+    for (method, evaluator, oracle, how), rows in gap.groupby(
+        ["method", "evaluator", "oracle", "aggregation"], sort=False
+    ):
         by_group = {row.levels: row for row in rows.itertuples()}
         cells = []
         for group in SUMMARY_GROUPS:
@@ -471,49 +603,94 @@ def _gap_section(gap: pd.DataFrame, csv_name: str) -> list[str]:
     if not body:
         return []
     generator = gap["generator"].iloc[0]
-    return [f"### Supervision gap recovered ({generator}'s samples)", "",
-            "(easy-to-hard − majority@N) / (oracle − majority@N): the share of what supervision on every level "
-            "adds to voting that the evaluator trained on easy problems alone achieves (100 %: as good as the "
-            "oracle; 0 %: no better than voting). n/a: the oracle does not beat voting by one problem, so the ratio "
-            f"is undefined (`{csv_name}` says why). [low, high]: paired bootstrap over problems.", "",
-            *_markdown_table(["", *SUMMARY_GROUPS], body), ""]
+    return [
+        f"### Supervision gap recovered ({generator}'s samples)",
+        "",
+        "(easy-to-hard − majority@N) / (oracle − majority@N): the share of what supervision on every level "
+        "adds to voting that the evaluator trained on easy problems alone achieves (100 %: as good as the "
+        "oracle; 0 %: no better than voting). n/a: the oracle does not beat voting by one problem, so the ratio "
+        f"is undefined (`{csv_name}` says why). [low, high]: paired bootstrap over problems.",
+        "",
+        *_markdown_table(["", *SUMMARY_GROUPS], body),
+        "",
+    ]
 
 
 def _comparison_section(comparisons: pd.DataFrame, settings: dict, csv_name: str) -> list[str]:
     """The paired differences (points) with their CIs, easy / hard / all; bold: the CI excludes 0."""
     body = []
-    keys = ["comparison", "generator", "method", "evaluator", "aggregation", "versus_generator", "versus_method",
-            "versus_evaluator", "versus_aggregation"]
+    keys = [
+        "comparison",
+        "generator",
+        "method",
+        "evaluator",
+        "aggregation",
+        "versus_generator",
+        "versus_method",
+        "versus_evaluator",
+        "versus_aggregation",
+    ]
     for key, rows in comparisons.groupby(keys, sort=False):
-        (kind, generator, method, evaluator, aggregation, versus_generator, versus_method, versus_evaluator,
-         versus_aggregation) = key
+        (
+            kind,
+            generator,
+            method,
+            evaluator,
+            aggregation,
+            versus_generator,
+            versus_method,
+            versus_evaluator,
+            versus_aggregation,
+        ) = key
         label = method_label(method, evaluator, "N", None if aggregation == NOT_APPLICABLE else aggregation)
-        versus = method_label(versus_method, versus_evaluator, "N",
-                              None if versus_aggregation == NOT_APPLICABLE else versus_aggregation)
+        versus = method_label(
+            versus_method, versus_evaluator, "N", None if versus_aggregation == NOT_APPLICABLE else versus_aggregation
+        )
         what = f"{label} − {versus}" if versus_generator == generator else f"{label} − {versus_generator} {versus}"
         by_group = {row.levels: row for row in rows.itertuples()}
-        body.append([policy_label(generator), what, *[_difference(by_group[g]) if g in by_group else "–" for g in SUMMARY_GROUPS]])
+        body.append(
+            [
+                policy_label(generator),
+                what,
+                *[_difference(by_group[g]) if g in by_group else "–" for g in SUMMARY_GROUPS],
+            ]
+        )
     if not body:
         return []
     confidence = 100 * settings.get("bootstrap", {}).get("confidence", 0.95)
-    return [f"### Paired differences (points, {confidence:.0f} % CI over problems; bold: the CI excludes 0)", "",
-            "Each difference compares two methods on the same problems with the same bootstrap resamples "
-            f"(a paired comparison). `{csv_name}` holds every group and grader.", "",
-            *_markdown_table(["Policy", "Difference", *SUMMARY_GROUPS], body, text_columns=2), ""]
+    return [
+        f"### Paired differences (points, {confidence:.0f} % CI over problems; bold: the CI excludes 0)",
+        "",
+        "Each difference compares two methods on the same problems with the same bootstrap resamples "
+        f"(a paired comparison). `{csv_name}` holds every group and grader.",
+        "",
+        *_markdown_table(["Policy", "Difference", *SUMMARY_GROUPS], body, text_columns=2),
+        "",
+    ]
 
 
 def _generator_section(generator: str, rows: pd.DataFrame, aggregations: dict[str, str]) -> list[str]:
     greedy, majority, max_n = select(rows, "greedy"), select(rows, "majority"), largest_n(rows)
     curve = [["Greedy", *_cells(greedy, SUMMARY_GROUPS)]]
-    curve += [[f"maj@{n}", *_cells(select(rows, "majority", n=n), SUMMARY_GROUPS, with_std=True)]
-              for n in sorted(majority["n"].unique())]
+    curve += [
+        [f"maj@{n}", *_cells(select(rows, "majority", n=n), SUMMARY_GROUPS, with_std=True)]
+        for n in sorted(majority["n"].unique())
+    ]
     curve.append(["Problems", *_counts(greedy, SUMMARY_GROUPS)])
-    lines = [f"## {policy_label(generator)}", "", "Greedy (with its 95 % CI over problems) and majority voting over n samples "
-             "(mean ± std over random sample subsets: the variation over sample subsets, not over problems):", "",
-             *_markdown_table(["", *SUMMARY_GROUPS], curve), ""]
+    lines = [
+        f"## {policy_label(generator)}",
+        "",
+        "Greedy (with its 95 % CI over problems) and majority voting over n samples "
+        "(mean ± std over random sample subsets: the variation over sample subsets, not over problems):",
+        "",
+        *_markdown_table(["", *SUMMARY_GROUPS], curve),
+        "",
+    ]
     subjects = [g for g in greedy["levels"] if g.startswith(SUBJECT_PREFIX)]
-    for title, groups, names in [("Per level", LEVEL_GROUPS, LEVEL_GROUPS),
-                                 ("Per subject (all levels)", subjects, [g[len(SUBJECT_PREFIX):] for g in subjects])]:
+    for title, groups, names in [
+        ("Per level", LEVEL_GROUPS, LEVEL_GROUPS),
+        ("Per subject (all levels)", subjects, [g[len(SUBJECT_PREFIX) :] for g in subjects]),
+    ]:
         if not groups:
             continue
         body = [[label, *_cells(part, groups)] for label, part in _methods_at_n(rows, max_n, aggregations)]
@@ -524,10 +701,10 @@ def _generator_section(generator: str, rows: pd.DataFrame, aggregations: dict[st
 
 GRADER_NOTES = {
     "lenient": "The `lenient` grader: normal forms, then math-verify and sympy (unreduced fractions, decimals "
-               "for fractions and equivalent expressions count as right).",
+    "for fractions and equivalent expressions count as right).",
     "prm800k": "The `prm800k` grader is the authors' (PRM800K `grade_answer` with its sympy path off, as the "
-               "paper's numbers were graded): string normal forms only, so an unreduced fraction or a decimal "
-               "for a fraction is wrong. Compare these numbers with the paper's.",
+    "paper's numbers were graded): string normal forms only, so an unreduced fraction or a decimal "
+    "for a fraction is wrong. Compare these numbers with the paper's.",
 }
 
 
@@ -560,23 +737,34 @@ def aggregations_text(settings: dict) -> str:
 def _sampling_backends(settings: dict) -> list[str]:
     """Which back end sampled each policy's test solutions (from the samples' provenance), and a
     warning when any fell back to generate on a model the engine is meant to run."""
-    records = {(g, kind): record for g, by_kind in (settings.get("sampling") or {}).items()
-               for kind, record in by_kind.items() if record}
+    records = {
+        (g, kind): record
+        for g, by_kind in (settings.get("sampling") or {}).items()
+        for kind, record in by_kind.items()
+        if record
+    }
     if not records:
         return []
     described = "; ".join(f"{g} {kind}: {record['backend']}" for (g, kind), record in records.items())
-    lines = [f"Sampling back end of the test solutions (engine: `easy2hard.engine`; hf: transformers `generate`): {described}."]
+    lines = [
+        f"Sampling back end of the test solutions (engine: `easy2hard.engine`; hf: transformers `generate`): {described}."
+    ]
     unexpected = sorted({f["reason"] for record in records.values() for f in record["fallbacks"] if not f["expected"]})
     if unexpected:
-        lines.append("**Warning: some samples fell back to `generate` on a model the sampling engine is meant to "
-                     f"run** ({'; '.join(unexpected)}).")
+        lines.append(
+            "**Warning: some samples fell back to `generate` on a model the sampling engine is meant to "
+            f"run** ({'; '.join(unexpected)})."
+        )
     return [" ".join(lines), ""]
 
 
 def _provenance(settings: dict, files: Mapping[str, str]) -> list[str]:
     upstream = settings.get("upstream") or {}
-    versions = [f"{name} `{upstream[key]}`" for name, key in (("code version", "code_version"),
-                                                                ("grader version", "grader_version")) if upstream.get(key)]
+    versions = [
+        f"{name} `{upstream[key]}`"
+        for name, key in (("code version", "code_version"), ("grader version", "grader_version"))
+        if upstream.get(key)
+    ]
     return [
         "## Provenance",
         "",
@@ -589,23 +777,44 @@ def _provenance(settings: dict, files: Mapping[str, str]) -> list[str]:
     ]
 
 
-def render_markdown(df: pd.DataFrame, settings: dict, comparisons: pd.DataFrame | None = None,
-                    gap: pd.DataFrame | None = None, *, files: Mapping[str, str]) -> str:
+def render_markdown(
+    df: pd.DataFrame,
+    settings: dict,
+    comparisons: pd.DataFrame | None = None,
+    gap: pd.DataFrame | None = None,
+    *,
+    files: Mapping[str, str],
+) -> str:
     """report.md; `files`: the names of the other outputs it cites, by key (metrics, comparisons,
     gap, settings)."""
     dataset, aggregations = settings.get("dataset", "MATH"), settings["evaluator_aggregation"]
     primary = graded_by(df, settings)
     grader = primary["grader"].iloc[0] if len(primary) else settings.get("grader")
-    lines = [f"# Easy-to-hard generalization on {dataset}", "", _intro(primary, settings, files["metrics"]), "",
-             f"## Main result (largest N, `{grader}` grader)", "", _ci_note(settings), "",
-             *_main_table(primary, aggregations), ""]
+    lines = [
+        f"# Easy-to-hard generalization on {dataset}",
+        "",
+        _intro(primary, settings, files["metrics"]),
+        "",
+        f"## Main result (largest N, `{grader}` grader)",
+        "",
+        _ci_note(settings),
+        "",
+        *_main_table(primary, aggregations),
+        "",
+    ]
     if gap is not None and len(gap):
         lines += _gap_section(gap[gap["grader"] == grader], files["gap"])
     if comparisons is not None and len(comparisons):
         lines += _comparison_section(comparisons[comparisons["grader"] == grader], settings, files["comparisons"])
     for other in [g for g in dict.fromkeys(df["grader"]) if g != grader]:
-        lines += [f"## Main result under the `{other}` grader (largest N)", "",
-                  GRADER_NOTES.get(other, ""), "", *_main_table(graded_by(df, settings, other), aggregations), ""]
+        lines += [
+            f"## Main result under the `{other}` grader (largest N)",
+            "",
+            GRADER_NOTES.get(other, ""),
+            "",
+            *_main_table(graded_by(df, settings, other), aggregations),
+            "",
+        ]
     for generator, rows in primary.groupby("generator", sort=False):
         lines += _generator_section(generator, rows, aggregations)
     return "\n".join(lines + _provenance(settings, files))

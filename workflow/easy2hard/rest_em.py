@@ -30,9 +30,11 @@ class RestEmConfig:
     aggregation: str = "min"  # step aggregation giving one score per solution
 
     def __post_init__(self):
-        for name, value, allowed in [("easy_filter", self.easy_filter, EASY_FILTERS),
-                                     ("hard_filter", self.hard_filter, HARD_FILTERS),
-                                     ("aggregation", self.aggregation, AGGREGATIONS)]:
+        for name, value, allowed in [
+            ("easy_filter", self.easy_filter, EASY_FILTERS),
+            ("hard_filter", self.hard_filter, HARD_FILTERS),
+            ("aggregation", self.aggregation, AGGREGATIONS),
+        ]:
             if value not in allowed:
                 raise ValueError(f"rest_em.{name}: {value!r} is not one of {list(allowed)}")
 
@@ -58,8 +60,9 @@ def _score_filter(scored: list[dict], mode: str, config: RestEmConfig) -> list[d
     return scored
 
 
-def select(samples: list[dict], scores: dict[tuple[str, int], list[float]], easy_levels, config: RestEmConfig
-           ) -> tuple[list[dict], dict]:
+def select(
+    samples: list[dict], scores: dict[tuple[str, int], list[float]], easy_levels, config: RestEmConfig
+) -> tuple[list[dict], dict]:
     """The kept solutions ({unique_id, level, sample_index, steps, answer, score}) and counts.
 
     `samples` are graded train rows (unique_id, level, sample_index, completion, finished, and
@@ -76,16 +79,31 @@ def select(samples: list[dict], scores: dict[tuple[str, int], list[float]], easy
         scored = []
         for row, steps, answer in candidates.distinct(rows, stats):
             # A kept solution becomes an SFT example: it needs steps and an answer section.
-            skipped = ("unfinished_skipped" if not row.get("finished", True) else "no_answer_skipped" if answer is None
-                       else "no_steps_skipped" if not steps else None)
+            skipped = (
+                "unfinished_skipped"
+                if not row.get("finished", True)
+                else "no_answer_skipped"
+                if answer is None
+                else "no_steps_skipped"
+                if not steps
+                else None
+            )
             if skipped:
                 stats[skipped] += 1
                 continue
             if easy and config.easy_filter != "score" and not row["correct"]:
                 continue  # `correct` is read for easy rows only
             score = aggregate_steps(scores[(unique_id, row["sample_index"])], config.aggregation)
-            scored.append({"unique_id": unique_id, "level": row["level"], "sample_index": row["sample_index"],
-                           "steps": steps, "answer": answer, "score": score})
+            scored.append(
+                {
+                    "unique_id": unique_id,
+                    "level": row["level"],
+                    "sample_index": row["sample_index"],
+                    "steps": steps,
+                    "answer": answer,
+                    "score": score,
+                }
+            )
         scored.sort(key=lambda c: (-c["score"], c["sample_index"]))
         if not easy:
             chosen = _score_filter(scored, config.hard_filter, config)
@@ -106,11 +124,16 @@ def select(samples: list[dict], scores: dict[tuple[str, int], list[float]], easy
 def empty_because(stats: dict) -> str:
     """Why the filter kept nothing (for the error of the round's training stage)."""
     get = lambda key: stats.get(key, 0)  # noqa: E731
-    easy_rule = {"answer": "graded correct", "score": f"hard filter {stats['filter']['hard_filter']}",
-                 "answer_and_score": f"graded correct with score >= {stats['filter']['threshold']}"}
-    return (f"no solution passed the ReST-EM filter: 0 kept of {get('easy_questions')} easy questions (easy_filter "
-            f"{stats['filter']['easy_filter']}: {easy_rule[stats['filter']['easy_filter']]}) and of "
-            f"{get('hard_questions')} hard questions (hard_filter {stats['filter']['hard_filter']}); samples skipped: "
-            f"{get('unfinished_skipped')} unfinished, {get('no_answer_skipped')} without an answer section, "
-            f"{get('no_steps_skipped')} without steps, {get('empty_solutions')} empty. More samples per question "
-            "(sampling.num_samples.train), a longer sampling.max_new_tokens, or a looser rl.rest_em.filter")
+    easy_rule = {
+        "answer": "graded correct",
+        "score": f"hard filter {stats['filter']['hard_filter']}",
+        "answer_and_score": f"graded correct with score >= {stats['filter']['threshold']}",
+    }
+    return (
+        f"no solution passed the ReST-EM filter: 0 kept of {get('easy_questions')} easy questions (easy_filter "
+        f"{stats['filter']['easy_filter']}: {easy_rule[stats['filter']['easy_filter']]}) and of "
+        f"{get('hard_questions')} hard questions (hard_filter {stats['filter']['hard_filter']}); samples skipped: "
+        f"{get('unfinished_skipped')} unfinished, {get('no_answer_skipped')} without an answer section, "
+        f"{get('no_steps_skipped')} without steps, {get('empty_solutions')} empty. More samples per question "
+        "(sampling.num_samples.train), a longer sampling.max_new_tokens, or a looser rl.rest_em.filter"
+    )

@@ -22,11 +22,20 @@ ROUND_COLUMNS = ["algorithm", "round", "generator", "decoding", "levels", "accur
 def accuracy_rows(rows: list[dict], easy_levels) -> list[dict]:
     """Mean per-sample accuracy (pass@1 for sampled solutions) on easy, hard and all problems."""
     easy_levels, out = set(easy_levels), []
-    for group, keep in [("easy", lambda r: r["level"] in easy_levels), ("hard", lambda r: r["level"] not in easy_levels),
-                        ("all", lambda r: True)]:
+    for group, keep in [
+        ("easy", lambda r: r["level"] in easy_levels),
+        ("hard", lambda r: r["level"] not in easy_levels),
+        ("all", lambda r: True),
+    ]:
         chosen = [r for r in rows if keep(r)]
-        out.append({"levels": group, "accuracy": 100 * sum(bool(r["correct"]) for r in chosen) / len(chosen) if chosen else float("nan"),
-                    "num_samples": len(chosen), "num_problems": len({r["unique_id"] for r in chosen})})
+        out.append(
+            {
+                "levels": group,
+                "accuracy": 100 * sum(bool(r["correct"]) for r in chosen) / len(chosen) if chosen else float("nan"),
+                "num_samples": len(chosen),
+                "num_problems": len({r["unique_id"] for r in chosen}),
+            }
+        )
     return out
 
 
@@ -37,8 +46,10 @@ def round_table(evals: dict[tuple[str, int], dict[str, str]], easy_levels) -> pd
         generator = "sft" if round_ == 0 else f"{algorithm}_r{round_}"
         for decoding, path in sorted(files.items()):
             rows = read_jsonl(path, required=("unique_id", "level", "correct"))
-            records += [{"algorithm": algorithm, "round": round_, "generator": generator, "decoding": decoding, **row}
-                        for row in accuracy_rows(rows, easy_levels)]
+            records += [
+                {"algorithm": algorithm, "round": round_, "generator": generator, "decoding": decoding, **row}
+                for row in accuracy_rows(rows, easy_levels)
+            ]
     return pd.DataFrame.from_records(records, columns=ROUND_COLUMNS)
 
 
@@ -73,8 +84,17 @@ def plot(rounds: pd.DataFrame, logs: pd.DataFrame, path: str | os.PathLike) -> N
         data = rounds[(rounds["decoding"] == decoding)]
         for (algorithm, group), rows in data.groupby(["algorithm", "levels"]):
             style = {"easy": ":", "hard": "--", "all": "-"}[group]
-            ax.plot(rows["round"], rows["accuracy"], style, marker="o", color=COLORS.get(algorithm), label=f"{algorithm} ({group})")
-        ax.set(title=f"Validation accuracy per round ({decoding}; round 0 = SFT)", xlabel="round", ylabel="accuracy (%)")
+            ax.plot(
+                rows["round"],
+                rows["accuracy"],
+                style,
+                marker="o",
+                color=COLORS.get(algorithm),
+                label=f"{algorithm} ({group})",
+            )
+        ax.set(
+            title=f"Validation accuracy per round ({decoding}; round 0 = SFT)", xlabel="round", ylabel="accuracy (%)"
+        )
         ax.xaxis.get_major_locator().set_params(integer=True)
         if not data.empty:
             ax.legend(fontsize=7)
@@ -110,5 +130,7 @@ def parse_pairs(items: list[str], option: str) -> dict[tuple[str, int], str]:
 
 
 def summary(rounds: pd.DataFrame) -> str:
-    table = rounds[(rounds["levels"] != "all")].pivot_table(index=["algorithm", "round", "decoding"], columns="levels", values="accuracy")
+    table = rounds[(rounds["levels"] != "all")].pivot_table(
+        index=["algorithm", "round", "decoding"], columns="levels", values="accuracy"
+    )
     return json.dumps(table.round(1).reset_index().to_dict(orient="records"))

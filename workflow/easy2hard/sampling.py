@@ -109,8 +109,11 @@ class BackendUsage:
         if expected:
             log.info("sampling with generate: the engine does not reproduce this model (%s)", reason)
         else:
-            warnings.warn(f"sampling engine not used ({reason}); falling back to generate, although the "
-                          "engine is meant to run this model (sampling is slower than it should be)", stacklevel=3)
+            warnings.warn(
+                f"sampling engine not used ({reason}); falling back to generate, although the "
+                "engine is meant to run this model (sampling is slower than it should be)",
+                stacklevel=3,
+            )
 
     @property
     def unexpected_fallback(self) -> bool:
@@ -124,8 +127,13 @@ class BackendUsage:
     def as_record(self) -> dict:
         """The ``sampling`` entry of a provenance record."""
         backends = sorted(self.prompts)
-        return {"mode": self.mode, "backend": "+".join(backends) or None, "prompts": dict(self.prompts),
-                "fallbacks": list(self.fallbacks), "unexpected_fallback": self.unexpected_fallback}
+        return {
+            "mode": self.mode,
+            "backend": "+".join(backends) or None,
+            "prompts": dict(self.prompts),
+            "fallbacks": list(self.fallbacks),
+            "unexpected_fallback": self.unexpected_fallback,
+        }
 
     @classmethod
     def from_record(cls, record: dict) -> "BackendUsage":
@@ -150,8 +158,10 @@ def use_vllm(config: SamplingConfig, model_path: str | None) -> bool:
     weights (PPO rollouts, `model_path` None) never are."""
     mode = engine_mode(config)
     if mode == "vllm" and not vllm_backend.installed():
-        raise ValueError("config: field 'sampling.engine' is 'vllm' but vLLM is not installed "
-                         "(pip install -e '.[vllm]' on GPU machines; README, Fast sampling, for CPU)")
+        raise ValueError(
+            "config: field 'sampling.engine' is 'vllm' but vLLM is not installed "
+            "(pip install -e '.[vllm]' on GPU machines; README, Fast sampling, for CPU)"
+        )
     if model_path is None:
         return False
     return mode == "vllm" or (mode == "auto" and vllm_backend.installed() and torch.cuda.is_available())
@@ -177,7 +187,8 @@ def use_engine(model, config: SamplingConfig, usage: BackendUsage | None = None)
         return False
     if mode == "vllm":  # a model in memory (PPO rollouts): vLLM samples saved models only
         (usage if usage is not None else BackendUsage()).fall_back(
-            "vLLM samples models saved on disk; in-process weights use the engine", expected=True)
+            "vLLM samples models saved on disk; in-process weights use the engine", expected=True
+        )
         mode = "auto"
     unsupported = sampling_engine.check_support(model)
     if unsupported is None:
@@ -189,8 +200,14 @@ def use_engine(model, config: SamplingConfig, usage: BackendUsage | None = None)
 
 
 def generate(
-    model, tokenizer, prompts: list[list[int]], config: SamplingConfig, progress: bool = True, desc: str = "sample",
-    usage: BackendUsage | None = None, model_path: str | None = None,
+    model,
+    tokenizer,
+    prompts: list[list[int]],
+    config: SamplingConfig,
+    progress: bool = True,
+    desc: str = "sample",
+    usage: BackendUsage | None = None,
+    model_path: str | None = None,
 ) -> Iterator[list[dict]]:
     """For each prompt (token ids), yield its N continuations: {text, token_ids, num_tokens, finished}
     (token_ids: the sampled ids up to and including EOS, which PPO scores as they were drawn).
@@ -209,13 +226,20 @@ def generate(
     if use_engine(model, config, usage):
         options = sampling_engine.EngineOptions(num_slots=max(1, config.batch_size // num_samples) * num_samples)
         params = sampling_engine.SamplingParams(
-            max_new_tokens=config.max_new_tokens, eos_token_id=tokenizer.eos_token_id, greedy=config.greedy,
-            temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, seed=config.seed * 1_000_003,
+            max_new_tokens=config.max_new_tokens,
+            eos_token_id=tokenizer.eos_token_id,
+            greedy=config.greedy,
+            temperature=config.temperature,
+            top_k=config.top_k,
+            top_p=config.top_p,
+            seed=config.seed * 1_000_003,
         )
         yielded = 0
         try:
             runner = sampling_engine.SamplingEngine(model, options)
-            for group in runner.run(prompts, num_samples, params, pad_token_id=tokenizer.pad_token_id, on_finished=bar.update):
+            for group in runner.run(
+                prompts, num_samples, params, pad_token_id=tokenizer.pad_token_id, on_finished=bar.update
+            ):
                 usage.count("engine")
                 yield [_decode(tokenizer, torch.tensor(tokens, dtype=torch.long)) for tokens in group]
                 yielded += 1
@@ -287,13 +311,22 @@ def _decode(tokenizer, tokens: torch.Tensor) -> dict:
     }
 
 
-def sample_solutions(model, tokenizer, questions: list[dict], config: SamplingConfig, progress: bool = True,
-                     usage: BackendUsage | None = None, context: str = "", model_path: str | None = None):
+def sample_solutions(
+    model,
+    tokenizer,
+    questions: list[dict],
+    config: SamplingConfig,
+    progress: bool = True,
+    usage: BackendUsage | None = None,
+    context: str = "",
+    model_path: str | None = None,
+):
     """Yield one row per (question, sample) with the decoded completion. With an in-context
     `context` (exemplars), a completion ends before the next "# Question" the model starts."""
     prompts = [encode_prompt(tokenizer, question["problem"], context=context) for question in questions]
-    for question, continuations in zip(questions, generate(model, tokenizer, prompts, config, progress, usage=usage,
-                                                           model_path=model_path)):
+    for question, continuations in zip(
+        questions, generate(model, tokenizer, prompts, config, progress, usage=usage, model_path=model_path)
+    ):
         for index, continuation in enumerate(continuations):
             if context:
                 text, stopped = formats.cut_at_stop(continuation["text"])
@@ -309,9 +342,17 @@ def sample_solutions(model, tokenizer, questions: list[dict], config: SamplingCo
             }
 
 
-def sample_in_shards(model, tokenizer, questions: list[dict], config: SamplingConfig, out: str,
-                     shard_questions: int, model_fingerprint: dict, context: str = "",
-                     model_path: str | None = None) -> tuple[int, BackendUsage]:
+def sample_in_shards(
+    model,
+    tokenizer,
+    questions: list[dict],
+    config: SamplingConfig,
+    out: str,
+    shard_questions: int,
+    model_fingerprint: dict,
+    context: str = "",
+    model_path: str | None = None,
+) -> tuple[int, BackendUsage]:
     """`sample_solutions` into `out`, shard by shard, so a killed job resumes where it stopped;
     returns the number of rows and which back end sampled them (all shards, resumed ones too).
 
@@ -322,10 +363,19 @@ def sample_in_shards(model, tokenizer, questions: list[dict], config: SamplingCo
     shards are joined into `out` (atomically) and removed.
     """
     shard_dir = Path(f"{out}.shards")
-    fingerprint = hashlib.sha256(json.dumps(
-        [asdict(config), engine_mode(config), shard_questions,
-         [q["unique_id"] for q in questions], model_fingerprint, context], sort_keys=True
-    ).encode()).hexdigest()
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            [
+                asdict(config),
+                engine_mode(config),
+                shard_questions,
+                [q["unique_id"] for q in questions],
+                model_fingerprint,
+                context,
+            ],
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
     marker = shard_dir / "fingerprint"
     if shard_dir.exists() and (not marker.exists() or marker.read_text() != fingerprint):
         log.warning("%s: removing shards of a run with other settings, questions or model", shard_dir)
@@ -342,8 +392,17 @@ def sample_in_shards(model, tokenizer, questions: list[dict], config: SamplingCo
         usage_path = path.with_suffix(".usage.json")
         if not path.exists():
             shard, shard_usage = questions[k * shard_questions : (k + 1) * shard_questions], BackendUsage()
-            rows = list(sample_solutions(model, tokenizer, shard, replace(config, seed=config.seed + k), usage=shard_usage,
-                                         context=context, model_path=model_path))
+            rows = list(
+                sample_solutions(
+                    model,
+                    tokenizer,
+                    shard,
+                    replace(config, seed=config.seed + k),
+                    usage=shard_usage,
+                    context=context,
+                    model_path=model_path,
+                )
+            )
             write_json(usage_path, shard_usage.as_record())
             write_jsonl(path, rows)
         usage.merge(BackendUsage.from_record(json.loads(usage_path.read_text())))

@@ -66,16 +66,23 @@ def load_samples(path: str | os.PathLike, grader: str | None = None) -> Samples:
         subjects=np.array([samples[0]["subject"] for samples in rows], dtype=object),
         clusters=np.array([[row["answer_cluster"] for row in samples] for samples in rows]),
         correct=np.array([[row["correct"] for row in samples] for samples in rows], dtype=bool),
-        valid=np.array([[row.get("finished", True) is not False and row["answer"] is not None for row in samples]
-                        for samples in rows], dtype=bool),
+        valid=np.array(
+            [
+                [row.get("finished", True) is not False and row["answer"] is not None for row in samples]
+                for samples in rows
+            ],
+            dtype=bool,
+        ),
     )
 
 
 def _verdicts_of(path: Path, row: dict, grader: str) -> dict:
     verdicts = (row.get("verdicts") or {}).get(grader)
     if not isinstance(verdicts, dict) or "correct" not in verdicts or "answer_cluster" not in verdicts:
-        raise DataError(f"{path}: question {row['unique_id']!r} sample {row['sample_index']!r}: no verdicts of the "
-                        f"{grader!r} grader (field 'verdicts.{grader}'); re-run the evaluation stage")
+        raise DataError(
+            f"{path}: question {row['unique_id']!r} sample {row['sample_index']!r}: no verdicts of the "
+            f"{grader!r} grader (field 'verdicts.{grader}'); re-run the evaluation stage"
+        )
     return {"correct": verdicts["correct"], "answer_cluster": verdicts["answer_cluster"]}
 
 
@@ -150,8 +157,10 @@ def load_scores(path: str | os.PathLike, samples: Samples, samples_path: str | o
         grid.append(row)
     if by_key:
         uid, index = next(iter(by_key))
-        raise DataError(f"{path}: scores {uid} sample {index}, which is not a sample of {samples_path} "
-                        f"({len(by_key)} such rows; stale scores?)")
+        raise DataError(
+            f"{path}: scores {uid} sample {index}, which is not a sample of {samples_path} "
+            f"({len(by_key)} such rows; stale scores?)"
+        )
     return grid
 
 

@@ -24,13 +24,22 @@ SPREAD = "*"
 
 # What in-process samplers receive (rollouts, PPO, checkpoint selection): no per-split N, no
 # output shards; vLLM splits a model over the job's GPUs.
-_SAMPLER = {"sampling": "sampling -num_samples -shard_questions",
-            "sampling.vllm.tensor_parallel_size": "compute.inference_gpus"}
-_SAMPLE = {"sampling": "sampling -num_samples -shard_questions", "sampling.num_samples": "sampling.num_samples.{split}",
-           "sampling.vllm.tensor_parallel_size": "compute.inference_gpus", "shard_questions": "sampling.shard_questions"}
+_SAMPLER = {
+    "sampling": "sampling -num_samples -shard_questions",
+    "sampling.vllm.tensor_parallel_size": "compute.inference_gpus",
+}
+_SAMPLE = {
+    "sampling": "sampling -num_samples -shard_questions",
+    "sampling.num_samples": "sampling.num_samples.{split}",
+    "sampling.vllm.tensor_parallel_size": "compute.inference_gpus",
+    "shard_questions": "sampling.shard_questions",
+}
 # Greedy decoding depends on these only: changing the temperature or N does not re-run it.
-_GREEDY = {"sampling": "sampling +max_new_tokens +batch_size +engine +vllm",
-           "sampling.vllm.tensor_parallel_size": "compute.inference_gpus", "shard_questions": "sampling.shard_questions"}
+_GREEDY = {
+    "sampling": "sampling +max_new_tokens +batch_size +engine +vllm",
+    "sampling.vllm.tensor_parallel_size": "compute.inference_gpus",
+    "shard_questions": "sampling.shard_questions",
+}
 _ICL = {"icl": "icl +k +seed"}
 _PRM_DATA = {SPREAD: "evaluators.prm -train", "grading": "grading", **_SAMPLER}
 _SELECTION = {"selection.aggregation": "rl.aggregation", "easy_levels": "data.easy_levels"}
@@ -52,32 +61,59 @@ STAGE_PARAMS: dict[str, dict[str, object]] = {
     "prm_data_full": {**_PRM_DATA, "easy_levels": ALL_LEVELS},
     "oprm_data": {SPREAD: "evaluators.oprm -train"},
     # evaluators.train with the kind's own overrides; an oracle (<kind>_full) trains like its kind.
-    "train_evaluator": {"train": ["evaluators.train", "evaluators.{kind}.train?"], "label_tokens": "evaluators.label_tokens"},
+    "train_evaluator": {
+        "train": ["evaluators.train", "evaluators.{kind}.train?"],
+        "label_tokens": "evaluators.label_tokens",
+    },
     "score": {SPREAD: "evaluators.score"},
     "evaluator_report": {"easy_levels": "data.easy_levels", "aggregation": "evaluators.aggregation"},
     "rest_em_data": {"selection": "rl.rest_em.filter", **_SELECTION},
     "rest_em": {"train": "rl.rest_em.train"},
     "dpo_pairs": {"selection": "rl.dpo +pairs_per_question +min_margin +easy_use_answers", **_SELECTION},
     "dpo": {"train": "rl.dpo.train", "dpo": "rl.dpo +beta +loss_type +label_smoothing"},
-    "ppo": {"ppo": "rl.ppo -rounds -policy_train -value_train -checkpoint_selection", "ppo.aggregation": "rl.aggregation",
-            "policy_train": "rl.ppo.policy_train", "value_train": "rl.ppo.value_train", **_SAMPLER,
-            "grading": "grading", "score_batch_size": "evaluators.score.batch_size"},
+    "ppo": {
+        "ppo": "rl.ppo -rounds -policy_train -value_train -checkpoint_selection",
+        "ppo.aggregation": "rl.aggregation",
+        "policy_train": "rl.ppo.policy_train",
+        "value_train": "rl.ppo.value_train",
+        **_SAMPLER,
+        "grading": "grading",
+        "score_batch_size": "evaluators.score.batch_size",
+    },
     "provenance": {SPREAD: ". -threads"},
-    "report": {"easy_levels": "data.easy_levels", "num_draws": "report.num_draws", "seed": "report.seed",
-               "bootstrap": "report.bootstrap", "aggregations": "report.aggregations",
-               "evaluator_aggregation": "evaluators.aggregation", "grader": "grading.mode",
-               "data_source": "data.source", "huggingface_test_name": "data.huggingface.test_name"},
+    "report": {
+        "easy_levels": "data.easy_levels",
+        "num_draws": "report.num_draws",
+        "seed": "report.seed",
+        "bootstrap": "report.bootstrap",
+        "aggregations": "report.aggregations",
+        "evaluator_aggregation": "evaluators.aggregation",
+        "grader": "grading.mode",
+        "data_source": "data.source",
+        "huggingface_test_name": "data.huggingface.test_name",
+    },
     "rl_report": {"easy_levels": "data.easy_levels"},
 }
 
 # Keys that decide which jobs run and what they read or are granted, not what a job computes.
 DAG_KEYS = (
     "data.prm800k",  # inputs of sft/prm_data with source prm800k
-    "sft.source", "evaluators.prm.source",  # which inputs the stage reads (the latter is also a param)
-    "evaluators.kinds", "evaluators.init", "rl.evaluator", "rl.rest_em.init",
-    "rl.rest_em.rounds", "rl.dpo.rounds", "rl.ppo.rounds", "rl.ppo.checkpoint_selection",
-    "report.generators", "icl.enabled", "oracles",
-    "compute.train_gpus", "compute.train_nodes", "compute.cpu_bf16",  # resources, launcher, job environment
+    "sft.source",
+    "evaluators.prm.source",  # which inputs the stage reads (the latter is also a param)
+    "evaluators.kinds",
+    "evaluators.init",
+    "rl.evaluator",
+    "rl.rest_em.init",
+    "rl.rest_em.rounds",
+    "rl.dpo.rounds",
+    "rl.ppo.rounds",
+    "rl.ppo.checkpoint_selection",
+    "report.generators",
+    "icl.enabled",
+    "oracles",
+    "compute.train_gpus",
+    "compute.train_nodes",
+    "compute.cpu_bf16",  # resources, launcher, job environment
     "threads",
 )
 
@@ -155,6 +191,7 @@ def received_keys(stage: str) -> set[str]:
 def reruns(key: str) -> list[str]:
     """The stages whose params change when config key `key` (a dotted path) changes: what it
     re-runs directly (their dependents follow)."""
+
     def receives(spec: str) -> bool:
         received, dropped = _paths(spec)
         inside = any(_under(key, path) for path in received) and not any(_under(key, path) for path in dropped)

@@ -106,16 +106,21 @@ def chain_problem_text(start: int, operations: list[tuple[str, int]]) -> str:
     return f"Start with {start}, then apply {applied} in this order. What is the result?"
 
 
-def make_chain_problem(level: int, subject: str, rng: random.Random,
-                       max_value: int | None = None) -> tuple[str, list[str], str]:
+def make_chain_problem(
+    level: int, subject: str, rng: random.Random, max_value: int | None = None
+) -> tuple[str, list[str], str]:
     """(problem, steps, answer) for `level` operations applied left to right; with `max_value`,
     each operation is drawn among those that keep the running value in [0, max_value]."""
     operators = SUBJECT_OPERATORS[subject]
     start = value = rng.randint(1, 9)
     operations = []
     for _ in range(level):
-        candidates = [(operator, operand) for operator in operators for operand in _operands(operator)
-                      if max_value is None or 0 <= _apply(value, operator, operand) <= max_value]
+        candidates = [
+            (operator, operand)
+            for operator in operators
+            for operand in _operands(operator)
+            if max_value is None or 0 <= _apply(value, operator, operand) <= max_value
+        ]
         if not candidates:
             raise ValueError(f"no {subject} operation keeps {value} within [0, {max_value}]")
         operator, operand = rng.choice(candidates)
@@ -144,8 +149,13 @@ def make_problem(level: int, subject: str, rng: random.Random, max_value: int | 
 
 
 def generate(
-    num_problems: int | list[int], seed: int, split: str, exclude: set[str] = frozenset(), distinct: bool = True,
-    max_value: int | None = None, style: str = "expression",
+    num_problems: int | list[int],
+    seed: int,
+    split: str,
+    exclude: set[str] = frozenset(),
+    distinct: bool = True,
+    max_value: int | None = None,
+    style: str = "expression",
 ) -> list[dict]:
     """Problems, none of whose text is in `exclude`: `num_problems` with levels and subjects
     balanced, or a list of per-level counts (levels 1..5, subjects balanced within a level).
@@ -163,8 +173,11 @@ def generate(
         if len(num_problems) != len(LEVELS):
             raise ValueError(f"per-level counts need one number per level {LEVELS}, got {num_problems}")
         subjects = list(SUBJECT_OPERATORS)
-        plan = [(level, subjects[index % len(subjects)])
-                for level, count in zip(LEVELS, num_problems) for index in range(count)]
+        plan = [
+            (level, subjects[index % len(subjects)])
+            for level, count in zip(LEVELS, num_problems)
+            for index in range(count)
+        ]
     rows, seen = [], set()
     attempts = 0
     while len(rows) < len(plan):
@@ -194,13 +207,21 @@ def generate(
     return rows
 
 
-def generate_splits(num_train: int | list[int], num_test: int, seed: int,
-                    max_value: int | None = None, style: str = "expression") -> tuple[list[dict], list[dict]]:
+def generate_splits(
+    num_train: int | list[int], num_test: int, seed: int, max_value: int | None = None, style: str = "expression"
+) -> tuple[list[dict], list[dict]]:
     """A train pool (a total, balanced, or per-level counts) and a balanced held-out test set
     with no problem in common."""
     test = generate(num_test, seed, "test", max_value=max_value, style=style)
-    train = generate(num_train, seed, "train", exclude={row["problem"] for row in test}, distinct=False,
-                     max_value=max_value, style=style)
+    train = generate(
+        num_train,
+        seed,
+        "train",
+        exclude={row["problem"] for row in test},
+        distinct=False,
+        max_value=max_value,
+        style=style,
+    )
     return train, test
 
 
@@ -286,6 +307,7 @@ def label_steps(problem: str, level: int, steps: list[str], answer: str | None, 
 
         def stated(step: str) -> list[str]:
             return _math_spans(step)[:2]
+
     labels: list[float | None] = []
     wrong = False
     for index, step in enumerate(steps):

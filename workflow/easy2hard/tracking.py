@@ -14,10 +14,14 @@ import json
 import os
 from pathlib import Path
 
+
 def scalars(record: dict) -> dict[str, float]:
     """The numeric entries of a train_log record (booleans as 0/1), without the step itself."""
-    return {key: float(value) for key, value in record.items()
-            if key != "step" and isinstance(value, (int, float)) and value == value}
+    return {
+        key: float(value)
+        for key, value in record.items()
+        if key != "step" and isinstance(value, (int, float)) and value == value
+    }
 
 
 def flat_config(config: dict) -> dict[str, str | int | float | bool]:
@@ -61,8 +65,14 @@ class WandbTracker(Tracker):
     def __init__(self, run_dir: Path, run_name: str, config: dict):
         import wandb
 
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "easy2hard"), name=run_name, dir=str(run_dir),
-                              config=config, mode=os.environ.get("WANDB_MODE", "offline"), reinit="finish_previous")
+        self.run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "easy2hard"),
+            name=run_name,
+            dir=str(run_dir),
+            config=config,
+            mode=os.environ.get("WANDB_MODE", "offline"),
+            reinit="finish_previous",
+        )
 
     def log(self, record: dict) -> None:
         self.run.log(scalars(record), step=record["step"])
@@ -108,5 +118,6 @@ def open_tracker(report_to: str, output_dir: str, config: dict, rank: int = 0) -
     try:
         return TRACKERS[report_to](run_dir, str(output_dir), config)
     except ImportError as error:
-        raise ImportError(f"report_to: {report_to} needs the package {report_to!r} (pip install {report_to}):"
-                          f" {error}") from error
+        raise ImportError(
+            f"report_to: {report_to} needs the package {report_to!r} (pip install {report_to}): {error}"
+        ) from error

@@ -181,7 +181,9 @@ def causal_lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return model(**model_inputs(batch), labels=batch["labels"]).loss
 
 
-def token_logps(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def token_logps(
+    logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probability of each labelled token under `logits` (position t predicts token t+1), and
     the mask of labelled tokens; both [batch, length-1]. Gather minus logsumexp, so no full
     log-softmax copy of the vocabulary is kept (DPO and PPO read only the sampled tokens)."""
@@ -283,8 +285,10 @@ def accumulation_steps(config: TrainConfig) -> int:
     processes = world()[1]
     per_step = config.micro_batch_size * processes
     if config.global_batch_size % per_step:
-        raise ValueError(f"global_batch_size {config.global_batch_size} is not a multiple of "
-                         f"micro_batch_size {config.micro_batch_size} x {processes} processes")
+        raise ValueError(
+            f"global_batch_size {config.global_batch_size} is not a multiple of "
+            f"micro_batch_size {config.micro_batch_size} x {processes} processes"
+        )
     return config.global_batch_size // per_step
 
 
@@ -364,7 +368,6 @@ def make_engine(model, config: TrainConfig, total_steps: int, accumulation_steps
     return engine
 
 
-
 # ---------------------------------------------------------------------------------------------
 # The loop
 
@@ -407,8 +410,11 @@ def token_data(example: dict) -> dict:
     """The ids and targets an example trains on (a preference pair: those of both sides). Values
     derived from them, like DPO's reference log-probs, are recomputed on every run and need not be
     bit-identical on GPU, so a checkpoint is matched on the data alone."""
-    return {key: token_data(value) if isinstance(value, dict) else value
-            for key, value in example.items() if isinstance(value, dict) or key in ("input_ids", "labels")}
+    return {
+        key: token_data(value) if isinstance(value, dict) else value
+        for key, value in example.items()
+        if isinstance(value, dict) or key in ("input_ids", "labels")
+    }
 
 
 def usable_checkpoint(directory: str | None, fingerprint: str) -> str | None:
@@ -460,8 +466,15 @@ class Trainer:
     (loss, {name: float}) to log more than the loss.
     """
 
-    def __init__(self, model, config: TrainConfig, total_steps: int, pad_token_id: int,
-                 loss_fn: Callable = causal_lm_loss, collate_fn: Callable | None = None):
+    def __init__(
+        self,
+        model,
+        config: TrainConfig,
+        total_steps: int,
+        pad_token_id: int,
+        loss_fn: Callable = causal_lm_loss,
+        collate_fn: Callable | None = None,
+    ):
         self.rank, self.world_size = world()
         accumulation = accumulation_steps(config)
         if self.world_size > 1 and not use_deepspeed(config):
@@ -548,10 +561,15 @@ def train(
     fingerprint = run_fingerprint(config, examples, type(trainer.engine).__name__) if checkpoint_dir else ""
     done, history, _ = trainer.resume(checkpoint_dir, fingerprint)
     start = time.perf_counter()
-    progress = tqdm(batches[done:], desc="train", disable=trainer.rank != 0, mininterval=2, initial=done, total=len(batches))
+    progress = tqdm(
+        batches[done:], desc="train", disable=trainer.rank != 0, mininterval=2, initial=done, total=len(batches)
+    )
     for step, indices in enumerate(progress, start=done + 1):
-        record = {"step": step, **trainer.step([examples[i] for i in indices]),
-                  "elapsed_s": round(time.perf_counter() - start, 3)}
+        record = {
+            "step": step,
+            **trainer.step([examples[i] for i in indices]),
+            "elapsed_s": round(time.perf_counter() - start, 3),
+        }
         history.append(record)
         tracker.log(record)
         if step % config.log_every == 0:
@@ -575,11 +593,18 @@ def drop_too_long(examples: list[dict | None], source: str, max_length: int, sta
         raise SystemExit(empty_data_message(source, stats))
     kept = [example for example in examples if example is not None]
     if not kept:
-        raise SystemExit(f"{source}: none of its {len(examples)} training examples fits in max_length {max_length}"
-                         " (raise the stage's train.max_length)")
+        raise SystemExit(
+            f"{source}: none of its {len(examples)} training examples fits in max_length {max_length}"
+            " (raise the stage's train.max_length)"
+        )
     if len(kept) < len(examples):
-        log.warning("%s: skipped %d of %d examples longer than max_length %d", source, len(examples) - len(kept),
-                    len(examples), max_length)
+        log.warning(
+            "%s: skipped %d of %d examples longer than max_length %d",
+            source,
+            len(examples) - len(kept),
+            len(examples),
+            max_length,
+        )
     return kept
 
 

@@ -50,12 +50,20 @@ def load(model_path: str, options: VLLMOptions):
         if not on_gpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(options.cpu_kv_cache_gib))
         # No longer than the model's positions (the tiny offline model has 512).
-        max_len = min(options.max_model_len, getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings",
-                                                     options.max_model_len))
+        max_len = min(
+            options.max_model_len,
+            getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", options.max_model_len),
+        )
         _LLMS[key] = LLM(
-            model=model_path, tokenizer=model_path, dtype="bfloat16" if on_gpu or modeling.cpu_bf16() else "float32", seed=0,
-            tensor_parallel_size=max(1, options.tensor_parallel_size), gpu_memory_utilization=options.gpu_memory_utilization,
-            max_model_len=max_len, enable_prefix_caching=True, generation_config="vllm",
+            model=model_path,
+            tokenizer=model_path,
+            dtype="bfloat16" if on_gpu or modeling.cpu_bf16() else "float32",
+            seed=0,
+            tensor_parallel_size=max(1, options.tensor_parallel_size),
+            gpu_memory_utilization=options.gpu_memory_utilization,
+            max_model_len=max_len,
+            enable_prefix_caching=True,
+            generation_config="vllm",
             **({} if on_gpu else {"enable_chunked_prefill": False, "max_num_batched_tokens": max(max_len, 8192)}),
         )
     return _LLMS[key]
@@ -76,12 +84,19 @@ def request_params(config, eos_token_id: int, index: int):
     common = dict(max_tokens=config.max_new_tokens, stop_token_ids=[eos_token_id])
     if config.greedy:
         return SamplingParams(n=1, temperature=0.0, **common)
-    return SamplingParams(n=config.num_samples, temperature=config.temperature, top_k=config.top_k or -1,
-                          top_p=config.top_p, seed=config.seed * 1_000_003 + index, **common)
+    return SamplingParams(
+        n=config.num_samples,
+        temperature=config.temperature,
+        top_k=config.top_k or -1,
+        top_p=config.top_p,
+        seed=config.seed * 1_000_003 + index,
+        **common,
+    )
 
 
-def generate(model_path: str, tokenizer, prompts: list[list[int]], config, options: VLLMOptions,
-             progress: bool = False) -> list[list[list[int]]]:
+def generate(
+    model_path: str, tokenizer, prompts: list[list[int]], config, options: VLLMOptions, progress: bool = False
+) -> list[list[list[int]]]:
     """The sampled token ids of each prompt's continuations (EOS included when drawn); with
     `progress`, vLLM's own bar counts prompts (each with its N samples) as they finish."""
     from vllm.inputs import TokensPrompt
@@ -90,8 +105,10 @@ def generate(model_path: str, tokenizer, prompts: list[list[int]], config, optio
     params = [request_params(config, tokenizer.eos_token_id, index) for index in range(len(prompts))]
     outputs = llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in prompts], params, use_tqdm=progress)
     eos = tokenizer.eos_token_id
-    return [[_with_eos(list(sample.token_ids), sample.finish_reason, eos) for sample in output.outputs]
-            for output in outputs]
+    return [
+        [_with_eos(list(sample.token_ids), sample.finish_reason, eos) for sample in output.outputs]
+        for output in outputs
+    ]
 
 
 def _with_eos(tokens: list[int], finish_reason: str, eos: int) -> list[int]:

@@ -20,8 +20,15 @@ if __name__ == "__main__":
         raise DataError(f"{args.gold}: no gold answer for {len(missing)} sampled question(s), e.g. {missing[0]}")
     # Both graders' verdicts: `correct` / `answer_cluster` under grading.mode, `verdicts` under each.
     stats = GradingStats()
-    judged = judge_samples(samples, gold, args.params["timeout"], args.params["workers"], mode=args.params["mode"],
-                           every_mode=True, stats=stats)
+    judged = judge_samples(
+        samples,
+        gold,
+        args.params["timeout"],
+        args.params["workers"],
+        mode=args.params["mode"],
+        every_mode=True,
+        stats=stats,
+    )
     write_jsonl(args.out, judged)
     for mode in judged[0]["verdicts"] if judged else ():
         print(f"{sum(r['verdicts'][mode]['correct'] for r in judged)} of {len(judged)} samples correct ({mode})")

@@ -14,14 +14,26 @@ if __name__ == "__main__":
     p.add_argument("--out", required=True)
     args = p.parse_args()
     cli.setup(args)
-    easy_gold = {row["unique_id"]: row["answer"] for path in args.answers
-                 for row in read_jsonl(path, required=("unique_id", "answer"))}
+    easy_gold = {
+        row["unique_id"]: row["answer"]
+        for path in args.answers
+        for row in read_jsonl(path, required=("unique_id", "answer"))
+    }
     samples = read_jsonl(args.samples, required=("unique_id", "completion"))
     stats = GradingStats()
-    judged = judge_samples(samples, easy_gold, args.params["timeout"], args.params["workers"], cluster=False,
-                           mode=args.params["mode"], stats=stats)
+    judged = judge_samples(
+        samples,
+        easy_gold,
+        args.params["timeout"],
+        args.params["workers"],
+        cluster=False,
+        mode=args.params["mode"],
+        stats=stats,
+    )
     write_jsonl(args.out, judged)
     graded = [row["correct"] for row in judged if row["correct"] is not None]
-    print(f"graded {len(graded)} samples ({sum(graded)} correct); {len(judged) - len(graded)} samples without a gold answer")
+    print(
+        f"graded {len(graded)} samples ({sum(graded)} correct); {len(judged) - len(graded)} samples without a gold answer"
+    )
     print(f"grading ({args.params['mode']}): {stats.as_record()}")
     cli.finish(args, grading=stats.as_record())

@@ -16,7 +16,10 @@ if __name__ == "__main__":
         read_jsonl(args.prm), read_jsonl(args.orm), params["prm_fraction"], params["orm_fraction"], params["seed"]
     )
     write_jsonl(args.out, examples)
-    empty = {} if examples else {"empty_because": f"the mixture of {args.prm} and {args.orm} is empty (their"
-                                 " stats.json files say why)"}
+    empty = (
+        {}
+        if examples
+        else {"empty_because": f"the mixture of {args.prm} and {args.orm} is empty (their stats.json files say why)"}
+    )
     write_json(args.stats, {**evaluator_data.summarize(examples), **empty})
     cli.finish(args)

@@ -6,7 +6,9 @@ from easy2hard.io import read_jsonl, write_json, write_jsonl
 if __name__ == "__main__":
     p = cli.parser(__doc__)
     p.add_argument("--graded", required=True)
-    p.add_argument("--questions", required=True, nargs="+", help="the train problems graded (easy; the oracle adds hard)")
+    p.add_argument(
+        "--questions", required=True, nargs="+", help="the train problems graded (easy; the oracle adds hard)"
+    )
     p.add_argument("--out", required=True)
     p.add_argument("--stats", required=True)
     args = p.parse_args()
@@ -19,8 +21,14 @@ if __name__ == "__main__":
     kept, stats = evaluator_data.balance_orm(graded, args.params["max_ratio"], args.params["seed"])
     examples = [evaluator_data.orm_example(sample, problems[sample["unique_id"]]) for sample in kept]
     write_jsonl(args.out, examples)
-    write_json(args.stats, {"balancing": stats.__dict__, "reference_solutions": len(references),
-                            **evaluator_data.summarize(examples),
-                            **({} if examples else {"empty_because": stats.empty_because()})})
+    write_json(
+        args.stats,
+        {
+            "balancing": stats.__dict__,
+            "reference_solutions": len(references),
+            **evaluator_data.summarize(examples),
+            **({} if examples else {"empty_because": stats.empty_because()}),
+        },
+    )
     print(stats)
     cli.finish(args)

@@ -13,18 +13,24 @@ from easy2hard.io import read_jsonl, write_json, write_jsonl
 def human_labels(args, params):
     levels = prm800k_data.math_levels(args.math_files)
     # Test and validation problems never become training data, nor hard train ones (but for an oracle).
-    excluded = {r["problem"].strip() for path in args.excluded_questions for r in read_jsonl(path, required=("problem",))}
+    excluded = {
+        r["problem"].strip() for path in args.excluded_questions for r in read_jsonl(path, required=("problem",))
+    }
     records = [r for path in args.prm800k for r in prm800k_data.read_records(path)]
-    examples, counts = evaluator_data.prm800k_examples(records, levels, params["easy_levels"], excluded,
-                                                       ", ".join(args.prm800k))
+    examples, counts = evaluator_data.prm800k_examples(
+        records, levels, params["easy_levels"], excluded, ", ".join(args.prm800k)
+    )
     return examples, dict(counts), {}
 
 
 def labeller_labels(args, params):
     """Every distinct sampled solution of a supervised (easy) train question, its steps checked
     by the synthetic labeller, which refuses any problem outside the supervised levels."""
-    supervised = {row["unique_id"]: row for path in args.answers
-                  for row in read_jsonl(path, required=("unique_id", "problem", "level"))}
+    supervised = {
+        row["unique_id"]: row
+        for path in args.answers
+        for row in read_jsonl(path, required=("unique_id", "problem", "level"))
+    }
     graded = read_jsonl(args.graded, required=("unique_id", "completion"))
     examples, counts = evaluator_data.labeller_examples(graded, supervised, params["easy_levels"])
     return examples, dict(counts), {}
@@ -32,8 +38,16 @@ def labeller_labels(args, params):
 
 def automatic_labels(args, params):
     auto = params["auto"]
-    easy = {row["unique_id"]: row for path in args.answers for row in read_jsonl(path, required=("unique_id", "problem", "answer"))}
-    graded = [row for row in read_jsonl(args.graded, required=("unique_id", "completion", "correct")) if row["correct"] is not None]
+    easy = {
+        row["unique_id"]: row
+        for path in args.answers
+        for row in read_jsonl(path, required=("unique_id", "problem", "answer"))
+    }
+    graded = [
+        row
+        for row in read_jsonl(args.graded, required=("unique_id", "completion", "correct"))
+        if row["correct"] is not None
+    ]
     by_question = defaultdict(dict)
     for row in graded:  # distinct solutions per question
         by_question[row["unique_id"]].setdefault(row["completion"].strip(), row)
@@ -53,15 +67,23 @@ def automatic_labels(args, params):
             prompts.append(sampling.encode_prompt(tokenizer, easy[solution["unique_id"]]["problem"], prefix))
             owners.append((index, prefix))
     usage = sampling.BackendUsage()
-    continuations = list(sampling.generate(model, tokenizer, prompts, config, desc="rollouts", usage=usage,
-                                           model_path=args.policy))
+    continuations = list(
+        sampling.generate(model, tokenizer, prompts, config, desc="rollouts", usage=usage, model_path=args.policy)
+    )
     pairs = []
     for (index, prefix), group in zip(owners, continuations):
         gold = easy[needs_rollouts[index]["unique_id"]]["answer"]
         pairs += [(extract_answer(prefix + c["text"]), gold) for c in group]
     grading_stats = GradingStats()
-    verdicts = iter(grade_many(pairs, timeout=params["grading"]["timeout"], workers=params["grading"]["workers"],
-                               mode=params["grading"]["mode"], stats=grading_stats))
+    verdicts = iter(
+        grade_many(
+            pairs,
+            timeout=params["grading"]["timeout"],
+            workers=params["grading"]["workers"],
+            mode=params["grading"]["mode"],
+            stats=grading_stats,
+        )
+    )
     outcomes = defaultdict(list)
     for (index, _), group in zip(owners, continuations):
         outcomes[index].append([next(verdicts) for _ in group])
@@ -75,15 +97,21 @@ def automatic_labels(args, params):
             counts["solutions without steps"] += 1
             continue
         examples.append(evaluator_data.auto_prm_example(solution, problem, groups, auto["estimate"]))
-    counts.update(questions=len(questions), solutions=len(solutions), rolled_out=len(needs_rollouts), rollouts=len(pairs))
+    counts.update(
+        questions=len(questions), solutions=len(solutions), rolled_out=len(needs_rollouts), rollouts=len(pairs)
+    )
     return examples, dict(counts), {"sampling": usage.as_record(), "grading": grading_stats.as_record()}
 
 
 if __name__ == "__main__":
     p = cli.parser(__doc__)
     p.add_argument("--graded")
-    p.add_argument("--answers", nargs="*", default=[],
-                   help="rollouts: train problems whose gold answers label (easy; the oracle adds hard)")
+    p.add_argument(
+        "--answers",
+        nargs="*",
+        default=[],
+        help="rollouts: train problems whose gold answers label (easy; the oracle adds hard)",
+    )
     p.add_argument("--policy")
     p.add_argument("--prm800k", nargs="*", default=[], help="prm800k: PRM800K JSONL files")
     p.add_argument("--math-files", nargs="*", default=[])
@@ -97,6 +125,8 @@ if __name__ == "__main__":
     examples, counts, facts = sources[params["source"]](args, params)
     write_jsonl(args.out, examples)
     empty = {} if examples else {"empty_because": f"the {params['source']} label source gave no example ({counts})"}
-    write_json(args.stats, {"source": params["source"], "counts": counts, **evaluator_data.summarize(examples), **empty})
+    write_json(
+        args.stats, {"source": params["source"], "counts": counts, **evaluator_data.summarize(examples), **empty}
+    )
     print(counts, facts)
     cli.finish(args, **facts)

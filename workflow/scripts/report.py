@@ -36,16 +36,24 @@ from easy2hard.report import (
     OUTPUT_KEYS,
     Bootstrap,
     compute_metrics,
+    dataset_title,
     paired_comparisons,
     report_aggregations,
     supervision_gap,
-    dataset_title,
     write_report,
 )
 
-
-PARAM_KEYS = ("easy_levels", "num_draws", "seed", "bootstrap", "aggregations", "evaluator_aggregation", "grader",
-              "data_source", "huggingface_test_name")
+PARAM_KEYS = (
+    "easy_levels",
+    "num_draws",
+    "seed",
+    "bootstrap",
+    "aggregations",
+    "evaluator_aggregation",
+    "grader",
+    "data_source",
+    "huggingface_test_name",
+)
 BOOTSTRAP_KEYS = ("resamples", "confidence")
 
 
@@ -100,19 +108,28 @@ def report_settings(params: dict, provenance_path: str | None, sampled, greedy, 
         "seed": params["seed"],
         "aggregations": aggregations,
         "evaluator_aggregation": params["evaluator_aggregation"],
-        "bootstrap": {"resamples": bootstrap["resamples"], "confidence": bootstrap["confidence"], "seed": params["seed"],
-                      "unit": "problems of each group, paired across methods and policies"},
+        "bootstrap": {
+            "resamples": bootstrap["resamples"],
+            "confidence": bootstrap["confidence"],
+            "seed": params["seed"],
+            "unit": "problems of each group, paired across methods and policies",
+        },
         "ties": "broken by expectation (fraction of tied answers or samples that are correct)",
         "grader": params["grader"],
-        "graders": {"every n": params["grader"], "largest N only": [m for m in MODES if m != params["grader"]],
-                    "version": GRADER_VERSION},
+        "graders": {
+            "every n": params["grader"],
+            "largest N only": [m for m in MODES if m != params["grader"]],
+            "version": GRADER_VERSION,
+        },
         "inputs": {
             "sampled": {g: file_record(p) for g, p in sampled.items()},
             "greedy": {g: file_record(p) for g, p in greedy.items()},
             "scores": {g: {e: file_record(p) for e, p in by_e.items()} for g, by_e in scores.items()},
         },
-        "sampling": {g: {"sampled": sampling_backend(path), "greedy": sampling_backend(greedy[g]) if g in greedy else None}
-                     for g, path in sampled.items()},
+        "sampling": {
+            g: {"sampled": sampling_backend(path), "greedy": sampling_backend(greedy[g]) if g in greedy else None}
+            for g, path in sampled.items()
+        },
         "provenance_file": Path(provenance_path).name if provenance_path else None,
         # The key facts of the run, copied so report.md can cite them; the rest stays in provenance.json.
         "upstream": {key: upstream.get(key) for key in ("code_version", "grader_version") if key in upstream},
@@ -127,12 +144,17 @@ def check_params(parser: argparse.ArgumentParser, params: dict) -> None:
             parser.error(f"{where}: expected a JSON object, got {given!r}")
         missing, unknown = [k for k in keys if k not in given], [k for k in given if k not in keys]
         if missing or unknown:
-            parser.error(f"{where}: " + "; ".join([*(f"missing key {k!r}" for k in missing),
-                                                    *(f"unknown key {k!r}" for k in unknown)]) + f" (keys: {', '.join(keys)})")
+            parser.error(
+                f"{where}: "
+                + "; ".join([*(f"missing key {k!r}" for k in missing), *(f"unknown key {k!r}" for k in unknown)])
+                + f" (keys: {', '.join(keys)})"
+            )
     if params["grader"] not in MODES:
         parser.error(f"--params: grader must be one of {', '.join(MODES)}, got {params['grader']!r}")
     if not isinstance(params["evaluator_aggregation"], dict):
-        parser.error(f"--params: evaluator_aggregation must map evaluators to aggregations, got {params['evaluator_aggregation']!r}")
+        parser.error(
+            f"--params: evaluator_aggregation must map evaluators to aggregations, got {params['evaluator_aggregation']!r}"
+        )
 
 
 def in_report_order(evaluator_aggregation: dict[str, str], scores: dict[str, dict[str, str]]) -> dict[str, str]:
@@ -146,15 +168,35 @@ def in_report_order(evaluator_aggregation: dict[str, str], scores: dict[str, dic
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = cli.parser(__doc__)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--sampled", nargs="+", required=True, metavar="GEN=PATH",
-                        help="evaluated test samples of each generator (JSONL)")
-    parser.add_argument("--greedy", nargs="+", required=True, metavar="GEN=PATH",
-                        help="evaluated greedy test solutions of each generator (JSONL)")
-    parser.add_argument("--scores", nargs="*", default=[], metavar="GEN:EVALUATOR=PATH",
-                        help="evaluator scores of each generator's test samples (JSONL)")
+    parser.add_argument(
+        "--sampled",
+        nargs="+",
+        required=True,
+        metavar="GEN=PATH",
+        help="evaluated test samples of each generator (JSONL)",
+    )
+    parser.add_argument(
+        "--greedy",
+        nargs="+",
+        required=True,
+        metavar="GEN=PATH",
+        help="evaluated greedy test solutions of each generator (JSONL)",
+    )
+    parser.add_argument(
+        "--scores",
+        nargs="*",
+        default=[],
+        metavar="GEN:EVALUATOR=PATH",
+        help="evaluator scores of each generator's test samples (JSONL)",
+    )
     parser.add_argument("--provenance", help="the run's provenance.json (cited in report.md)")
-    parser.add_argument("--out", nargs="+", required=True, metavar="KEY=PATH",
-                        help=f"where each output goes; keys: {', '.join(OUTPUT_KEYS)} (the report rule's output names)")
+    parser.add_argument(
+        "--out",
+        nargs="+",
+        required=True,
+        metavar="KEY=PATH",
+        help=f"where each output goes; keys: {', '.join(OUTPUT_KEYS)} (the report rule's output names)",
+    )
     args = parser.parse_args(argv)
     args.sampled = cli.key_paths(args.sampled, "--sampled", "GEN=PATH")
     args.greedy = cli.key_paths(args.greedy, "--greedy", "GEN=PATH")
@@ -177,9 +219,19 @@ def main(argv: list[str] | None = None) -> int:
         settings = report_settings(params, args.provenance, sampled, greedy, scores, args.aggregations)
         bootstrap = Bootstrap(params["bootstrap"]["resamples"], params["seed"], params["bootstrap"]["confidence"])
         per_problem = {}
-        df = compute_metrics(sampled, greedy, params["easy_levels"], params["num_draws"], params["seed"], scores,
-                             args.aggregations, params["grader"], [m for m in MODES if m != params["grader"]], bootstrap,
-                             per_problem)
+        df = compute_metrics(
+            sampled,
+            greedy,
+            params["easy_levels"],
+            params["num_draws"],
+            params["seed"],
+            scores,
+            args.aggregations,
+            params["grader"],
+            [m for m in MODES if m != params["grader"]],
+            bootstrap,
+            per_problem,
+        )
         comparisons = paired_comparisons(per_problem, bootstrap, params["evaluator_aggregation"], BASELINE)
         gap = supervision_gap(per_problem, bootstrap, params["evaluator_aggregation"], BASELINE)
         write_report(df, args.out, settings, comparisons, gap)

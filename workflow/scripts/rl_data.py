@@ -23,13 +23,21 @@ if __name__ == "__main__":
     cli.setup(args)
     config_class, select = SELECT[args.algorithm]
     config = from_dict(config_class, args.params["selection"], f"rl.{args.algorithm}")
-    problems = {q["unique_id"]: q["problem"] for path in args.questions for q in read_jsonl(path, required=("unique_id", "problem"))}
+    problems = {
+        q["unique_id"]: q["problem"]
+        for path in args.questions
+        for q in read_jsonl(path, required=("unique_id", "problem"))
+    }
     samples = read_jsonl(args.graded, required=("unique_id", "level", "sample_index", "completion"))
     scores = read_step_scores(args.scores)
-    missing = [(s["unique_id"], s["sample_index"]) for s in samples if (s["unique_id"], s["sample_index"]) not in scores]
+    missing = [
+        (s["unique_id"], s["sample_index"]) for s in samples if (s["unique_id"], s["sample_index"]) not in scores
+    ]
     if missing:
-        raise DataError(f"{args.scores}: no scores for {len(missing)} of the {len(samples)} samples in {args.graded}"
-                        f" (first: question {missing[0][0]!r} sample {missing[0][1]})")
+        raise DataError(
+            f"{args.scores}: no scores for {len(missing)} of the {len(samples)} samples in {args.graded}"
+            f" (first: question {missing[0][0]!r} sample {missing[0][1]})"
+        )
     rows, stats = select(samples, scores, args.params["easy_levels"], config)
     write_jsonl(args.out, ({**row, "problem": problems[row["unique_id"]]} for row in rows))
     write_json(args.stats, stats)

@@ -5,7 +5,9 @@ from easy2hard import cli, rl_report
 
 if __name__ == "__main__":
     p = cli.parser(__doc__)
-    p.add_argument("--greedy", nargs="+", required=True, help="ALGORITHM:ROUND=results/eval/<generator>/valid.greedy.jsonl")
+    p.add_argument(
+        "--greedy", nargs="+", required=True, help="ALGORITHM:ROUND=results/eval/<generator>/valid.greedy.jsonl"
+    )
     p.add_argument("--sampled", nargs="+", required=True, help="ALGORITHM:ROUND=results/eval/<generator>/valid.jsonl")
     p.add_argument("--models", nargs="*", default=[], help="ALGORITHM:ROUND=results/models/<generator>")
     p.add_argument("--out-csv", required=True)

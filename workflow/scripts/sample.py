@@ -24,7 +24,16 @@ if __name__ == "__main__":
         context = formats.format_exemplars(exemplars)
         icl = {"icl": {"k": k, "seed": seed, "exemplars": [e["unique_id"] for e in exemplars]}}
         print(f"in-context baseline: {k} exemplars ({', '.join(icl['icl']['exemplars'])})")
-    count, usage = sampling.sample_in_shards(model, tokenizer, questions, config, args.out, args.params["shard_questions"],
-                                             provenance.fingerprint(args.model), context, model_path=args.model)
+    count, usage = sampling.sample_in_shards(
+        model,
+        tokenizer,
+        questions,
+        config,
+        args.out,
+        args.params["shard_questions"],
+        provenance.fingerprint(args.model),
+        context,
+        model_path=args.model,
+    )
     print(f"wrote {count} samples for {len(questions)} questions; back end: {usage.as_record()['backend']}")
     cli.finish(args, sampling=usage.as_record(), **icl)

@@ -14,14 +14,22 @@ if __name__ == "__main__":
     device, dtype = modeling.device_and_dtype()
     model, tokenizer = evaluator.load_backbone(args.evaluator, dtype=dtype)
     model.to(device).eval()
-    problems = {row["unique_id"]: row["problem"] for path in args.questions for row in read_jsonl(path, required=("unique_id", "problem"))}
+    problems = {
+        row["unique_id"]: row["problem"]
+        for path in args.questions
+        for row in read_jsonl(path, required=("unique_id", "problem"))
+    }
     samples = read_jsonl(args.samples, required=("unique_id", "sample_index", "completion"))
     solutions = [
         {"problem": problems[s["unique_id"]], "completion": s["completion"], "finished": s.get("finished", True)}
         for s in samples
     ]
-    scores = evaluator.score_solutions(model, tokenizer, solutions, args.params["batch_size"],
-                                      args.params["max_tokens"], progress=True)
-    rows = ({"unique_id": s["unique_id"], "sample_index": s["sample_index"], "step_scores": sc} for s, sc in zip(samples, scores))
+    scores = evaluator.score_solutions(
+        model, tokenizer, solutions, args.params["batch_size"], args.params["max_tokens"], progress=True
+    )
+    rows = (
+        {"unique_id": s["unique_id"], "sample_index": s["sample_index"], "step_scores": sc}
+        for s, sc in zip(samples, scores)
+    )
     print(f"scored {write_jsonl(args.out, rows)} solutions")
     cli.finish(args)

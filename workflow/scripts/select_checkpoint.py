@@ -20,7 +20,9 @@ def greedy_accuracy(model_dir, questions, gold, params) -> float:
     samples = list(sampling.sample_solutions(model, tokenizer, questions, config, progress=False, model_path=model_dir))
     vllm_backend.close_all()  # one candidate's vLLM engine at a time (each holds its weights and KV cache)
     grading = params["grading"]
-    judged = judge_samples(samples, gold, grading["timeout"], grading["workers"], mode=grading["mode"], stats=GradingStats())
+    judged = judge_samples(
+        samples, gold, grading["timeout"], grading["workers"], mode=grading["mode"], stats=GradingStats()
+    )
     return sum(bool(row["correct"]) for row in judged) / len(judged)
 
 
@@ -39,7 +41,9 @@ if __name__ == "__main__":
     manifest = json.loads((Path(args.snapshots) / "snapshots.json").read_text())
     folders = {step: f"{args.snapshots}/step_{step:06d}" for step in manifest["steps"]}
     folders[manifest["final_step"]] = args.final
-    accuracies = {step: greedy_accuracy(folder, questions, gold, args.params) for step, folder in sorted(folders.items())}
+    accuracies = {
+        step: greedy_accuracy(folder, questions, gold, args.params) for step, folder in sorted(folders.items())
+    }
     chosen = ppo.best_checkpoint(accuracies)
     with atomic_output(args.out, directory=True) as tmp:
         shutil.copytree(folders[chosen], tmp, dirs_exist_ok=True)
@@ -48,6 +52,8 @@ if __name__ == "__main__":
         writer.writerow(["step", "folder", "valid_greedy_accuracy", "chosen"])
         for step, accuracy in accuracies.items():
             writer.writerow([step, folders[step], f"{accuracy:.4f}", step == chosen])
-    print(f"chosen: step {chosen} of {sorted(accuracies)} (greedy validation accuracy {accuracies[chosen]:.3f}, "
-          "selected with hard validation gold)")
+    print(
+        f"chosen: step {chosen} of {sorted(accuracies)} (greedy validation accuracy {accuracies[chosen]:.3f}, "
+        "selected with hard validation gold)"
+    )
     cli.finish(args)

@@ -15,11 +15,17 @@ def reference_examples(paths, tokenizer, max_length):
 
 def prm800k_examples(args, tokenizer, max_length):
     levels = prm800k_data.math_levels(args.math_files)
-    excluded = {r["problem"].strip() for path in args.excluded_questions for r in read_jsonl(path, required=("problem",))}
+    excluded = {
+        r["problem"].strip() for path in args.excluded_questions for r in read_jsonl(path, required=("problem",))
+    }
     records = [r for path in args.prm800k for r in prm800k_data.read_records(path)]
-    rows, counts = prm800k_data.sft_rows(records, levels, args.params["prm800k_levels"], excluded, ", ".join(args.prm800k))
-    examples = [training.continuation_example(r["problem"], r["context"], r["target"], r["final"], tokenizer, max_length)
-                for r in rows]
+    rows, counts = prm800k_data.sft_rows(
+        records, levels, args.params["prm800k_levels"], excluded, ", ".join(args.prm800k)
+    )
+    examples = [
+        training.continuation_example(r["problem"], r["context"], r["target"], r["final"], tokenizer, max_length)
+        for r in rows
+    ]
     return examples, dict(counts)
 
 
@@ -29,8 +35,12 @@ if __name__ == "__main__":
     p.add_argument("--data", nargs="+", help="SFT rows: problem, steps, answer (easy; the oracle adds hard)")
     p.add_argument("--prm800k", nargs="+", help="PRM800K JSONL (instead of --data)")
     p.add_argument("--math-files", nargs="*", default=[], help="--prm800k: MATH files giving each problem's level")
-    p.add_argument("--excluded-questions", nargs="*", default=[],
-                   help="--prm800k: questions never trained on (test, validation; hard train unless an oracle)")
+    p.add_argument(
+        "--excluded-questions",
+        nargs="*",
+        default=[],
+        help="--prm800k: questions never trained on (test, validation; hard train unless an oracle)",
+    )
     p.add_argument("--stats", help="--data from a data stage (ReST-EM): its counts, which say why it is empty")
     p.add_argument("--out", required=True)
     args = p.parse_args()
@@ -48,7 +58,11 @@ if __name__ == "__main__":
         examples, counts = reference_examples(args.data, tokenizer, config.max_length)
     examples = training.drop_too_long(examples, ", ".join(args.data or args.prm800k), config.max_length, args.stats)
     module, history = training.train(
-        model, examples, config, tokenizer.pad_token_id, checkpoint_dir=training.checkpoint_dir_for(args.out),
+        model,
+        examples,
+        config,
+        tokenizer.pad_token_id,
+        checkpoint_dir=training.checkpoint_dir_for(args.out),
         tracker=training.tracker_for(config, args.out),
     )
     training.save_model(module, tokenizer, args.out, history, config, {"num_examples": len(examples), **counts})

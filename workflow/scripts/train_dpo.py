@@ -25,10 +25,20 @@ if __name__ == "__main__":
     references = dpo.reference_logps(model, kept, tokenizer.pad_token_id, dpo_config, config.micro_batch_size)
     kept = [{**example, "ref_logps": ref} for example, ref in zip(kept, references)]
     module, history = training.train(
-        model, kept, config, tokenizer.pad_token_id, loss_fn=dpo.loss_fn(dpo_config), collate_fn=dpo.collate_pairs,
-        checkpoint_dir=training.checkpoint_dir_for(args.out), tracker=training.tracker_for(config, args.out, {"dpo": args.params["dpo"]}),
+        model,
+        kept,
+        config,
+        tokenizer.pad_token_id,
+        loss_fn=dpo.loss_fn(dpo_config),
+        collate_fn=dpo.collate_pairs,
+        checkpoint_dir=training.checkpoint_dir_for(args.out),
+        tracker=training.tracker_for(config, args.out, {"dpo": args.params["dpo"]}),
     )
-    training.save_model(module, tokenizer, args.out, history, config, {"dpo": args.params["dpo"], "num_pairs": len(kept)})
+    training.save_model(
+        module, tokenizer, args.out, history, config, {"dpo": args.params["dpo"], "num_pairs": len(kept)}
+    )
     last = history[-1]
-    print(f"{len(history)} steps on {len(kept)} pairs; final loss {last['loss']:.4f}, reward accuracy {last['reward_accuracy']:.2f}")
+    print(
+        f"{len(history)} steps on {len(kept)} pairs; final loss {last['loss']:.4f}, reward accuracy {last['reward_accuracy']:.2f}"
+    )
     cli.finish(args)

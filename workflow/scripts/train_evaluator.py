@@ -23,9 +23,16 @@ if __name__ == "__main__":
     examples = [evaluator.training_example(row, tokenizer, config.max_length, label_tokens) for row in rows]
     kept = training.drop_too_long(examples, args.data, config.max_length, args.stats)
     module, history = training.train(
-        model, kept, config, tokenizer.pad_token_id, loss_fn=evaluator.bce_loss,
-        checkpoint_dir=training.checkpoint_dir_for(args.out), tracker=training.tracker_for(config, args.out),
+        model,
+        kept,
+        config,
+        tokenizer.pad_token_id,
+        loss_fn=evaluator.bce_loss,
+        checkpoint_dir=training.checkpoint_dir_for(args.out),
+        tracker=training.tracker_for(config, args.out),
     )
-    training.save_model(module, tokenizer, args.out, history, config, {"label_tokens": label_tokens, "num_examples": len(kept)})
+    training.save_model(
+        module, tokenizer, args.out, history, config, {"label_tokens": label_tokens, "num_examples": len(kept)}
+    )
     print(f"{len(history)} steps on {len(kept)} examples; final loss {history[-1]['loss']:.4f}")
     cli.finish(args)
