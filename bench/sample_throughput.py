@@ -215,7 +215,10 @@ def main():
         f"prompts ~{args.prompt_len} tokens | {args.new_tokens} new tokens | roofline at {args.bandwidth_tbs} TB/s | "
         f"torch {torch.__version__}"
     )
-    header = f"{'shape':<16}{'seqs':>6}{'hf tok/s':>12}{'engine tok/s':>14}{'ratio':>8}{'hf %roof':>10}{'eng %roof':>11}  engine"
+    header = (
+        f"{'shape':<16}{'seqs':>6}{'hf tok/s':>12}{'engine tok/s':>14}{'ratio':>8}{'hf %roof':>10}{'eng %roof':>11}"
+        "  engine"
+    )
     print(header)
     print("-" * len(header))
     for shape in shapes:
@@ -240,8 +243,8 @@ def main():
             hf_rate, engine_rate = hf_tokens / hf_seconds, engine_tokens / engine_seconds
             stats = runner.stats
             detail = (
-                f"compile={'on' if runner.compile else 'off'} prefilled {stats.prefilled_prompts}/{len(prompts)} prompts, "
-                f"slot use {stats.utilization:.0%}"
+                f"compile={'on' if runner.compile else 'off'} prefilled {stats.prefilled_prompts}/{len(prompts)}"
+                f" prompts, slot use {stats.utilization:.0%}"
             )
             print(
                 f"{shape:<16}{sequences:>6}{hf_rate:>12,.0f}{engine_rate:>14,.0f}{engine_rate / hf_rate:>7.2f}x"
@@ -258,10 +261,11 @@ def main():
                 vllm_rate = vllm_tokens / vllm_seconds
                 print(
                     f"{'':<16}{'':>6}  vllm {vllm_rate:,.0f} tok/s ({vllm_rate / hf_rate:.2f}x hf, "
-                    f"{vllm_rate / engine_rate:.2f}x engine, {vllm_rate / roof:.1%} roof); model load {load_seconds:.1f} s",
+                    f"{vllm_rate / engine_rate:.2f}x engine, {vllm_rate / roof:.1%} roof);"
+                    f" model load {load_seconds:.1f} s",
                     flush=True,
                 )
-        del model, llm
+        model = llm = None  # free this shape's memory before the next one is built
         if device.type == "cuda":
             torch.cuda.empty_cache()
 

@@ -262,7 +262,7 @@ def main() -> None:
             str(args.warmup_steps),
         ] + (["--gradient-checkpointing"] if args.gradient_checkpointing else [])
         output = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-        line = next((l for l in output.stdout.splitlines() if l.startswith("RESULT ")), None)
+        line = next((text for text in output.stdout.splitlines() if text.startswith("RESULT ")), None)
         if line is None:
             sys.exit(f"{variant} failed:\n{output.stderr[-4000:]}")
         results[variant] = json.loads(line[len("RESULT ") :])

@@ -86,7 +86,8 @@ from easy2hard import evaluator, formats, modeling, synthetic, training
 torch.set_num_threads(1)
 train, _ = synthetic.generate_splits(40, 10, 0)
 tok = modeling.train_tokenizer([formats.format_prompt(r["problem"]) + r["solution"] for r in train], 400)
-ex = [training.sft_example(r["problem"], formats.split_reference_solution(r["solution"]), r["answer"], tok, 512) for r in train]
+ex = [training.sft_example(r["problem"], formats.split_reference_solution(r["solution"]), r["answer"], tok, 512)
+      for r in train]
 """
 LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 

@@ -308,7 +308,10 @@ def test_bce_loss_by_hand():
     }
     model = FixedLogits(logits)
     loss = evaluator.bce_loss(model, batch)
-    sigmoid = lambda x: 1 / (1 + math.exp(-x))
+
+    def sigmoid(x):
+        return 1 / (1 + math.exp(-x))
+
     terms = [
         -math.log(sigmoid(x)) * y - math.log(1 - sigmoid(x)) * (1 - y)
         for row_x, row_y in zip(logits, labels)

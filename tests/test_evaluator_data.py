@@ -544,7 +544,10 @@ def test_mix_fractions_and_membership(prm_fraction, orm_fraction):
 
 def test_mix_is_seeded_and_shuffled():
     prm, orm = labelled("prm", 20, "p"), labelled("orm", 20, "o")
-    ids = lambda seed: [e["unique_id"] for e in evaluator_data.mix(prm, orm, 0.5, 0.5, seed)]
+
+    def ids(seed):
+        return [e["unique_id"] for e in evaluator_data.mix(prm, orm, 0.5, 0.5, seed)]
+
     assert ids(3) == ids(3)
     assert ids(3) != ids(4)
     kinds = [e["kind"] for e in evaluator_data.mix(prm, orm, 1.0, 1.0, 3)]

@@ -94,8 +94,8 @@ def test_best_of_n_uses_the_subsets_of_maj_at_k(random_questions, k):
 
 
 def brute_force_auc(scores, labels):
-    positives = [s for s, l in zip(scores, labels) if l]
-    negatives = [s for s, l in zip(scores, labels) if not l]
+    positives = [s for s, positive in zip(scores, labels) if positive]
+    negatives = [s for s, positive in zip(scores, labels) if not positive]
     wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in itertools.product(positives, negatives))
     return wins / (len(positives) * len(negatives))
 
@@ -104,7 +104,7 @@ def brute_force_auc(scores, labels):
 @given(st.lists(st.tuples(st.integers(0, 6), st.booleans()), min_size=2, max_size=40))
 def test_roc_auc_matches_pairwise_count(pairs):
     scores = [s / 6 for s, _ in pairs]
-    labels = [l for _, l in pairs]
+    labels = [label for _, label in pairs]
     if all(labels) or not any(labels):
         assert roc_auc(scores, labels) is None
     else:

@@ -102,7 +102,8 @@ from easy2hard import formats, modeling, synthetic, training
 torch.manual_seed(0); torch.set_num_threads(1)
 train, _ = synthetic.generate_splits(40, 10, 0)
 tok = modeling.train_tokenizer([formats.format_prompt(r["problem"]) + r["solution"] for r in train], 400)
-ex = [training.sft_example(r["problem"], formats.split_reference_solution(r["solution"]), r["answer"], tok, 512) for r in train]
+ex = [training.sft_example(r["problem"], formats.split_reference_solution(r["solution"]), r["answer"], tok, 512)
+      for r in train]
 slow = sys.argv[1] == "slow"
 def loss(model, batch):
     if slow:
@@ -150,11 +151,13 @@ def crash(model, batch):
 ref, _ = training.train(modeling.build_tiny_llama(tok, {shape!r}, 0), ex, cfg(), tok.pad_token_id)
 ref = {{k: v.clone() for k, v in ref.state_dict().items()}}
 try:
-    training.train(modeling.build_tiny_llama(tok, {shape!r}, 0), ex, cfg(), tok.pad_token_id, loss_fn=crash, checkpoint_dir=sys.argv[1])
+    training.train(modeling.build_tiny_llama(tok, {shape!r}, 0), ex, cfg(), tok.pad_token_id, loss_fn=crash,
+                   checkpoint_dir=sys.argv[1])
 except KeyboardInterrupt:
     pass
 assert training.latest_checkpoint(sys.argv[1]) == "step-6"
-res, _ = training.train(modeling.build_tiny_llama(tok, {shape!r}, 1), ex, cfg(), tok.pad_token_id, checkpoint_dir=sys.argv[1])
+res, _ = training.train(modeling.build_tiny_llama(tok, {shape!r}, 1), ex, cfg(), tok.pad_token_id,
+                        checkpoint_dir=sys.argv[1])
 print("MAXDIFF", max((ref[k] - v).abs().max().item() for k, v in res.state_dict().items()))
 """
 

@@ -187,7 +187,8 @@ def test_sequence_logps_match_log_softmax(tiny):
         total = dpo.sequence_logps(model, batch, average=False).item()
         mean = dpo.sequence_logps(model, batch, average=True).item()
         logits = model(input_ids=batch["input_ids"]).logits[0].log_softmax(-1)
-    ids, prompt_len = example["input_ids"], len(example["input_ids"]) - sum(l != -100 for l in example["labels"])
+    ids = example["input_ids"]
+    prompt_len = len(ids) - sum(label != -100 for label in example["labels"])
     expected = sum(logits[t - 1, ids[t]].item() for t in range(prompt_len, len(ids)))
     assert total == pytest.approx(expected, rel=1e-5)
     assert mean == pytest.approx(expected / (len(ids) - prompt_len), rel=1e-5)

@@ -34,7 +34,7 @@ def run(label, script, params, *args, out):
         text=True,
         env=ENV,
     )
-    lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
+    lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
     msg = lines[-1] if lines else r.stdout.strip().splitlines()[-1]
     left = sorted(p.name for p in work.iterdir() if p.name.startswith(Path(out).name))
     print(f"- {label}: exit {r.returncode}; `{msg.replace(str(work) + '/', '')}`; outputs left: {left or 'none'}")
@@ -210,5 +210,5 @@ for label, text in [
         capture_output=True,
         text=True,
     )
-    msg = [l for l in (r.stdout + r.stderr).splitlines() if "field" in l]
+    msg = [line for line in (r.stdout + r.stderr).splitlines() if "field" in line]
     print(f"- {label}: exit {r.returncode}; `{msg[0].strip() if msg else '?'}`")

@@ -33,7 +33,8 @@ def key_paths(
     if keys is not None and set(pairs) != set(keys):
         raise SystemExit(
             f"{option}: expected exactly the keys {', '.join(keys)}; missing: "
-            f"{', '.join(k for k in keys if k not in pairs) or '-'}; unknown: {', '.join(k for k in pairs if k not in keys) or '-'}"
+            f"{', '.join(k for k in keys if k not in pairs) or '-'}; "
+            f"unknown: {', '.join(k for k in pairs if k not in keys) or '-'}"
         )
     return pairs
 

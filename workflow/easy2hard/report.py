@@ -747,7 +747,8 @@ def _sampling_backends(settings: dict) -> list[str]:
         return []
     described = "; ".join(f"{g} {kind}: {record['backend']}" for (g, kind), record in records.items())
     lines = [
-        f"Sampling back end of the test solutions (engine: `easy2hard.engine`; hf: transformers `generate`): {described}."
+        "Sampling back end of the test solutions (engine: `easy2hard.engine`; hf: transformers `generate`): "
+        f"{described}."
     ]
     unexpected = sorted({f["reason"] for record in records.values() for f in record["fallbacks"] if not f["expected"]})
     if unexpected:

@@ -146,7 +146,8 @@ def engine_mode(config: SamplingConfig) -> str:
     mode = config.engine or os.environ.get("EASY2HARD_SAMPLING_ENGINE") or "auto"
     if mode not in ENGINE_MODES:
         raise ValueError(
-            f"config: field 'sampling.engine' (or $EASY2HARD_SAMPLING_ENGINE): {mode!r} is not one of {list(ENGINE_MODES)}"
+            f"config: field 'sampling.engine' (or $EASY2HARD_SAMPLING_ENGINE): {mode!r} is not one of "
+            f"{list(ENGINE_MODES)}"
         )
     return mode
 

@@ -33,7 +33,8 @@ if __name__ == "__main__":
     write_jsonl(args.out, judged)
     graded = [row["correct"] for row in judged if row["correct"] is not None]
     print(
-        f"graded {len(graded)} samples ({sum(graded)} correct); {len(judged) - len(graded)} samples without a gold answer"
+        f"graded {len(graded)} samples ({sum(graded)} correct); "
+        f"{len(judged) - len(graded)} samples without a gold answer"
     )
     print(f"grading ({args.params['mode']}): {stats.as_record()}")
     cli.finish(args, grading=stats.as_record())

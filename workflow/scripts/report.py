@@ -8,8 +8,9 @@ data.huggingface.test_name: the dataset's name in titles, report.dataset_title).
 
 Example:
     python workflow/scripts/report.py \\
-        --params '{"aggregations": ["min", "prod", "last", "mean"], "bootstrap": {"confidence": 0.95, "resamples": 1000},
-                   "data_source": "math_jsonl", "huggingface_test_name": "HuggingFaceH4/MATH-500", "easy_levels": [1, 2, 3],
+        --params '{"aggregations": ["min", "prod", "last", "mean"],
+                   "bootstrap": {"confidence": 0.95, "resamples": 1000}, "data_source": "math_jsonl",
+                   "huggingface_test_name": "HuggingFaceH4/MATH-500", "easy_levels": [1, 2, 3],
                    "evaluator_aggregation": {"orm": "last", "prm": "min"}, "grader": "lenient", "num_draws": 100,
                    "seed": 0}' \\
         --sampled sft=results/eval/sft/test.jsonl --greedy sft=results/eval/sft/test.greedy.jsonl \\
@@ -153,7 +154,8 @@ def check_params(parser: argparse.ArgumentParser, params: dict) -> None:
         parser.error(f"--params: grader must be one of {', '.join(MODES)}, got {params['grader']!r}")
     if not isinstance(params["evaluator_aggregation"], dict):
         parser.error(
-            f"--params: evaluator_aggregation must map evaluators to aggregations, got {params['evaluator_aggregation']!r}"
+            "--params: evaluator_aggregation must map evaluators to aggregations, "
+            f"got {params['evaluator_aggregation']!r}"
         )
 
 

@@ -39,6 +39,7 @@ if __name__ == "__main__":
     )
     last = history[-1]
     print(
-        f"{len(history)} steps on {len(kept)} pairs; final loss {last['loss']:.4f}, reward accuracy {last['reward_accuracy']:.2f}"
+        f"{len(history)} steps on {len(kept)} pairs; final loss {last['loss']:.4f}, "
+        f"reward accuracy {last['reward_accuracy']:.2f}"
     )
     cli.finish(args)
