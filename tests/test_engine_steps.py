@@ -208,6 +208,26 @@ def test_shift_cache_moves_the_live_region_to_the_front():
 # -------------------------------------------------------------------------- model steps, tiny model
 
 
+PROMPTS = [[1, 5, 9], [1, 7], [1, 3, 4, 6]]
+
+
+def greedy_plan(num_samples: int) -> RunPlan:
+    """Four slots, greedy, 4 new tokens: PROMPTS fit with room to decode (cache length 10)."""
+    params = SamplingParams(max_new_tokens=4, eos_token_id=None, greedy=True)
+    return RunPlan(
+        prompts=PROMPTS,
+        num_samples=num_samples,
+        params=params,
+        pad_id=PAD,
+        slots=4,
+        refill_min=1,
+        max_prompt=4,
+        slack=2,
+        length=10,
+        capacity=10,
+    )
+
+
 @pytest.fixture(scope="module")
 def tiny_engine():
     config = LlamaConfig(
@@ -229,20 +249,8 @@ def tiny_engine():
 def test_refill_and_decode_one_token_match_a_full_forward(tiny_engine):
     """Greedy: a refill's first tokens and a decode step's next tokens are the argmax of the
     model's logits over the prompt (and its first token)."""
-    prompts = [[1, 5, 9], [1, 7], [1, 3, 4, 6]]
-    params = SamplingParams(max_new_tokens=4, eos_token_id=None, greedy=True)
-    plan = RunPlan(
-        prompts=prompts,
-        num_samples=2,
-        params=params,
-        pad_id=PAD,
-        slots=4,
-        refill_min=1,
-        max_prompt=4,
-        slack=2,
-        length=10,
-        capacity=10,
-    )
+    prompts = PROMPTS
+    plan = greedy_plan(num_samples=2)
     state = SlotState.empty(4, 4, PAD, plan.max_prompt, "cpu")
     queue, generator = JobQueue(len(prompts), 2), torch.Generator().manual_seed(0)
     tiny_engine.stats = EngineStats(slots=4)
@@ -267,20 +275,7 @@ def test_refill_and_decode_one_token_match_a_full_forward(tiny_engine):
 
 
 def test_refill_splits_prompts_into_prefill_chunks(tiny_engine):
-    prompts = [[1, 5, 9], [1, 7], [1, 3, 4, 6]]
-    params = SamplingParams(max_new_tokens=4, eos_token_id=None, greedy=True)
-    plan = RunPlan(
-        prompts=prompts,
-        num_samples=1,
-        params=params,
-        pad_id=PAD,
-        slots=4,
-        refill_min=1,
-        max_prompt=4,
-        slack=2,
-        length=10,
-        capacity=10,
-    )
+    plan = greedy_plan(num_samples=1)
     state = SlotState.empty(4, 4, PAD, plan.max_prompt, "cpu")
     tiny_engine.stats = EngineStats(slots=4)
     with torch.inference_mode():
