@@ -693,12 +693,19 @@ def test_every_output_records_its_provenance(tiny_run):
         if "/value/" not in str(p)
     ]
     files += list((results / "evaluators").glob("*/train.jsonl")) + list((results / "evaluators").glob("*/stats.json"))
+    # The split's files: each named by prepare_data's rule, each with its own record.
+    files += [
+        p
+        for folder in ("data", "gold", "oracle")
+        for p in (results / folder).glob("*.json*")
+        if not p.name.endswith(".provenance.json")
+    ]
     assert len(files) > 30
     for path in files:
         record = json.loads(path.with_name(path.name + ".provenance.json").read_text())
         assert record["code_version"] and record["libraries"]["torch"] and "config" in record, path
     folders = [p for p in (results / "models").iterdir()] + list((results / "evaluators").glob("*/model"))
-    folders += [results / "data", results / "gold", results / "rl/ppo_r1/value"]
+    folders += [results / "rl/ppo_r1/value"]
     for folder in folders:
         record = json.loads((folder / "provenance.json").read_text())
         assert record["command"] and record["grader_version"], folder
