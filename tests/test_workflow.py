@@ -710,7 +710,7 @@ def test_every_output_records_its_provenance(tiny_run):
         record = json.loads((folder / "provenance.json").read_text())
         assert record["command"] and record["grader_version"], folder
     sft = json.loads((results / "models/sft/provenance.json").read_text())
-    assert sft["config"]["seed"] == 42 and "results/models/base" in sft["inputs"]["base"]
+    assert sft["config"]["train"]["seed"] == 42 and "results/models/base" in sft["inputs"]["base"]
     assert not list(results.rglob("*.shards")) and not list(results.rglob("*.checkpoints"))
 
 
