@@ -62,6 +62,7 @@ def prepare(label, train_rows, test_rows):
         "valid_size": 0,
         "seed": 0,
         "min_step_chars": 40,
+        "subset": None,
     }
     run(label, "prepare_data.py", params, *prepare_outputs(), out=str(work / "data"))
 
@@ -76,6 +77,7 @@ params = {
     "valid_size": 0,
     "seed": 0,
     "min_step_chars": 40,
+    "subset": None,
 }
 run("MATH train file with a non-UTF-8 byte", "prepare_data.py", params, *prepare_outputs(), out=str(work / "data"))
 prepare("test row with level null", [good_math], [{**good_math, "unique_id": "t/1", "level": None}])

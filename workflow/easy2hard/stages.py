@@ -9,12 +9,12 @@ A table entry maps a param name to a config key (a dotted path) or to a literal 
 oracles' levels). A dotted param name nests (`ppo.aggregation`); `*` spreads a section's keys into
 the params; a list of keys merges their sections, later ones over earlier ones. After a key, `-name`
 drops and `+name` keeps only that key of the section; `{split}` and `{kind}` are filled from the
-job's wildcards; a trailing `?` reads a missing key as {}.
+job's wildcards.
 """
 
 from __future__ import annotations
 
-import json
+import copy
 import sys
 
 from easy2hard.metrics import LEVELS
@@ -29,9 +29,8 @@ _SAMPLER = {
     "sampling.vllm.tensor_parallel_size": "compute.inference_gpus",
 }
 _SAMPLE = {
-    "sampling": "sampling -num_samples -shard_questions",
+    **_SAMPLER,
     "sampling.num_samples": "sampling.num_samples.{split}",
-    "sampling.vllm.tensor_parallel_size": "compute.inference_gpus",
     "shard_questions": "sampling.shard_questions",
 }
 # Greedy decoding depends on these only: changing the temperature or N does not re-run it.
@@ -62,7 +61,7 @@ STAGE_PARAMS: dict[str, dict[str, object]] = {
     "oprm_data": {SPREAD: "evaluators.oprm -train"},
     # evaluators.train with the kind's own overrides; an oracle (<kind>_full) trains like its kind.
     "train_evaluator": {
-        "train": ["evaluators.train", "evaluators.{kind}.train?"],
+        "train": ["evaluators.train", "evaluators.{kind}.train"],
         "label_tokens": "evaluators.label_tokens",
     },
     "score": {SPREAD: "evaluators.score"},
@@ -118,16 +117,20 @@ DAG_KEYS = (
 )
 
 
+def _parse(spec: str) -> tuple[str, list[str], set[str]]:
+    """A key spec's config path, the keys it keeps (+name) and the keys it drops (-name)."""
+    path, *edits = spec.split()
+    return path, [e[1:] for e in edits if e.startswith("+")], {e[1:] for e in edits if e.startswith("-")}
+
+
 def _lookup(config: dict, path: str, wildcards: dict) -> object:
     if path == ".":
         return config
-    optional = path.endswith("?")
     value = config
-    for part in path.rstrip("?").format(**wildcards).split("."):
+    path = path.format(**wildcards)
+    for part in path.split("."):
         if not isinstance(value, dict) or part not in value:
-            if optional:
-                return {}
-            raise KeyError(f"config: field '{path.rstrip('?').format(**wildcards)}' is missing")
+            raise KeyError(f"config: field '{path}' is missing")
         value = value[part]
     return value
 
@@ -139,22 +142,18 @@ def _resolve(spec: object, config: dict, wildcards: dict) -> object:
         return {k: v for item in spec for k, v in _resolve(item, config, wildcards).items()}
     if not isinstance(spec, str):
         return spec
-    path, *edits = spec.split()
-    value = _lookup(config, path, wildcards)
-    kept = [e[1:] for e in edits if e.startswith("+")]
-    dropped = {e[1:] for e in edits if e.startswith("-")}
+    path, kept, dropped = _parse(spec)
     if kept:
         return {k: _lookup(config, f"{path}.{k}", wildcards) for k in kept}
-    if dropped:
-        return {k: v for k, v in value.items() if k not in dropped}
-    return value
+    value = _lookup(config, path, wildcards)
+    return {k: v for k, v in value.items() if k not in dropped} if dropped else value
 
 
 def params(config: dict, stage: str, **wildcards) -> dict:
     """The params of one job of `stage`: a fresh dict (the config is not modified)."""
     result: dict = {}
     for name, spec in STAGE_PARAMS[stage].items():
-        value = json.loads(json.dumps(_resolve(spec, config, wildcards)))  # a copy: nesting must not write into config
+        value = copy.deepcopy(_resolve(spec, config, wildcards))  # nesting below must not write into config
         if name == SPREAD:
             result.update(value)
             continue
@@ -166,15 +165,6 @@ def params(config: dict, stage: str, **wildcards) -> dict:
     return result
 
 
-def _paths(spec: str) -> tuple[list[str], list[str]]:
-    """The config paths a key spec receives and the ones it drops."""
-    path, *edits = spec.split()
-    path = path.rstrip("?")
-    prefix = "" if path == "." else f"{path}."
-    kept = [prefix + e[1:] for e in edits if e.startswith("+")]
-    return kept or [path], [prefix + e[1:] for e in edits if e.startswith("-")]
-
-
 def _under(key: str, path: str) -> bool:
     """Whether `key` is `path` or inside it (`{split}`/`{kind}` match any one key; `.` is everything)."""
     if path == ".":
@@ -183,32 +173,23 @@ def _under(key: str, path: str) -> bool:
     return len(parts) <= len(key_parts) and all(p == k or p.startswith("{") for p, k in zip(parts, key_parts))
 
 
-def received_keys(stage: str) -> set[str]:
-    """The config paths a stage receives (wildcards left as `{split}` / `{kind}`; `.`: all)."""
-    return {path for spec in _key_specs(STAGE_PARAMS[stage]) for path in _paths(spec)[0]}
-
-
 def reruns(key: str) -> list[str]:
     """The stages whose params change when config key `key` (a dotted path) changes: what it
     re-runs directly (their dependents follow)."""
 
     def receives(spec: str) -> bool:
-        received, dropped = _paths(spec)
-        inside = any(_under(key, path) for path in received) and not any(_under(key, path) for path in dropped)
-        return inside or any(_under(path, key) for path in received)  # `key` is a section holding one
+        path, kept, dropped = _parse(spec)
+        prefix = "" if path == "." else f"{path}."
+        received = [prefix + k for k in kept] or [path]
+        inside = any(_under(key, p) for p in received) and not any(_under(key, prefix + d) for d in dropped)
+        return inside or any(_under(p, key) for p in received)  # `key` is a section holding one
 
-    return [stage for stage, table in STAGE_PARAMS.items() if any(receives(spec) for spec in _key_specs(table))]
+    def key_specs(table: dict) -> list[str]:  # merged lists flattened; literals are no config key
+        return [
+            s for spec in table.values() for s in (spec if isinstance(spec, list) else [spec]) if isinstance(s, str)
+        ]
 
-
-def _key_specs(table: dict) -> list[str]:
-    """A stage's key specs (merged lists flattened; literals are no config key)."""
-    specs = []
-    for spec in table.values():
-        if isinstance(spec, list) and all(isinstance(item, str) for item in spec):
-            specs += spec
-        elif isinstance(spec, str):
-            specs.append(spec)
-    return specs
+    return [stage for stage, table in STAGE_PARAMS.items() if any(receives(spec) for spec in key_specs(table))]
 
 
 if __name__ == "__main__":

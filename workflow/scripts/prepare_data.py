@@ -17,7 +17,7 @@ if __name__ == "__main__":
     args.out = cli.key_paths(args.out, "--out", keys=OUTPUTS)
     cli.setup(args)
     params = args.params
-    train_pool, test = data.apply_subset(*data.load_source(params), params.get("subset"))
+    train_pool, test = data.apply_subset(*data.load_source(params), params["subset"])
     split = data.split_problems(
         train_pool, test, params["easy_levels"], params["valid_size"], params["seed"], params["min_step_chars"]
     )

@@ -15,7 +15,7 @@ if __name__ == "__main__":
     p.add_argument("--out", required=True)
     args = p.parse_args()
     cli.setup(args)
-    config = training.TrainConfig.from_dict(args.params["train"])
+    config = dpo.DPOTrainConfig.from_dict(args.params["train"])
     dpo_config = from_dict(dpo.DPOConfig, args.params["dpo"], "rl.dpo")
     model, tokenizer = modeling.load_model(args.policy, dtype=torch.float32)
     rows = read_jsonl(args.pairs, required=("unique_id", "problem", "chosen", "rejected"))

@@ -14,7 +14,8 @@ if __name__ == "__main__":
     p.add_argument("--out", required=True)
     args = p.parse_args()
     cli.setup(args)
-    config = training.TrainConfig.from_dict(args.params["train"])  # evaluators.train, evaluators.<kind>.train over it
+    # evaluators.train with evaluators.<kind>.train merged over it (stages.STAGE_PARAMS)
+    config = evaluator.EvaluatorTrainConfig.from_dict(args.params["train"])
     label_tokens = args.params["label_tokens"]
     torch.manual_seed(config.seed)  # the new score head is initialised here: reproducible runs
     with training.partitioned_loading(config):  # ZeRO-3: partitioned as it loads
