@@ -124,3 +124,31 @@ def test_chain_rows_carry_their_steps_through_the_split():
     assert all("steps" not in row for row in split.train_hard + split.valid + split.test)
     with pytest.raises(ValueError, match="unknown synthetic style"):
         synthetic.generate(5, 0, "train", style="prose")
+
+
+# --- the plus_minus style: every level has chains of 3-5 operations ----------------------------
+
+
+def test_plus_minus_level_counts_the_additions_and_subtractions_of_a_3_to_5_step_chain():
+    lengths = {level: set() for level in synthetic.LEVELS}
+    for seed in range(30):
+        for level in synthetic.LEVELS:
+            problem, steps, answer = synthetic.make_plus_minus_problem(level, random.Random(seed), max_value=20)
+            start, operations = synthetic.parse_chain(problem)
+            assert sum(operator in "+-" for operator, _ in operations) == level
+            assert 3 <= len(operations) <= 5
+            lengths[level].add(len(operations))
+            assert synthetic.chain_steps(start, operations) == (steps, int(answer))
+            assert synthetic.label_steps(problem, level, steps, answer, synthetic.LEVELS) == [1.0] * (len(steps) + 1)
+            values = [int(step.split(" = ")[1].rstrip(".")) for step in steps]
+            assert all(0 <= value <= 20 for value in values)
+    # easy levels reach the hard levels' lengths: a hard problem is never longer than every easy one
+    assert lengths[1] == lengths[2] == lengths[3] == {3, 4, 5} and lengths[4] == {4, 5} and lengths[5] == {5}
+
+
+def test_plus_minus_rows_have_one_subject_and_carry_their_steps():
+    rows = synthetic.generate([4, 4, 4, 4, 4], 0, "train", max_value=20, style="plus_minus")
+    assert {row["subject"] for row in rows} == {synthetic.PLUS_MINUS_SUBJECT}
+    assert [row["level"] for row in rows] == [level for level in synthetic.LEVELS for _ in range(4)]
+    assert all(row["solution"].startswith(row["steps"][0]) for row in rows)
+    assert len(synthetic.generate(10, 0, "test", max_value=20, style="plus_minus")) == 10

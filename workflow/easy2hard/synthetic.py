@@ -34,7 +34,10 @@ SUBJECT_OPERATORS = {
     "Addition and Subtraction": ["+", "-"],
     "Mixed Operations": ["+", "-", "*"],
 }
-STYLES = ("chain", "expression")
+STYLES = ("chain", "plus_minus", "expression")
+# plus_minus: every problem is a chain of 3-5 operations; the level counts its + and - steps
+PLUS_MINUS_SUBJECT = "Mixed Operations"
+PLUS_MINUS_LENGTH = (3, 5)
 _LATEX = {"+": "+", "-": "-", "*": "\\times"}
 _CHAIN_SYMBOL = {"+": "+", "-": "-", "*": "×"}
 
@@ -130,6 +133,37 @@ def make_chain_problem(
     return chain_problem_text(start, operations), steps, str(value)
 
 
+def make_plus_minus_problem(level: int, rng: random.Random, max_value: int | None = None) -> tuple[str, list[str], str]:
+    """(problem, steps, answer) for a chain of max(3, level) to 5 operations (chain style) of which
+    `level` are + or - and the others x, in a random order, redrawn until every value stays in
+    [0, max_value]. Every level has chains of every length, so a hard problem is not longer than
+    the easy ones: it has more of the steps the model gets wrong most (additions and subtractions
+    over the whole value range; a x step needs a value of at most max_value / 2)."""
+    shortest, longest = PLUS_MINUS_LENGTH
+    length = rng.randint(max(shortest, level), longest)
+    for _ in range(100_000):
+        kinds = ["+-"] * level + ["*"] * (length - level)
+        rng.shuffle(kinds)
+        start = value = rng.randint(1, 9)
+        operations = []
+        for kind in kinds:
+            candidates = [
+                (operator, operand)
+                for operator in (["+", "-"] if kind == "+-" else ["*"])
+                for operand in _operands(operator)
+                if max_value is None or 0 <= _apply(value, operator, operand) <= max_value
+            ]
+            if not candidates:
+                break
+            operator, operand = rng.choice(candidates)
+            operations.append((operator, operand))
+            value = _apply(value, operator, operand)
+        else:
+            steps, value = chain_steps(start, operations)
+            return chain_problem_text(start, operations), steps, str(value)
+    raise ValueError(f"no level-{level} plus_minus chain of {length} operations stays within [0, {max_value}]")
+
+
 def make_problem(level: int, subject: str, rng: random.Random, max_value: int | None = None) -> tuple[str, str, str]:
     """(problem, solution, answer) for one expression with `level` operations, redrawn until
     every number of its solution lies in [0, max_value] (when set)."""
@@ -167,12 +201,13 @@ def generate(
         raise ValueError(f"unknown synthetic style {style!r} (one of {', '.join(STYLES)})")
     rng = random.Random(f"{seed}-{split}")
     if isinstance(num_problems, int):
-        cells = [(level, subject) for level in LEVELS for subject in SUBJECT_OPERATORS]
+        subjects = [PLUS_MINUS_SUBJECT] if style == "plus_minus" else list(SUBJECT_OPERATORS)
+        cells = [(level, subject) for level in LEVELS for subject in subjects]
         plan = [cells[index % len(cells)] for index in range(num_problems)]
     else:
         if len(num_problems) != len(LEVELS):
             raise ValueError(f"per-level counts need one number per level {LEVELS}, got {num_problems}")
-        subjects = list(SUBJECT_OPERATORS)
+        subjects = [PLUS_MINUS_SUBJECT] if style == "plus_minus" else list(SUBJECT_OPERATORS)
         plan = [
             (level, subjects[index % len(subjects)])
             for level, count in zip(LEVELS, num_problems)
@@ -182,8 +217,11 @@ def generate(
     attempts = 0
     while len(rows) < len(plan):
         level, subject = plan[len(rows)]
-        if style == "chain":
-            problem, steps, answer = make_chain_problem(level, subject, rng, max_value)
+        if style in ("chain", "plus_minus"):
+            if style == "chain":
+                problem, steps, answer = make_chain_problem(level, subject, rng, max_value)
+            else:
+                problem, steps, answer = make_plus_minus_problem(level, rng, max_value)
             solution = STEP_SEPARATOR.join(steps) + f" The answer is $\\boxed{{{answer}}}$."
         else:
             problem, solution, answer = make_problem(level, subject, rng, max_value)
@@ -201,7 +239,7 @@ def generate(
                 "subject": subject,
                 "level": level,
                 "unique_id": f"synthetic/{split}/{len(rows)}",
-                **({"steps": steps} if style == "chain" else {}),
+                **({"steps": steps} if style != "expression" else {}),
             }
         )
     return rows
