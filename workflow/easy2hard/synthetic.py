@@ -2,19 +2,24 @@
 
 Level L asks for the result of L operations on one-digit numbers (factors after a x are 2-5),
 so harder levels need longer chains of the same skills -- the easy-to-hard structure of MATH in
-miniature. Two styles:
+miniature. Three styles:
 
 - ``chain`` (the default): "Start with 3, then apply + 4, × 2, - 1 in this order. What is the
   result?", one short step per operation ("3 + 4 = 7.") applied left to right. A step is
   checked from the previous step and the question alone, and a level-5 solution is ~45 tokens.
+- ``plus_minus``: the chain format, but every level has chains of 3-5 operations and the level is
+  the number of + and - steps (the others are x): a hard problem is no longer than an easy one,
+  it has more of the error-prone steps (docs/miniature.md: a probe of the evaluator without the
+  length problem).
 - ``expression``: "Compute $3 + 4 \\times 2 - 1$." with precedence, one sentence per operation
   that restates the remaining expression ("We compute ..., so the expression becomes ..."),
   ~2.5x the tokens; the project's first miniature (docs/miniature.md has what it measured).
 
 With `max_value`, every number a solution writes stays in [0, max_value], so hard problems need
-no arithmetic fact that easy ones never show: only the chain is longer. In both styles, two
-subjects give the validation split a subject x level stratification to match: "Addition and
-Subtraction" (+, -) and "Mixed Operations" (+, -, x; with precedence in the expression style).
+no arithmetic fact that easy ones never show: only the chain is longer. In the chain and
+expression styles, two subjects give the validation split a subject x level stratification to match: "Addition and
+Subtraction" (+, -) and "Mixed Operations" (+, -, x; with precedence in the expression style); plus_minus rows are all
+"Mixed Operations".
 
 Rows use the MATH schema (problem, solution, answer, subject, level, unique_id); the solution is
 MATH-style text with one step per operation and a final ``\\boxed{}``. Chain rows also carry their
@@ -94,6 +99,16 @@ def _operands(operator: str) -> range:
     return range(2, 6) if operator == "*" else range(1, 10)
 
 
+def _bounded_operations(value: int, operators: list[str], max_value: int | None) -> list[tuple[str, int]]:
+    """Every (operator, operand) that keeps `value` within [0, max_value] (None: no bound)."""
+    return [
+        (operator, operand)
+        for operator in operators
+        for operand in _operands(operator)
+        if max_value is None or 0 <= _apply(value, operator, operand) <= max_value
+    ]
+
+
 def chain_steps(start: int, operations: list[tuple[str, int]]) -> tuple[list[str], int]:
     """One step per operation, left to right ("3 + 4 = 7."), and the result."""
     steps, value = [], start
@@ -118,12 +133,7 @@ def make_chain_problem(
     start = value = rng.randint(1, 9)
     operations = []
     for _ in range(level):
-        candidates = [
-            (operator, operand)
-            for operator in operators
-            for operand in _operands(operator)
-            if max_value is None or 0 <= _apply(value, operator, operand) <= max_value
-        ]
+        candidates = _bounded_operations(value, operators, max_value)
         if not candidates:
             raise ValueError(f"no {subject} operation keeps {value} within [0, {max_value}]")
         operator, operand = rng.choice(candidates)
@@ -142,17 +152,12 @@ def make_plus_minus_problem(level: int, rng: random.Random, max_value: int | Non
     shortest, longest = PLUS_MINUS_LENGTH
     length = rng.randint(max(shortest, level), longest)
     for _ in range(100_000):
-        kinds = ["+-"] * level + ["*"] * (length - level)
+        kinds = [["+", "-"]] * level + [["*"]] * (length - level)
         rng.shuffle(kinds)
         start = value = rng.randint(1, 9)
         operations = []
-        for kind in kinds:
-            candidates = [
-                (operator, operand)
-                for operator in (["+", "-"] if kind == "+-" else ["*"])
-                for operand in _operands(operator)
-                if max_value is None or 0 <= _apply(value, operator, operand) <= max_value
-            ]
+        for operators in kinds:
+            candidates = _bounded_operations(value, operators, max_value)
             if not candidates:
                 break
             operator, operand = rng.choice(candidates)
@@ -200,14 +205,13 @@ def generate(
     if style not in STYLES:
         raise ValueError(f"unknown synthetic style {style!r} (one of {', '.join(STYLES)})")
     rng = random.Random(f"{seed}-{split}")
+    subjects = [PLUS_MINUS_SUBJECT] if style == "plus_minus" else list(SUBJECT_OPERATORS)
     if isinstance(num_problems, int):
-        subjects = [PLUS_MINUS_SUBJECT] if style == "plus_minus" else list(SUBJECT_OPERATORS)
         cells = [(level, subject) for level in LEVELS for subject in subjects]
         plan = [cells[index % len(cells)] for index in range(num_problems)]
     else:
         if len(num_problems) != len(LEVELS):
             raise ValueError(f"per-level counts need one number per level {LEVELS}, got {num_problems}")
-        subjects = [PLUS_MINUS_SUBJECT] if style == "plus_minus" else list(SUBJECT_OPERATORS)
         plan = [
             (level, subjects[index % len(subjects)])
             for level, count in zip(LEVELS, num_problems)
@@ -217,14 +221,14 @@ def generate(
     attempts = 0
     while len(rows) < len(plan):
         level, subject = plan[len(rows)]
-        if style in ("chain", "plus_minus"):
+        if style == "expression":
+            problem, solution, answer = make_problem(level, subject, rng, max_value)
+        else:
             if style == "chain":
                 problem, steps, answer = make_chain_problem(level, subject, rng, max_value)
             else:
                 problem, steps, answer = make_plus_minus_problem(level, rng, max_value)
             solution = STEP_SEPARATOR.join(steps) + f" The answer is $\\boxed{{{answer}}}$."
-        else:
-            problem, solution, answer = make_problem(level, subject, rng, max_value)
         attempts += 1
         if attempts > 100 * max(len(plan), 1):
             raise ValueError(f"cannot draw {len(plan)} distinct synthetic problems")
